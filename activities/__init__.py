@@ -1,0 +1,1 @@
+"""Activities: the only place where Airlock touches the world (models, databases, files)."""

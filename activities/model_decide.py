@@ -1,0 +1,83 @@
+"""`model.decide`: asks the run's model for its next move.
+
+`scripted` replays the proposals written in the run input (deterministic, offline, 0 tokens) and
+is what tests and the demo use; `openai` asks a real model through the OpenAI SDK. Either way the
+answer is only a proposal: the workflow governs every call it contains.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import structlog
+from opentelemetry import trace
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
+
+log = structlog.get_logger("airlock.model")
+tracer = trace.get_tracer("airlock")
+
+SCRIPT_DONE = "The scripted proposals are done."
+
+
+class ModelProvider(Protocol):
+    async def decide(self, request: ModelRequest) -> ModelDecision: ...
+
+
+def scripted_decision(request: ModelRequest) -> ModelDecision:
+    entry = request.scripted
+    if entry is None:
+        return ModelDecision(answer=SCRIPT_DONE, model="scripted")
+    if entry.tool is None:
+        return ModelDecision(answer=entry.answer or SCRIPT_DONE, model="scripted")
+    return ModelDecision(
+        calls=[ProposedCall(call_id=f"s{request.step}", tool=entry.tool, args=entry.args)],
+        model="scripted",
+    )
+
+
+class ModelActivities:
+    def __init__(self, openai: ModelProvider | None = None) -> None:
+        self._openai = openai
+
+    @activity.defn(name="model.decide")
+    async def decide(self, request: ModelRequest) -> ModelDecision:
+        structlog.contextvars.bind_contextvars(
+            run_id=request.workflow_id, workspace=request.workspace, step=request.step
+        )
+        with tracer.start_as_current_span("model.decide") as span:
+            span.set_attributes(
+                {
+                    "airlock.run_id": request.workflow_id,
+                    "airlock.workspace": request.workspace,
+                    "airlock.step": request.step,
+                    "airlock.model.provider": request.provider,
+                }
+            )
+            if request.provider == "scripted":
+                decision = scripted_decision(request)
+            elif self._openai is None:
+                raise ApplicationError(
+                    "the openai provider is not configured on this worker",
+                    type="ModelNotConfigured",
+                    non_retryable=True,
+                )
+            else:
+                decision = await self._openai.decide(request)
+            span.set_attributes(
+                {
+                    "airlock.model": decision.model,
+                    "airlock.tokens": decision.prompt_tokens + decision.completion_tokens,
+                    "airlock.cost_usd": decision.cost_usd,
+                }
+            )
+        log.info(
+            "model.decided",
+            model=decision.model,
+            calls=[c.tool for c in decision.calls],
+            tokens=decision.prompt_tokens + decision.completion_tokens,
+            cost_usd=decision.cost_usd,
+        )
+        return decision

@@ -1,0 +1,90 @@
+"""One pair of activities per tool: `tool.NAME.prepare` (validate, preview) and `tool.NAME`.
+
+Generated from the registry at worker start so that the Web UI and histories name the tool that
+ran (`tool.payments.create_refund`) instead of a generic dispatcher. They are synchronous: the
+database driver is, and Temporal runs them on the worker's thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from temporalio import activity
+
+from airlock.activity_io import ExecuteOutcome, PrepareOutcome, ToolCallInput
+from tools.registry import ToolRegistry
+from tools.runner import ToolRunner
+
+log = structlog.get_logger("airlock.tool")
+tracer = trace.get_tracer("airlock")
+
+
+def prepare_activity_name(tool: str) -> str:
+    return f"tool.{tool}.prepare"
+
+
+def execute_activity_name(tool: str) -> str:
+    return f"tool.{tool}"
+
+
+def _bind(call: ToolCallInput) -> None:
+    structlog.contextvars.bind_contextvars(
+        run_id=call.workflow_id,
+        workspace=call.workspace,
+        step=call.step,
+        tool=call.tool,
+        call_index=call.index,
+        attempt=activity.info().attempt,
+    )
+
+
+def tool_activities(registry: ToolRegistry, runner: ToolRunner) -> list[Callable[..., Any]]:
+    activities: list[Callable[..., Any]] = []
+    for tool in registry:
+        activities += [_prepare_for(tool.name, runner), _execute_for(tool.name, runner)]
+    return activities
+
+
+def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], PrepareOutcome]:
+    @activity.defn(name=prepare_activity_name(name))
+    def prepare(call: ToolCallInput) -> PrepareOutcome:
+        _bind(call)
+        with tracer.start_as_current_span(f"tool.{name}.prepare") as span:
+            span.set_attributes({"airlock.run_id": call.workflow_id, "airlock.tool": name})
+            outcome = runner.prepare(name, call.args, call.workflow_id, call.step)
+            span.set_attribute("airlock.outcome", outcome.kind)
+        log.info("tool.prepared", outcome=outcome.kind)
+        return outcome
+
+    return prepare
+
+
+def _execute_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], ExecuteOutcome]:
+    @activity.defn(name=execute_activity_name(name))
+    def execute(call: ToolCallInput) -> ExecuteOutcome:
+        _bind(call)
+        with tracer.start_as_current_span(f"tool.{name}") as span:
+            span.set_attributes(
+                {
+                    "airlock.run_id": call.workflow_id,
+                    "airlock.workspace": call.workspace,
+                    "airlock.tool": name,
+                    "airlock.idempotency_key": call.idempotency_key or "",
+                }
+            )
+            outcome = runner.execute(
+                name, call.args, call.idempotency_key or "", call.workflow_id, call.step
+            )
+            span.set_attribute("airlock.outcome", outcome.kind)
+        log.info(
+            "tool.executed",
+            outcome=outcome.kind,
+            idempotency_key=call.idempotency_key,
+            deduplicated=getattr(outcome, "deduplicated", False),
+        )
+        return outcome
+
+    return execute

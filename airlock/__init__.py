@@ -1,0 +1,1 @@
+"""Airlock: governed AI agent runs on Temporal."""

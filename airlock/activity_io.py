@@ -1,0 +1,62 @@
+"""Inputs and outcomes of Airlock's own activities (run context and tool calls).
+
+Outcomes the workflow must branch on — invalid arguments, a tool's refusal, a call already done —
+cross the activity boundary as a discriminated union, not as exceptions, so that they are recorded
+as data and never retried.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, JsonValue
+
+from airlock.models import Compensation, FieldChange
+from policy.model import Policy
+from tools.registry import CatalogEntry
+
+
+class RunContext(BaseModel):
+    """What a run pins at its start, so that every later decision and any replay agree."""
+
+    policy: Policy
+    policy_hash: str
+    catalog: list[CatalogEntry]
+    default_model: str = "scripted"
+
+
+class ToolCallInput(BaseModel):
+    workflow_id: str
+    workspace: str
+    step: int
+    index: int
+    tool: str
+    args: dict[str, JsonValue]
+    idempotency_key: str | None = None
+
+
+class Prepared(BaseModel):
+    kind: Literal["prepared"] = "prepared"
+    args: dict[str, JsonValue]
+    diff: list[FieldChange] = Field(default_factory=list)
+    facts: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class Rejected(BaseModel):
+    """The call cannot go on: arguments that do not fit the schema, or a tool's refusal."""
+
+    kind: Literal["rejected"] = "rejected"
+    error: str
+    reason: Literal["unknown_tool", "invalid_arguments", "tool_error", "idempotency_conflict"]
+
+
+class Executed(BaseModel):
+    kind: Literal["executed"] = "executed"
+    result: JsonValue
+    compensation: Compensation | None = None
+    # True when the ledger already held this key: the side effect ran once, earlier.
+    deduplicated: bool = False
+
+
+PrepareOutcome = Annotated[Prepared | Rejected, Field(discriminator="kind")]
+ExecuteOutcome = Annotated[Executed | Rejected, Field(discriminator="kind")]

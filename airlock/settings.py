@@ -1,0 +1,38 @@
+"""Process configuration, read from the environment once, at worker or CLI start.
+
+Workflow code never reads this: what a run needs is pinned into its history by an activity.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+EXAMPLE_POLICY = PACKAGE_DIR.parent / "policy" / "example.yaml"
+DEFAULT_PRICES = PACKAGE_DIR / "prices.yaml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    temporal_address: str = Field("127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
+    namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
+    task_queue: str = Field("airlock", validation_alias="AIRLOCK_TASK_QUEUE")
+    policy_path: Path = Field(EXAMPLE_POLICY, validation_alias="AIRLOCK_POLICY")
+    db: str = Field(".airlock/backoffice.db", validation_alias="AIRLOCK_DB")
+    default_model: str = Field("scripted", validation_alias="AIRLOCK_MODEL")
+    # Comma-separated modules, each defining TOOLS: list[Tool].
+    tool_modules: str = Field("tools.backoffice", validation_alias="AIRLOCK_TOOL_MODULES")
+    prices_path: Path = Field(DEFAULT_PRICES, validation_alias="AIRLOCK_PRICES")
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    openai_timeout_s: float = Field(60.0, validation_alias=AliasChoices("AIRLOCK_OPENAI_TIMEOUT_S"))
+    log_level: str = Field("INFO", validation_alias="AIRLOCK_LOG_LEVEL")
+
+    @cached_property
+    def tool_module_list(self) -> list[str]:
+        return [m.strip() for m in self.tool_modules.split(",") if m.strip()]

@@ -1,0 +1,201 @@
+"""The policy's decisions, as pure functions: no I/O, no clock, no Temporal.
+
+Workflow code calls these directly with the policy pinned in its history, so a replay decides
+exactly as the original run did.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from airlock.models import Decision, Effect, Mode, Outcome, Tier
+from policy.model import Condition, Policy, Rule
+
+_MISSING = object()
+
+
+class CallContext(BaseModel):
+    """Everything the policy may look at to decide on one call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workspace: str
+    agent: str
+    requested_by: str
+    mode: Mode
+    tool: str
+    effect: Effect
+    tier: Tier
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    facts: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+def effective_mode(policy: Policy, workspace: str, requested: Mode) -> Mode:
+    """A run never gets more autonomy than its workspace allows."""
+    ws = policy.workspaces.get(workspace)
+    if ws is None:
+        return Mode.SUGGEST
+    return requested if requested.rank <= ws.max_autonomy.rank else ws.max_autonomy
+
+
+def may_start(policy: Policy, workspace: str, agent: str, requested_by: str) -> str | None:
+    """Why a run cannot start, or None when it may."""
+    if workspace not in policy.workspaces:
+        return f"workspace: {workspace!r} is not defined in the policy"
+    if agent not in policy.agents:
+        return f"agent: {agent!r} is not defined in the policy"
+    if not policy.roles_of(requested_by) & set(policy.requester_roles):
+        return f"requested_by: {requested_by!r} holds no role allowed to start runs ({', '.join(policy.requester_roles)})"
+    return None
+
+
+def tool_tier(policy: Policy, tool: str, default: Tier) -> Tier:
+    tp = policy.tools.get(tool)
+    return tp.tier if tp is not None and tp.tier is not None else default
+
+
+def _lookup(values: dict[str, Any], path: str) -> Any:
+    current: Any = values
+    for part in path.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return _MISSING
+        current = current[part]
+    return current
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def matches(cond: Condition, call: CallContext) -> bool:
+    """Whether a condition holds. One that cannot be evaluated (a missing argument or fact, a
+    value of the wrong kind) counts as holding: rules deny or demand approval, so failing closed
+    means the stricter outcome."""
+    op = cond.operator
+    if op == "always":
+        return True
+    assert cond.arg is not None  # the model validator guarantees it for every other operator
+    value = _lookup(call.args, cond.arg)
+    if value is _MISSING:
+        return True
+    if op in ("gt", "gte", "lt", "gt_fact"):
+        n = _number(value)
+        if n is None:
+            return True
+        if op == "gt_fact":
+            assert cond.gt_fact is not None
+            limit = _number(call.facts.get(cond.gt_fact))
+            return limit is None or n > limit
+        limit = getattr(cond, op)
+        return {"gt": n > limit, "gte": n >= limit, "lt": n < limit}[op]
+    if op == "domain_not_in":
+        if not isinstance(value, str) or "@" not in value:
+            return True
+        domain = value.rsplit("@", 1)[1].lower()
+        return domain not in {d.lower().lstrip("@") for d in cond.domain_not_in or []}
+    if op == "keys_not_in":
+        if not isinstance(value, dict):
+            return True
+        return any(k not in (cond.keys_not_in or []) for k in value)
+    if op == "not_in":
+        return str(value) not in (cond.not_in or [])
+    return True
+
+
+def _applies(rule: Rule, workspace: str) -> bool:
+    return rule.workspaces is None or workspace in rule.workspaces
+
+
+def _reason(rule: Rule) -> str:
+    return rule.reason or f"rule {rule.id}"
+
+
+def decide(policy: Policy, call: CallContext) -> Decision:
+    tier = tool_tier(policy, call.tool, call.tier)
+    requirement = policy.tiers[tier]
+
+    def verdict(outcome: Outcome, rule: str, reason: str, matched: list[str] | None = None) -> Decision:
+        needs_approval = outcome is Outcome.APPROVE
+        return Decision(
+            outcome=outcome,
+            rule=rule,
+            reason=reason,
+            tier=tier,
+            approvals_required=requirement.approvals if needs_approval else 0,
+            approver_roles=list(requirement.roles) if needs_approval else [],
+            required_role=requirement.require_role if needs_approval else None,
+            timeout_s=requirement.timeout_s if needs_approval else 0,
+            matched_rules=matched or [rule],
+        )
+
+    workspace = policy.workspaces.get(call.workspace)
+    if workspace is None:
+        return verdict(Outcome.DENY, "workspace.unknown", f"workspace {call.workspace!r} is not in the policy")
+    agent = policy.agents.get(call.agent)
+    if agent is None or call.tool not in agent.capabilities:
+        return verdict(
+            Outcome.DENY,
+            "agent.capabilities",
+            f"agent {call.agent!r} has no capability for {call.tool}",
+        )
+    if workspace.safe_mode and call.effect is not Effect.READ:
+        return verdict(Outcome.DENY, "workspace.safe_mode", "safe_mode")
+
+    tool_policy = policy.tools.get(call.tool)
+    rules = sorted(
+        (r for r in (tool_policy.rules if tool_policy else []) if _applies(r, call.workspace)),
+        key=lambda r: r.id,
+    )
+    matched = [r for r in rules if matches(r.when, call)]
+    denies = [r for r in matched if r.effect == "deny"]
+    if denies:
+        return verdict(Outcome.DENY, denies[0].id, _reason(denies[0]), [r.id for r in denies])
+
+    mode = effective_mode(policy, call.workspace, call.mode)
+    if mode is Mode.SUGGEST:
+        return verdict(
+            Outcome.DENY,
+            "mode.suggest",
+            "suggest mode: the call is recorded as a suggestion and not executed",
+        )
+    approvals = [r for r in matched if r.effect == "require_approval"]
+    if approvals:
+        return verdict(Outcome.APPROVE, approvals[0].id, _reason(approvals[0]), [r.id for r in approvals])
+    if mode is Mode.APPROVE and call.effect is not Effect.READ:
+        return verdict(Outcome.APPROVE, "mode.approve", "approve mode: every write waits for approval")
+    return verdict(Outcome.ALLOW, "agent.capabilities", f"agent {call.agent!r} may call {call.tool}")
+
+
+def vote_refusal(
+    policy: Policy,
+    *,
+    approver: str,
+    requested_by: str,
+    approver_roles: list[str],
+    required_role: str | None,
+    approvals_still_needed: int,
+    earlier_voters: list[str],
+) -> str | None:
+    """Why this person's vote on a pending call does not count, or None when it does."""
+    if approver not in policy.people:
+        return f"{approver!r} is not a person in the policy"
+    if approver == requested_by:
+        return f"self-approval: {approver} requested this run"
+    roles = policy.roles_of(approver)
+    if not roles & set(approver_roles):
+        return f"{approver} lacks the role this tier needs (one of: {', '.join(approver_roles)})"
+    if approver in earlier_voters:
+        return f"{approver} has already voted on this approval"
+    if required_role and approvals_still_needed == 1 and required_role not in roles:
+        earlier_have_it = any(required_role in policy.roles_of(v) for v in earlier_voters)
+        if not earlier_have_it:
+            return f"the last approval must come from someone with role {required_role}"
+    return None

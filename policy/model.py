@@ -1,0 +1,131 @@
+"""The capability policy, as a security reviewer reads it: frozen models that reject unknown keys.
+
+    workspaces   how much autonomy each workspace allows at most, and whether it is in safe mode
+    people       who holds which roles (requester, approver, admin, ...)
+    tiers        for each risk tier, how many approvers of which roles a call needs, and how long
+                 an approval may wait before it counts as a deny
+    agents       which tools each agent may call at all (deny by default)
+    tools        per-tool rules over arguments and previewed facts: deny, or require approval
+
+Rules never depend on their order: every rule that matches is collected, a deny beats a demand
+for approval, which beats an allow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from airlock.models import Mode, Tier
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Workspace(Frozen):
+    max_autonomy: Mode = Mode.APPROVE
+    safe_mode: bool = False
+
+
+class Person(Frozen):
+    roles: list[str] = Field(default_factory=list)
+
+
+class TierRule(Frozen):
+    approvals: int = Field(1, ge=1, le=10)
+    roles: list[str] = Field(min_length=1)
+    # At least one of the approvers must hold this role (e.g. an admin among two approvers).
+    require_role: str | None = None
+    timeout_s: int = Field(86_400, ge=1)
+
+
+class Agent(Frozen):
+    capabilities: list[str] = Field(default_factory=list)
+
+
+OPERATORS = ("always", "gt", "gte", "lt", "gt_fact", "domain_not_in", "keys_not_in", "not_in")
+
+
+class Condition(Frozen):
+    """One test over a call. Exactly one operator; `arg` names the argument (dotted path)."""
+
+    arg: str | None = None
+    always: bool | None = None
+    gt: Decimal | None = None
+    gte: Decimal | None = None
+    lt: Decimal | None = None
+    gt_fact: str | None = None
+    domain_not_in: list[str] | None = None
+    keys_not_in: list[str] | None = None
+    not_in: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Self:
+        given = [op for op in OPERATORS if getattr(self, op) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a condition needs exactly one of {', '.join(OPERATORS)}; got {given or 'none'}")
+        if given[0] == "always":
+            if self.always is not True:
+                raise ValueError("'always' can only be true")
+        elif not self.arg:
+            raise ValueError(f"'{given[0]}' needs 'arg': the argument it tests")
+        return self
+
+    @property
+    def operator(self) -> str:
+        return next(op for op in OPERATORS if getattr(self, op) is not None)
+
+
+class Rule(Frozen):
+    id: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    effect: Literal["deny", "require_approval"]
+    when: Condition
+    reason: str = ""
+    # Limit a rule to some workspaces; by default it applies in all of them.
+    workspaces: list[str] | None = None
+
+
+class ToolPolicy(Frozen):
+    tier: Tier | None = None
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class Policy(Frozen):
+    version: Literal[1] = 1
+    workspaces: dict[str, Workspace]
+    people: dict[str, Person]
+    tiers: dict[Tier, TierRule]
+    agents: dict[str, Agent]
+    tools: dict[str, ToolPolicy] = Field(default_factory=dict)
+    # Roles allowed to start runs.
+    requester_roles: list[str] = Field(default_factory=lambda: ["requester"])
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        missing = [t.value for t in Tier if t not in self.tiers]
+        if missing:
+            raise ValueError(f"tiers must define every risk tier; missing {missing}")
+        ids = [r.id for tp in self.tools.values() for r in tp.rules]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"rule ids must be unique; repeated: {dupes}")
+        for tool, tp in self.tools.items():
+            for rule in tp.rules:
+                for ws in rule.workspaces or []:
+                    if ws not in self.workspaces:
+                        raise ValueError(f"rule {rule.id} of {tool} names unknown workspace {ws!r}")
+        return self
+
+    def content_hash(self) -> str:
+        """Identifies what the policy decides, not how the file is laid out."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def roles_of(self, person: str) -> frozenset[str]:
+        p = self.people.get(person)
+        return frozenset(p.roles) if p else frozenset()

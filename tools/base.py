@@ -1,0 +1,91 @@
+"""What a tool is: typed input and output, a risk tier, an effect, and how to preview and undo it.
+
+A team adds a tool by writing one module that defines `TOOLS: list[Tool]` and naming the module in
+`AIRLOCK_TOOL_MODULES`; Airlock's own code does not change. Writes get their idempotency from the
+runner (`tools.runner`), which executes them inside one database transaction together with the
+idempotency record, so a tool's `execute` only has to do its work on the connection it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, JsonValue
+from sqlalchemy import Connection
+
+from airlock.models import Compensation, Effect, FieldChange, Tier
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
+
+
+class ToolArgs(BaseModel):
+    """Base for tool inputs: arguments a model wrote, so unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ToolError(Exception):
+    """A tool refused the call for a reason the agent should hear (not worth retrying)."""
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool gets to work with. `conn` is inside the transaction that also records the call."""
+
+    conn: Connection
+    workflow_id: str = ""
+    step: int = 0
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a write would change, and the facts the policy needs to decide on it."""
+
+    diff: list[FieldChange] = field(default_factory=list)
+    facts: dict[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tool(Generic[In, Out]):
+    name: str
+    description: str
+    input_model: type[In]
+    output_model: type[Out]
+    tier: Tier
+    effect: Effect
+    execute: Callable[[ToolContext, In], Out]
+    preview: Callable[[ToolContext, In], Preview] | None = None
+    # The tool that undoes this one, and how to build its arguments from an executed call.
+    compensation_tool: str | None = None
+    compensate: Callable[[In, Out, Preview], Compensation] | None = None
+    # Named here so the policy reviewer and the report can say why a write cannot be undone.
+    irreversible: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.compensate is None) != (self.compensation_tool is None):
+            raise ValueError(f"tool {self.name}: compensation_tool and compensate go together")
+        if self.effect is not Effect.READ and self.compensate is None and not self.irreversible:
+            raise ValueError(
+                f"tool {self.name}: a {self.effect} tool must name its compensation "
+                "or say why it is irreversible"
+            )
+
+    @property
+    def activity_name(self) -> str:
+        return f"tool.{self.name}"
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.input_model.model_json_schema()
+
+    def undo_for(self, args: In, output: Out, preview: Preview) -> Compensation:
+        if self.compensate is not None:
+            return self.compensate(args, output, preview)
+        return Compensation(note=self.irreversible or "nothing to undo")

@@ -1,0 +1,72 @@
+"""Tools found by name. Modules are named in configuration and each exposes `TOOLS`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Iterator, Sequence
+
+from pydantic import BaseModel
+
+from airlock.models import Effect, Tier
+from tools.base import Tool
+
+DEFAULT_MODULES: tuple[str, ...] = ("tools.backoffice",)
+
+
+class CatalogEntry(BaseModel):
+    """The part of a tool a workflow needs to govern a call, pinned in the run at its start."""
+
+    name: str
+    description: str
+    tier: Tier
+    effect: Effect
+    compensation_tool: str | None = None
+    irreversible: str | None = None
+
+
+class ToolRegistry:
+    def __init__(self, tools: Iterable[Tool]) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"tool {tool.name!r} is defined twice")
+            self._tools[tool.name] = tool
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise KeyError(f"unknown tool {name!r}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def catalog(self) -> list[CatalogEntry]:
+        return [
+            CatalogEntry(
+                name=t.name,
+                description=t.description,
+                tier=t.tier,
+                effect=t.effect,
+                compensation_tool=t.compensation_tool,
+                irreversible=t.irreversible,
+            )
+            for t in self._tools.values()
+        ]
+
+
+def load_registry(modules: Sequence[str] = DEFAULT_MODULES) -> ToolRegistry:
+    tools: list[Tool] = []
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        found = getattr(module, "TOOLS", None)
+        if not isinstance(found, list) or not all(isinstance(t, Tool) for t in found):
+            raise ValueError(f"tool module {module_name!r} must define TOOLS: list[Tool]")
+        tools.extend(found)
+    return ToolRegistry(tools)

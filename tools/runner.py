@@ -1,0 +1,133 @@
+"""Runs tools against the back office: validation, previews, and writes under idempotency keys.
+
+Outcomes the workflow must branch on (invalid arguments, a refusal by the tool) come back as
+values, not exceptions, so they cross the activity boundary as data and are never retried.
+Infrastructure errors (the database is down) still raise, and Temporal's retry policy owns them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from airlock.activity_io import Executed, Prepared, Rejected
+from airlock.models import Effect
+from tools.backoffice.db import WRITE_LOCK, tool_calls
+from tools.base import Preview, Tool, ToolContext, ToolError
+from tools.registry import ToolRegistry
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming the argument: what the agent needs to fix its call."""
+    parts = []
+    for e in error.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"]) or "(arguments)"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def args_hash(tool: str, args: dict[str, Any]) -> str:
+    canonical = json.dumps({"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ToolRunner:
+    def __init__(self, registry: ToolRegistry, engine: Engine) -> None:
+        self.registry = registry
+        self.engine = engine
+
+    def _parse(self, tool: Tool, raw: dict[str, Any]) -> BaseModel | Rejected:
+        try:
+            return tool.input_model.model_validate(raw)
+        except ValidationError as e:
+            return Rejected(error=describe_validation_error(e), reason="invalid_arguments")
+
+    def prepare(self, name: str, raw: dict[str, Any], workflow_id: str, step: int) -> Prepared | Rejected:
+        if name not in self.registry:
+            return Rejected(error=f"unknown tool {name!r}", reason="unknown_tool")
+        tool = self.registry.get(name)
+        parsed = self._parse(tool, raw)
+        if isinstance(parsed, Rejected):
+            return parsed
+        args = parsed.model_dump(mode="json", exclude_none=True)
+        if tool.preview is None:
+            return Prepared(args=args)
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                preview = tool.preview(ToolContext(conn, workflow_id, step), parsed)
+        except ToolError as e:
+            return Rejected(error=str(e), reason="tool_error")
+        return Prepared(args=args, diff=preview.diff, facts=preview.facts)
+
+    def execute(
+        self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int
+    ) -> Executed | Rejected:
+        tool = self.registry.get(name)
+        parsed = self._parse(tool, args)
+        if isinstance(parsed, Rejected):
+            return parsed
+        if tool.effect is Effect.READ:
+            try:
+                with self.engine.connect() as conn, conn.begin():
+                    out = tool.execute(ToolContext(conn, workflow_id, step), parsed)
+            except ToolError as e:
+                return Rejected(error=str(e), reason="tool_error")
+            return Executed(result=out.model_dump(mode="json"))
+        return self._execute_once(tool, parsed, key, workflow_id, step)
+
+    def _execute_once(
+        self, tool: Tool, parsed: BaseModel, key: str, workflow_id: str, step: int
+    ) -> Executed | Rejected:
+        digest = args_hash(tool.name, parsed.model_dump(mode="json"))
+        for _ in range(2):
+            try:
+                return self._write(tool, parsed, key, digest, workflow_id, step)
+            except IntegrityError:
+                # A concurrent attempt with the same key committed first; the ledger now
+                # holds its result, which the second pass returns.
+                continue
+        raise RuntimeError(f"idempotency ledger for {key!r} is inconsistent")
+
+    def _write(
+        self, tool: Tool, parsed: BaseModel, key: str, digest: str, workflow_id: str, step: int
+    ) -> Executed | Rejected:
+        with self.engine.connect() as c:
+            conn = c.execution_options(**{WRITE_LOCK: True})
+            try:
+                with conn.begin():
+                    done = conn.execute(
+                        select(tool_calls).where(tool_calls.c.idempotency_key == key)
+                    ).first()
+                    if done is not None:
+                        if done.args_hash != digest or done.tool != tool.name:
+                            return Rejected(
+                                error=f"idempotency key {key!r} was already used "
+                                "for different arguments",
+                                reason="idempotency_conflict",
+                            )
+                        replayed = Executed.model_validate_json(done.result)
+                        return replayed.model_copy(update={"deduplicated": True})
+                    ctx = ToolContext(conn, workflow_id, step, key)
+                    preview = tool.preview(ctx, parsed) if tool.preview else Preview()
+                    out = tool.execute(ctx, parsed)
+                    executed = Executed(
+                        result=out.model_dump(mode="json"),
+                        compensation=tool.undo_for(parsed, out, preview),
+                    )
+                    conn.execute(
+                        insert(tool_calls).values(
+                            idempotency_key=key,
+                            tool=tool.name,
+                            args_hash=digest,
+                            result=executed.model_dump_json(),
+                        )
+                    )
+                    return executed
+            except ToolError as e:
+                # Raised inside the transaction, so nothing the tool did is kept.
+                return Rejected(error=str(e), reason="tool_error")

@@ -1,0 +1,142 @@
+"""Airlock's worker: wires the client, the AgentRun workflow and its activities together.
+
+Configuration comes from the environment (see `airlock.settings`); a policy file with an error
+stops the worker before it takes any task, with the line and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import signal
+import sys
+from datetime import timedelta
+
+import structlog
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from activities.model_decide import ModelActivities, ModelProvider
+from activities.run_context import RunContextActivities
+from activities.tool_calls import tool_activities
+from airlock.logging import configure_logging
+from airlock.settings import Settings
+from airlock.tracing import configure_tracing
+from policy import PolicyError, load_policy
+from tools.backoffice.db import connect, create_schema
+from tools.registry import load_registry
+from tools.runner import ToolRunner
+from workflows.agent_run import SEARCH_ATTRIBUTES, AgentRun
+
+log = structlog.get_logger("airlock.worker")
+
+async def connect_client(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.namespace,
+        data_converter=pydantic_data_converter,
+        interceptors=[configure_tracing()],
+    )
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Registers Airlock's search attributes; ones already there are left as they are."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = {
+        key.name: key.indexed_value_type
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in existing.custom_attributes
+    }
+    if not missing:
+        return
+    request = AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+    for attempt in range(5):
+        try:
+            await client.operator_service.add_search_attributes(request)
+            return
+        except RPCError as e:
+            # Another worker starting at the same moment may have registered them first, or
+            # be registering them now (the server answers Unavailable until its mapping settles).
+            if "already" in str(e).lower():
+                return
+            if e.status is not RPCStatusCode.UNAVAILABLE or attempt == 4:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+
+
+def openai_provider(settings: Settings, registry) -> ModelProvider | None:  # type: ignore[no-untyped-def]
+    try:
+        from activities.openai_provider import OpenAIProvider, PriceTable
+    except ImportError:
+        return None
+    return OpenAIProvider.from_settings(settings, registry)  # type: ignore[attr-defined]
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    executor: concurrent.futures.Executor | None = None,
+    extra_interceptors: list | None = None,  # type: ignore[type-arg]
+) -> Worker:
+    policy = load_policy(settings.policy_path)
+    registry = load_registry(settings.tool_module_list)
+    engine = connect(settings.db)
+    create_schema(engine)
+    runner = ToolRunner(registry, engine)
+    model = ModelActivities(openai_provider(settings, registry))
+    context = RunContextActivities(policy, registry, settings.default_model)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[AgentRun],
+        activities=[model.decide, context.pin_context, *tool_activities(registry, runner)],
+        activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=32),
+        interceptors=extra_interceptors or [],
+        # On SIGTERM, running activities get this long to finish before the worker exits.
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    try:
+        load_policy(settings.policy_path)
+    except PolicyError as e:
+        print(f"airlock: refusing to start, the policy has errors:\n{e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    client = await connect_client(settings)
+    await register_search_attributes(client)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "worker.started",
+        task_queue=settings.task_queue,
+        address=settings.temporal_address,
+        namespace=settings.namespace,
+        policy=str(settings.policy_path),
+    )
+    async with worker:
+        await stop.wait()
+    log.info("worker.stopped")
+
+
+def main() -> None:
+    asyncio.run(run_worker())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,702 @@
+"""`AgentRun`: one governed agent run, as a durable Temporal workflow.
+
+The loop: the model proposes → the arguments are validated against the tool's schema → the policy
+decides (allow, needs approval, deny) with the rule that decided → for writes, a preview computes
+the diff and the facts the policy needs → approvals are awaited where needed (no answer in time is
+a deny) → the call executes under an idempotency key → everything is recorded. Budgets are checked
+before every model call and every tool call; exhausting one ends the run with a report.
+
+Deterministic by construction: the policy and tool catalogue are pinned into the history when the
+run starts, decisions are pure functions of them, and time comes only from `workflow.now()`.
+
+History economy: model calls of the scripted provider, argument validation, previews and reads
+run as local activities (one marker event each, inside the current workflow task); only writes
+and real model calls are full activities, so a write's execution is visible, retried by the
+server, and survives a worker crash on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import timedelta
+from typing import Any, Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+# Pure modules (pydantic models and the policy's decision functions): passing them through the
+# sandbox is safe because they do no I/O and hold no state that changes while a run is live.
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from activities.tool_calls import execute_activity_name, prepare_activity_name
+    from airlock.activity_io import (
+        Executed,
+        ExecuteOutcome,
+        Prepared,
+        PrepareOutcome,
+        Rejected,
+        RunContext,
+        ToolCallInput,
+    )
+    from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
+    from airlock.models import (
+        FINAL_STATES,
+        CallRecord,
+        CallStatus,
+        DecideResult,
+        Decision,
+        Effect,
+        Outcome,
+        PauseSignal,
+        PendingApproval,
+        RefusedVote,
+        RunInput,
+        RunReport,
+        RunState,
+        Status,
+        StepCost,
+        TimelineEntry,
+        TimelineKind,
+        summarize,
+    )
+    from policy.decide import CallContext, decide, effective_mode, may_start
+    from tools.registry import CatalogEntry
+    from tools.runner import describe_validation_error
+    from workflows.approvals import ApprovalDesk, VoteResult, parse_vote
+    from workflows.budget import exhausted, remaining
+    from workflows.memory import RunMemory
+
+WORKSPACE = SearchAttributeKey.for_keyword("AirlockWorkspace")
+STATE = SearchAttributeKey.for_keyword("AirlockState")
+PENDING = SearchAttributeKey.for_int("AirlockPendingApprovals")
+COST = SearchAttributeKey.for_float("AirlockCostUsd")
+SEARCH_ATTRIBUTES = (WORKSPACE, STATE, PENDING, COST)
+
+LOCAL = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+)
+MODEL_TIMEOUT = timedelta(minutes=2)
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=60), maximum_attempts=6
+)
+WRITE_TIMEOUT = timedelta(minutes=2)
+WRITE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
+)
+
+
+class RunEnded(Exception):
+    """Raised inside the loop to end the run in a final state with a reason."""
+
+    def __init__(self, state: RunState, reason: str, answer: str | None = None) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+        self.answer = answer
+
+
+def approval_id_for(step: int, index: int, tool: str, args: dict[str, Any]) -> str:
+    """Names the exact call: a vote for these arguments cannot be applied to others."""
+    canonical = json.dumps({"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"))
+    return f"apr-{step}-{index}-{hashlib.sha256(canonical.encode()).hexdigest()[:10]}"
+
+
+@workflow.defn(name="AgentRun")
+class AgentRun:
+    def __init__(self) -> None:
+        self._m: RunMemory | None = None
+        self._state = RunState.RUNNING
+        self._desk: ApprovalDesk | None = None
+        self._published: tuple[Any, ...] | None = None
+        self._early_refusals: list[RefusedVote] = []
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, raw: dict[str, Any], carried: RunMemory | None = None) -> RunReport:
+        m = carried or await self._start(raw)
+        self._m = m
+        self._desk = ApprovalDesk(m.context.policy, m.input.requested_by, m.decided_approvals)
+        m.refused_votes.extend(self._early_refusals)
+        self._state = RunState.PAUSED if m.paused_by else RunState.RUNNING
+        self._publish()
+        steps_here = 0
+        try:
+            while True:
+                await self._wait_while_paused()
+                self._check_budget("model_call")
+                if steps_here >= m.input.steps_per_history or (
+                    workflow.info().is_continue_as_new_suggested()
+                ):
+                    await self._continue_as_new()
+                steps_here += 1
+                m.used.steps += 1
+                decision = await self._ask_model()
+                if not decision.calls:
+                    raise RunEnded(RunState.COMPLETED, "the agent finished", decision.answer)
+                for index, call in enumerate(decision.calls):
+                    self._check_budget("tool_call")
+                    await self._govern(call, index)
+        except RunEnded as end:
+            return await self._finish(end.state, end.reason, end.answer)
+        except asyncio.CancelledError:
+            return await self._finish(RunState.STOPPED, "stopped: the workflow was cancelled")
+        except ActivityError as e:
+            cause = e.cause if e.cause is not None else e
+            return await self._finish(RunState.FAILED, f"{e.activity_type} failed: {cause}")
+
+    async def _start(self, raw: Any) -> RunMemory:
+        try:
+            run_input = RunInput.model_validate(raw)
+        except ValidationError as e:
+            raise ApplicationError(
+                "invalid run input: " + describe_validation_error(e),
+                type="InvalidRunInput",
+                non_retryable=True,
+            ) from None
+        context: RunContext = await workflow.execute_local_activity(
+            "run.pin_context", result_type=RunContext, summary="pin policy and tools", **LOCAL
+        )
+        refusal = may_start(
+            context.policy, run_input.workspace, run_input.agent, run_input.requested_by
+        )
+        if refusal:
+            raise ApplicationError(
+                f"run refused by policy {context.policy_hash}: {refusal}",
+                type="RunNotAllowed",
+                non_retryable=True,
+            )
+        m = RunMemory(
+            input=run_input,
+            context=context,
+            mode=effective_mode(context.policy, run_input.workspace, run_input.mode),
+            started_at=workflow.now(),
+        )
+        self._m = m
+        self._record(
+            "run_started",
+            actor=run_input.requested_by,
+            message=f"goal: {run_input.goal}",
+            data={
+                "mode_requested": run_input.mode.value,
+                "mode": m.mode.value,
+                "policy_hash": context.policy_hash,
+                "model": self._model_name(),
+            },
+        )
+        return m
+
+    async def _continue_as_new(self) -> None:
+        m = self._memory
+        m.runs_in_chain += 1
+        self._record("continued_as_new", message=f"history checkpoint after step {m.used.steps}")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(args=[m.input.model_dump(mode="json"), m])
+
+    async def _finish(self, state: RunState, reason: str, answer: str | None = None) -> RunReport:
+        m = self._memory
+        self._state = state
+        self._tick()
+        for approval_id in list(self._desk_.pending):
+            self._desk_.close(approval_id, state.value)
+        for call in m.calls:
+            if call.status is CallStatus.AWAITING_APPROVAL:
+                call.status, call.error = CallStatus.STOPPED, reason
+        self._record("run_finished", outcome=state.value, message=reason)
+        self._publish()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        executed_writes = [
+            c for c in m.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ
+        ]
+        return RunReport(
+            workflow_id=workflow.info().workflow_id,
+            state=state,
+            reason=reason,
+            answer=answer,
+            workspace=m.input.workspace,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            mode=m.mode,
+            model=self._model_name(),
+            policy_hash=m.context.policy_hash,
+            started_at=m.started_at,
+            finished_at=workflow.now(),
+            calls=m.calls,
+            changes=executed_writes,
+            undo=[c.compensation for c in reversed(executed_writes) if c.compensation],
+            cost_by_step=m.cost_by_step,
+            used=m.used,
+            limits=m.input.budget,
+            refused_votes=m.refused_votes,
+            runs_in_chain=m.runs_in_chain,
+        )
+
+    # ---- one step ---------------------------------------------------------------------------
+
+    async def _ask_model(self) -> ModelDecision:
+        m = self._memory
+        spec = m.input.model
+        scripted = spec.provider == "scripted"
+        request = ModelRequest(
+            workflow_id=workflow.info().workflow_id,
+            workspace=m.input.workspace,
+            step=m.used.steps,
+            provider=spec.provider,
+            model_name=spec.name,
+            temperature=spec.temperature,
+            goal=m.input.goal,
+            tool_names=[] if scripted else self._capabilities(),
+            transcript=[] if scripted else m.transcript,
+            scripted=spec.script[m.script_position] if scripted and m.script_position < len(spec.script) else None,
+        )
+        if scripted:
+            decision = await workflow.execute_local_activity(
+                "model.decide",
+                request,
+                result_type=ModelDecision,
+                summary=f"step {request.step}: scripted",
+                **LOCAL,
+            )
+            m.script_position += 1
+        else:
+            decision = await workflow.execute_activity(
+                "model.decide",
+                request,
+                result_type=ModelDecision,
+                start_to_close_timeout=MODEL_TIMEOUT,
+                retry_policy=MODEL_RETRY,
+                summary=f"step {request.step}: {spec.name}",
+            )
+        m.used.tokens += decision.prompt_tokens + decision.completion_tokens
+        m.used.cost_usd = round(m.used.cost_usd + decision.cost_usd, 6)
+        m.cost_by_step.append(
+            StepCost(
+                step=request.step,
+                model=decision.model,
+                prompt_tokens=decision.prompt_tokens,
+                completion_tokens=decision.completion_tokens,
+                cost_usd=decision.cost_usd,
+            )
+        )
+        self._record(
+            "model_call",
+            message=decision.answer,
+            data={
+                "model": decision.model,
+                "tokens": decision.prompt_tokens + decision.completion_tokens,
+                "cost_usd": decision.cost_usd,
+                "proposals": len(decision.calls),
+            },
+        )
+        if not scripted:
+            for call in decision.calls:
+                m.transcript.append(
+                    TranscriptItem(role="assistant", call_id=call.call_id, tool=call.tool, args=call.args)
+                )
+            if decision.answer and not decision.calls:
+                m.transcript.append(TranscriptItem(role="assistant", content=decision.answer))
+        return decision
+
+    async def _govern(self, call: ProposedCall, index: int) -> None:
+        m = self._memory
+        step = m.used.steps
+        m.used.tool_calls += 1
+        record = CallRecord(step=step, index=index, tool=call.tool, args=call.args, status=CallStatus.INVALID)
+        m.calls.append(record)
+        self._record("proposal", tool=call.tool, index=index, data=call.args)
+
+        entry = self._catalog.get(call.tool)
+        if call.args_error:
+            return self._reject_invalid(record, call, f"arguments: {call.args_error}")
+        if entry is None:
+            known = ", ".join(self._capabilities())
+            return self._reject_invalid(record, call, f"unknown tool {call.tool!r}; available: {known}")
+        record.effect = entry.effect
+
+        context = CallContext(
+            workspace=m.input.workspace,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            mode=m.input.mode,
+            tool=call.tool,
+            effect=entry.effect,
+            tier=entry.tier,
+            args=call.args,
+        )
+        if call.tool not in self._capabilities():
+            # Least privilege: a tool outside the agent's capabilities is not even previewed.
+            return self._refuse(record, call, decide(m.context.policy, context))
+
+        prepared = await self._prepare(call, index, step)
+        if isinstance(prepared, Rejected):
+            return self._reject_invalid(record, call, prepared.error)
+        record.args, record.diff, record.facts = prepared.args, prepared.diff, prepared.facts
+        decision = decide(
+            m.context.policy, context.model_copy(update={"args": prepared.args, "facts": prepared.facts})
+        )
+        if decision.outcome is Outcome.DENY:
+            return self._refuse(record, call, decision)
+        record.decision = decision
+        self._record_decision(record, decision)
+        if decision.outcome is Outcome.APPROVE:
+            approved = await self._await_approval(record, call, decision)
+            if not approved:
+                return
+            await self._wait_while_paused()
+            self._check_budget("tool_call", counting_this_call=True)
+        await self._execute(record, call, entry)
+
+    async def _prepare(self, call: ProposedCall, index: int, step: int) -> Prepared | Rejected:
+        outcome: Prepared | Rejected = await workflow.execute_local_activity(
+            prepare_activity_name(call.tool),
+            self._call_input(call, index, step),
+            result_type=PrepareOutcome,  # type: ignore[arg-type]
+            summary=f"check {call.tool}({summarize(call.args)})",
+            **LOCAL,
+        )
+        return outcome
+
+    async def _execute(self, record: CallRecord, call: ProposedCall, entry: CatalogEntry) -> None:
+        m = self._memory
+        key = "/".join(
+            [workflow.info().workflow_id, workflow.info().first_execution_run_id, f"s{record.step}", f"c{record.index}"]
+        )
+        call_input = self._call_input(call, record.index, record.step, args=record.args, key=key)
+        summary = f"{call.tool}({summarize(record.args)})"
+        if entry.effect is Effect.READ:
+            outcome: Executed | Rejected = await workflow.execute_local_activity(
+                execute_activity_name(call.tool), call_input, result_type=ExecuteOutcome,  # type: ignore[arg-type]
+                summary=summary, **LOCAL,
+            )
+        else:
+            record.idempotency_key = key
+            handle = workflow.start_activity(
+                execute_activity_name(call.tool),
+                call_input,
+                result_type=ExecuteOutcome,  # type: ignore[arg-type]
+                start_to_close_timeout=WRITE_TIMEOUT,
+                retry_policy=WRITE_RETRY,
+                summary=summary,
+            )
+            try:
+                # A write already on its way is let finish and recorded, even when the run is
+                # being stopped: otherwise the report would miss a change that did happen.
+                outcome = await asyncio.shield(handle)
+            except asyncio.CancelledError:
+                outcome = await handle
+                self._apply_outcome(record, call, outcome)
+                raise
+        self._apply_outcome(record, call, outcome)
+
+    def _apply_outcome(self, record: CallRecord, call: ProposedCall, outcome: Executed | Rejected) -> None:
+        if isinstance(outcome, Rejected):
+            record.status, record.error = CallStatus.FAILED, outcome.error
+            self._memory.last_error = f"{call.tool}: {outcome.error}"
+            self._record("tool_error", tool=call.tool, index=record.index, outcome=outcome.reason, message=outcome.error)
+            self._tell_agent(call, f"the tool refused the call: {outcome.error}")
+            return
+        record.status, record.result, record.compensation = CallStatus.EXECUTED, outcome.result, outcome.compensation
+        self._record(
+            "tool_result", tool=call.tool, index=record.index, outcome="deduplicated" if outcome.deduplicated else "executed",
+            data=outcome.result,
+        )
+        self._tell_agent(call, outcome.result, role="tool_result")
+
+    # ---- approvals --------------------------------------------------------------------------
+
+    async def _await_approval(self, record: CallRecord, call: ProposedCall, decision: Decision) -> bool:
+        m = self._memory
+        approval_id = approval_id_for(record.step, record.index, call.tool, record.args)
+        record.approval_id, record.status = approval_id, CallStatus.AWAITING_APPROVAL
+        wall_left = remaining(m.input.budget, m.used).wall_clock_s
+        wait_s = min(decision.timeout_s, wall_left)
+        now = workflow.now()
+        pending = PendingApproval(
+            approval_id=approval_id,
+            step=record.step,
+            index=record.index,
+            tool=call.tool,
+            args=record.args,
+            tier=decision.tier,
+            approvals_required=decision.approvals_required,
+            approvals_still_needed=decision.approvals_required,
+            approver_roles=decision.approver_roles,
+            required_role=decision.required_role,
+            diff=record.diff,
+            requested_at=now,
+            deadline=now + timedelta(seconds=wait_s),
+        )
+        desk = self._desk_
+        desk.open(pending)
+        self._record(
+            "approval_requested", tool=call.tool, index=record.index, approval_id=approval_id, rule=decision.rule,
+            message=f"{decision.approvals_required} approval(s) of {', '.join(decision.approver_roles)} "
+            f"within {decision.timeout_s}s",
+            data={"diff": [c.model_dump(mode="json") for c in record.diff]},
+        )
+        self._set_state(RunState.AWAITING_APPROVAL)
+        try:
+            await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s))
+        except asyncio.TimeoutError:
+            desk.resolutions[approval_id] = ("denied", "")
+            if wait_s < decision.timeout_s:
+                desk.close(approval_id, "expired")
+                record.votes = pending.votes
+                raise RunEnded(RunState.BUDGET_EXHAUSTED, f"max_wall_clock_s: reached while {approval_id} awaited approval")
+            outcome, reason = "denied", f"no approval within {decision.timeout_s}s: the call counts as denied"
+        else:
+            outcome, reason = desk.resolutions[approval_id]
+        desk.close(approval_id, outcome)
+        record.votes = pending.votes
+        self._set_state(RunState.PAUSED if m.paused_by else RunState.RUNNING)
+        self._record("approval_resolved", tool=call.tool, index=record.index, approval_id=approval_id, outcome=outcome, message=reason)
+        if outcome == "approved":
+            return True
+        record.status = CallStatus.REJECTED
+        record.error = reason
+        self._tell_agent(call, f"the call was not approved: {reason}")
+        return False
+
+    @workflow.signal(name="approve")
+    def approve(self, payload: Any) -> None:
+        self._take_vote(payload, "approve", via="signal")
+
+    @workflow.signal(name="deny")
+    def deny(self, payload: Any) -> None:
+        self._take_vote(payload, "deny", via="signal")
+
+    @workflow.update(name="decide")
+    def decide_update(self, payload: Any) -> DecideResult:
+        result = self._take_vote(payload, None, via="update")
+        return DecideResult(
+            accepted=result.accepted,
+            reason=result.reason,
+            approval_id=result.approval_id,
+            approvals_still_needed=result.still_needed,
+        )
+
+    def _take_vote(self, payload: Any, decision: Literal["approve", "deny"] | None, via: str) -> VoteResult:
+        parsed = parse_vote(payload, decision)
+        if isinstance(parsed, str):
+            result = VoteResult(False, parsed, None, None)
+        elif self._desk is None or self._state in FINAL_STATES:
+            result = VoteResult(False, f"unknown approval id {parsed.approval_id!r}", parsed.approval_id, parsed.approver)
+        else:
+            result = self._desk.vote(parsed, workflow.now())
+        if result.accepted:
+            self._record(
+                "approval_vote", approval_id=result.approval_id, actor=result.approver,
+                outcome=(parsed.decision if not isinstance(parsed, str) else None),
+                message=f"via {via}; {result.still_needed} more needed" if result.still_needed else f"via {via}",
+            )
+        else:
+            refused = RefusedVote(
+                at=workflow.now(), approval_id=result.approval_id, approver=result.approver,
+                reason=result.reason or "refused", payload=payload if isinstance(payload, (dict, str, int, float, list)) else None,
+            )
+            if self._m is None:
+                self._early_refusals.append(refused)
+            else:
+                self._m.refused_votes.append(refused)
+                self._record(
+                    "approval_refused", approval_id=result.approval_id, actor=result.approver,
+                    message=f"via {via}: {result.reason}",
+                )
+            workflow.logger.warning("vote refused: %s", result.reason)
+        return result
+
+    # ---- pause, resume ----------------------------------------------------------------------
+
+    @workflow.signal(name="pause")
+    def pause(self, payload: Any) -> None:
+        self._pause_signal(payload, pausing=True)
+
+    @workflow.signal(name="resume")
+    def resume(self, payload: Any) -> None:
+        self._pause_signal(payload, pausing=False)
+
+    def _pause_signal(self, payload: Any, pausing: bool) -> None:
+        try:
+            signal = PauseSignal.model_validate(payload)
+        except ValidationError as e:
+            if self._m is not None:
+                self._m.last_error = f"{'pause' if pausing else 'resume'} ignored: malformed payload: {describe_validation_error(e)}"
+                self._record("paused" if pausing else "resumed", outcome="refused", message=self._m.last_error)
+            return
+        if self._m is None or self._state in FINAL_STATES:
+            return
+        self._m.paused_by = signal.by if pausing else None
+        self._record("paused" if pausing else "resumed", actor=signal.by, message=signal.reason)
+        if self._state in (RunState.RUNNING, RunState.PAUSED):
+            self._set_state(RunState.PAUSED if pausing else RunState.RUNNING)
+
+    async def _wait_while_paused(self) -> None:
+        m = self._memory
+        if m.paused_by is None:
+            return
+        self._set_state(RunState.PAUSED)
+        await workflow.wait_condition(lambda: m.paused_by is None)
+        self._set_state(RunState.RUNNING)
+
+    # ---- queries ----------------------------------------------------------------------------
+
+    @workflow.query(name="status")
+    def status(self) -> Status:
+        m = self._memory
+        used = self._used_now()
+        return Status(
+            workflow_id=workflow.info().workflow_id,
+            state=self._state,
+            step=m.used.steps,
+            mode=m.mode,
+            used=used,
+            left=remaining(m.input.budget, used),
+            limits=m.input.budget,
+            pending_approvals=list(self._desk_.pending.values()),
+            paused_by=m.paused_by,
+            last_error=m.last_error,
+            policy_hash=m.context.policy_hash,
+        )
+
+    @workflow.query(name="timeline")
+    def timeline(self) -> list[TimelineEntry]:
+        return self._memory.timeline
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    @property
+    def _memory(self) -> RunMemory:
+        if self._m is None:
+            raise ApplicationError("the run is starting; ask again in a moment", type="NotStarted")
+        return self._m
+
+    @property
+    def _desk_(self) -> ApprovalDesk:
+        assert self._desk is not None
+        return self._desk
+
+    @property
+    def _catalog(self) -> dict[str, CatalogEntry]:
+        return {e.name: e for e in self._memory.context.catalog}
+
+    def _capabilities(self) -> list[str]:
+        m = self._memory
+        agent = m.context.policy.agents.get(m.input.agent)
+        return [t for t in (agent.capabilities if agent else []) if t in self._catalog]
+
+    def _model_name(self) -> str:
+        spec = self._memory.input.model
+        return spec.provider if not spec.name else f"{spec.provider}:{spec.name}"
+
+    def _call_input(self, call: ProposedCall, index: int, step: int, args: dict[str, Any] | None = None, key: str | None = None) -> ToolCallInput:
+        return ToolCallInput(
+            workflow_id=workflow.info().workflow_id,
+            workspace=self._memory.input.workspace,
+            step=step,
+            index=index,
+            tool=call.tool,
+            args=call.args if args is None else args,
+            idempotency_key=key,
+        )
+
+    def _used_now(self) -> Any:
+        m = self._memory
+        elapsed = (workflow.now() - m.started_at).total_seconds()
+        return m.used.model_copy(update={"wall_clock_s": elapsed})
+
+    def _tick(self) -> None:
+        m = self._memory
+        m.used.wall_clock_s = (workflow.now() - m.started_at).total_seconds()
+
+    def _check_budget(self, before: Literal["model_call", "tool_call"], counting_this_call: bool = False) -> None:
+        m = self._memory
+        self._tick()
+        used = m.used
+        if counting_this_call:
+            # The call was counted when proposed; it is the one about to run, so do not let it
+            # exhaust the budget it is already inside.
+            used = used.model_copy(update={"tool_calls": used.tool_calls - 1})
+        reason = exhausted(m.input.budget, used, before=before, model_spends=m.input.model.provider != "scripted")
+        if reason:
+            raise RunEnded(RunState.BUDGET_EXHAUSTED, reason)
+
+    def _reject_invalid(self, record: CallRecord, call: ProposedCall, error: str) -> None:
+        record.status, record.error = CallStatus.INVALID, error
+        self._memory.last_error = f"{call.tool}: {error}"
+        self._record("invalid_call", tool=call.tool, index=record.index, message=error)
+        self._tell_agent(call, f"the call was not run: {error}")
+
+    def _refuse(self, record: CallRecord, call: ProposedCall, decision: Decision) -> None:
+        record.decision = decision
+        record.status = CallStatus.SUGGESTED if decision.rule == "mode.suggest" else CallStatus.DENIED
+        record.error = decision.reason
+        self._record_decision(record, decision)
+        self._tell_agent(call, f"the policy refused the call (rule {decision.rule}): {decision.reason}")
+
+    def _record_decision(self, record: CallRecord, decision: Decision) -> None:
+        self._record(
+            "decision",
+            tool=record.tool,
+            index=record.index,
+            rule=decision.rule,
+            outcome=decision.outcome.value,
+            message=decision.reason,
+        )
+
+    def _tell_agent(self, call: ProposedCall, content: Any, role: Literal["airlock", "tool_result"] = "airlock") -> None:
+        m = self._memory
+        if m.input.model.provider == "scripted":
+            return
+        text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
+        m.transcript.append(TranscriptItem(role=role, call_id=call.call_id, tool=call.tool, content=text))
+
+    def _record(
+        self,
+        kind: TimelineKind,
+        *,
+        tool: str | None = None,
+        index: int | None = None,
+        approval_id: str | None = None,
+        actor: str | None = None,
+        rule: str | None = None,
+        outcome: str | None = None,
+        message: str | None = None,
+        data: Any = None,
+    ) -> None:
+        m = self._memory
+        m.timeline.append(
+            TimelineEntry(
+                at=workflow.now(), step=m.used.steps, kind=kind, tool=tool, call_index=index,
+                approval_id=approval_id, actor=actor, rule=rule, outcome=outcome, message=message, data=data,
+            )
+        )
+        workflow.logger.info(
+            "%s", kind,
+            extra={"airlock": {"workspace": m.input.workspace, "step": m.used.steps, "tool": tool, "rule": rule, "outcome": outcome}},
+        )
+
+    def _set_state(self, state: RunState) -> None:
+        if self._state is not state:
+            self._state = state
+            self._publish()
+
+    def _publish(self) -> None:
+        """Keeps the search attributes in step with the run; only changes cost a history event."""
+        m = self._memory
+        values = (m.input.workspace, self._state.value, len(self._desk_.pending), round(m.used.cost_usd, 6))
+        if values == self._published:
+            return
+        self._published = values
+        workflow.upsert_search_attributes(
+            [
+                WORKSPACE.value_set(values[0]),
+                STATE.value_set(values[1]),
+                PENDING.value_set(values[2]),
+                COST.value_set(values[3]),
+            ]
+        )

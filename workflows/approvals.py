@@ -1,0 +1,102 @@
+"""Counting votes on pending calls. Pure: the workflow passes the time in; nothing here awaits.
+
+Every vote, counted or refused, comes back with its reason so the workflow can record it; a vote
+that does not count changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from airlock.models import DecideRequest, PendingApproval, Vote
+from policy.decide import vote_refusal
+from policy.model import Policy
+from tools.runner import describe_validation_error
+
+Resolution = Literal["approved", "denied"]
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    accepted: bool
+    reason: str | None
+    approval_id: str | None
+    approver: str | None
+    still_needed: int | None = None
+    resolution: Resolution | None = None
+
+
+def parse_vote(payload: Any, decision: Literal["approve", "deny"] | None) -> DecideRequest | str:
+    """A signal's or update's payload as a vote, or what is wrong with it.
+
+    Signals name the decision in the signal name; the `decide` update carries it in the payload.
+    """
+    if not isinstance(payload, dict):
+        return f"malformed payload: expected a JSON object, got {type(payload).__name__}"
+    body = dict(payload)
+    if decision is not None:
+        if "decision" in body:
+            return "malformed payload: decision: not allowed in an approve/deny signal"
+        body["decision"] = decision
+        if "reason" in body and decision == "deny":
+            body["comment"] = body.pop("reason")
+    try:
+        return DecideRequest.model_validate(body)
+    except ValidationError as e:
+        return "malformed payload: " + describe_validation_error(e)
+
+
+class ApprovalDesk:
+    def __init__(self, policy: Policy, requested_by: str, decided: dict[str, str]) -> None:
+        self._policy = policy
+        self._requested_by = requested_by
+        # approval id -> how it ended; shared with the run's memory so it survives continue-as-new
+        self._decided = decided
+        self.pending: dict[str, PendingApproval] = {}
+        self.resolutions: dict[str, tuple[Resolution, str]] = {}
+
+    def open(self, approval: PendingApproval) -> None:
+        self.pending[approval.approval_id] = approval
+
+    def close(self, approval_id: str, outcome: str) -> None:
+        self.pending.pop(approval_id, None)
+        self._decided[approval_id] = outcome
+
+    def vote(self, request: DecideRequest, at: datetime) -> VoteResult:
+        def refuse(reason: str) -> VoteResult:
+            return VoteResult(False, reason, request.approval_id, request.approver)
+
+        approval = self.pending.get(request.approval_id)
+        if approval is None or approval.approval_id in self.resolutions:
+            if request.approval_id in self._decided or request.approval_id in self.resolutions:
+                return refuse(f"approval {request.approval_id} is already decided")
+            return refuse(f"unknown approval id {request.approval_id!r}")
+        earlier = [v.approver for v in approval.votes]
+        refusal = vote_refusal(
+            self._policy,
+            approver=request.approver,
+            requested_by=self._requested_by,
+            approver_roles=approval.approver_roles,
+            required_role=approval.required_role if request.decision == "approve" else None,
+            approvals_still_needed=approval.approvals_still_needed,
+            earlier_voters=earlier,
+        )
+        if refusal:
+            return refuse(refusal)
+        approval.votes.append(
+            Vote(approver=request.approver, decision=request.decision, at=at, comment=request.comment)
+        )
+        if request.decision == "deny":
+            reason = f"denied by {request.approver}" + (f": {request.comment}" if request.comment else "")
+            self.resolutions[approval.approval_id] = ("denied", reason)
+            return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed, "denied")
+        approval.approvals_still_needed -= 1
+        if approval.approvals_still_needed == 0:
+            names = ", ".join(v.approver for v in approval.votes)
+            self.resolutions[approval.approval_id] = ("approved", f"approved by {names}")
+            return VoteResult(True, None, approval.approval_id, request.approver, 0, "approved")
+        return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed)
