@@ -23,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.model_decide import ModelActivities, ModelProvider
+from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities
 from activities.tool_calls import tool_activities
 from airlock.logging import configure_logging
@@ -30,7 +31,7 @@ from airlock.settings import Settings
 from airlock.tracing import configure_tracing
 from policy import PolicyError, load_policy
 from tools.backoffice.db import connect, create_schema
-from tools.registry import load_registry
+from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
 from workflows.agent_run import SEARCH_ATTRIBUTES, AgentRun
 
@@ -72,12 +73,8 @@ async def register_search_attributes(client: Client) -> None:
             await asyncio.sleep(0.5 * (attempt + 1))
 
 
-def openai_provider(settings: Settings, registry) -> ModelProvider | None:  # type: ignore[no-untyped-def]
-    try:
-        from activities.openai_provider import OpenAIProvider, PriceTable
-    except ImportError:
-        return None
-    return OpenAIProvider.from_settings(settings, registry)  # type: ignore[attr-defined]
+def openai_provider(settings: Settings, registry: ToolRegistry) -> ModelProvider:
+    return OpenAIProvider.from_settings(settings, registry)
 
 
 def build_worker(

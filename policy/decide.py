@@ -169,6 +169,8 @@ def decide(policy: Policy, call: CallContext) -> Decision:
     approvals = [r for r in matched if r.effect == "require_approval"]
     if approvals:
         return verdict(Outcome.APPROVE, approvals[0].id, _reason(approvals[0]), [r.id for r in approvals])
+    if requirement.always_approve:
+        return verdict(Outcome.APPROVE, f"tier.{tier.value}", f"every {tier.value}-tier call is approved by a person")
     if mode is Mode.APPROVE and call.effect is not Effect.READ:
         return verdict(Outcome.APPROVE, "mode.approve", "approve mode: every write waits for approval")
     return verdict(Outcome.ALLOW, "agent.capabilities", f"agent {call.agent!r} may call {call.tool}")

@@ -42,6 +42,8 @@ class TierRule(Frozen):
     # At least one of the approvers must hold this role (e.g. an admin among two approvers).
     require_role: str | None = None
     timeout_s: int = Field(86_400, ge=1)
+    # Calls of this tier wait for approval in every mode that executes anything.
+    always_approve: bool = False
 
 
 class Agent(Frozen):

@@ -137,3 +137,10 @@ def run_input(**overrides: Any) -> dict[str, Any]:
 
 def call(tool: str, **args: Any) -> dict[str, Any]:
     return {"tool": tool, "args": args}
+
+
+def count_rows(db: Engine, table: Any) -> int:
+    from sqlalchemy import func, select
+
+    with db.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
