@@ -20,7 +20,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
@@ -83,14 +83,15 @@ def build_worker(
     *,
     task_queue: str | None = None,
     executor: concurrent.futures.Executor | None = None,
-    extra_interceptors: list | None = None,  # type: ignore[type-arg]
+    extra_interceptors: list[Interceptor] | None = None,
+    openai: ModelProvider | None = None,
 ) -> Worker:
     policy = load_policy(settings.policy_path)
     registry = load_registry(settings.tool_module_list)
     engine = connect(settings.db)
     create_schema(engine)
     runner = ToolRunner(registry, engine)
-    model = ModelActivities(openai_provider(settings, registry))
+    model = ModelActivities(openai or openai_provider(settings, registry))
     context = RunContextActivities(policy, registry, settings.default_model)
     return Worker(
         client,

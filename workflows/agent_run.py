@@ -118,7 +118,9 @@ class AgentRun:
     # ---- the run ---------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, raw: dict[str, Any], carried: RunMemory | None = None) -> RunReport:
+    async def run(self, raw: Any, carried: RunMemory | None = None) -> RunReport:
+        # `raw` is loosely typed on purpose: input that does not fit RunInput must fail the run
+        # with a message naming the field, not fail decoding (a workflow task retried forever).
         m = carried or await self._start(raw)
         self._m = m
         self._desk = ApprovalDesk(m.context.policy, m.input.requested_by, m.decided_approvals)
