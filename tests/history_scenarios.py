@@ -1,0 +1,119 @@
+"""Runs that exercise every branch of AgentRun, for recording histories that replay tests keep.
+
+`python -m tests.history_scenarios` records them into tests/histories/ on a throwaway dev server.
+Re-record only for a deliberate, versioned change to the workflow: the committed histories are
+what proves that today's code still replays yesterday's runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from airlock.settings import Settings
+from tests.conftest import Runs, binary, call
+from worker import build_worker
+from workflows.agent_run import SEARCH_ATTRIBUTES
+
+HISTORIES = Path(__file__).parent / "histories"
+READ = call("orders.get_order", order_id="ORD-1001")
+REFUND = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
+EMAIL = call("email.send", to="dana@example.com", subject="Refund", body="Your refund is on its way.")
+
+Scenario = Callable[[Runs], Awaitable[WorkflowHandle[Any, Any]]]
+
+
+async def approved(runs: Runs) -> WorkflowHandle[Any, Any]:
+    handle = await runs.start(mode="approve", script=[READ, REFUND, {"answer": "refunded"}])
+    approval = (await runs.pending(handle)).pending_approvals[0].approval_id
+    await handle.signal("approve", {"approval_id": approval, "approver": "u_alice"})  # refused
+    await handle.signal("approve", {"approval_id": approval, "approver": "u_bob", "comment": "ok"})
+    return handle
+
+
+async def denied(runs: Runs) -> WorkflowHandle[Any, Any]:
+    bad_email = call("email.send", to="x@evil.test", subject="s", body="b")
+    big_refund = call("payments.create_refund", order_id="ORD-1002", amount_usd=120, reason="late")
+    script = [bad_email, big_refund, call("nope.tool"), call("kb.search", query=5)]
+    handle = await runs.start(mode="auto", script=script)
+    approval = (await runs.pending(handle)).pending_approvals[0].approval_id
+    await handle.execute_update("decide", {"approval_id": approval, "approver": "u_carol", "decision": "deny"})
+    return handle
+
+
+async def budget_exhausted(runs: Runs) -> WorkflowHandle[Any, Any]:
+    return await runs.start(budget={"max_steps": 2}, script=[READ, READ, READ])
+
+
+async def stopped(runs: Runs) -> WorkflowHandle[Any, Any]:
+    handle = await runs.start(mode="approve", script=[READ, EMAIL])
+    await runs.pending(handle)
+    await handle.signal("pause", {"by": "u_ops", "reason": "incident"})
+    await handle.cancel()
+    return handle
+
+
+async def continued(runs: Runs) -> WorkflowHandle[Any, Any]:
+    return await runs.start(steps_per_history=2, script=[READ, READ, READ, READ, READ])
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "approved": approved,
+    "denied": denied,
+    "budget_exhausted": budget_exhausted,
+    "stopped": stopped,
+    "continued": continued,
+}
+
+
+async def histories_of(client: Client, handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """Every run of the workflow's continue-as-new chain, oldest first, as history JSON."""
+    await handle.result()
+    texts: list[str] = []
+    run_id = handle.first_execution_run_id or handle.result_run_id
+    while run_id:
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        texts.append(history.to_json())
+        last = history.events[-1]
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.HasField("workflow_execution_continued_as_new_event_attributes")
+            else None
+        )
+    return texts
+
+
+async def record(into: Path = HISTORIES) -> list[Path]:
+    into.mkdir(parents=True, exist_ok=True)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
+    written: list[Path] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(db=f"{tmp}/backoffice.db", task_queue="airlock-histories")
+            async with build_worker(env.client, settings):
+                runs = Runs(env.client, settings)
+                for name, scenario in SCENARIOS.items():
+                    handle = await scenario(runs)
+                    for i, text in enumerate(await histories_of(env.client, handle)):
+                        path = into / (f"{name}.json" if i == 0 else f"{name}.{i}.json")
+                        path.write_text(text)
+                        written.append(path)
+    finally:
+        await env.shutdown()
+    return written
+
+
+if __name__ == "__main__":
+    for path in asyncio.run(record()):
+        print(path)
