@@ -9,10 +9,11 @@ before every model call and every tool call; exhausting one ends the run with a 
 Deterministic by construction: the policy and tool catalogue are pinned into the history when the
 run starts, decisions are pure functions of them, and time comes only from `workflow.now()`.
 
-History economy: model calls of the scripted provider, argument validation, previews and reads
-run as local activities (one marker event each, inside the current workflow task); only writes
-and real model calls are full activities, so a write's execution is visible, retried by the
-server, and survives a worker crash on its own.
+History economy: tool calls (validation, previews, reads and writes) and the scripted model run
+as local activities: one marker event each, inside the current workflow task. Writes stay
+exactly-once because they commit together with their idempotency key in the back-office
+database, so a local activity re-executed after a crash finds its first result there. Only real
+model calls are full activities: slow, rate-limited, and worth the server's own retry backoff.
 """
 
 from __future__ import annotations
@@ -84,9 +85,14 @@ MODEL_TIMEOUT = timedelta(minutes=2)
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=60), maximum_attempts=6
 )
-WRITE_TIMEOUT = timedelta(minutes=2)
-WRITE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
+# Writes are local activities too: the database's idempotency ledger, not the activity's
+# bookkeeping, is what makes a re-execution (after a crash, or a retry) harmless, and a local
+# activity costs one history event instead of six.
+WRITE = dict(
+    start_to_close_timeout=timedelta(minutes=1),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
+    ),
 )
 
 
@@ -364,35 +370,24 @@ class AgentRun:
         return outcome
 
     async def _execute(self, record: CallRecord, call: ProposedCall, entry: CatalogEntry) -> None:
-        m = self._memory
-        key = "/".join(
-            [workflow.info().workflow_id, workflow.info().first_execution_run_id, f"s{record.step}", f"c{record.index}"]
-        )
-        call_input = self._call_input(call, record.index, record.step, args=record.args, key=key)
-        summary = f"{call.tool}({summarize(record.args)})"
-        if entry.effect is Effect.READ:
-            outcome: Executed | Rejected = await workflow.execute_local_activity(
-                execute_activity_name(call.tool), call_input, result_type=ExecuteOutcome,  # type: ignore[arg-type]
-                summary=summary, **LOCAL,
-            )
-        else:
+        info = workflow.info()
+        key = f"{info.workflow_id}/{info.first_execution_run_id}/s{record.step}/c{record.index}"
+        if entry.effect is not Effect.READ:
             record.idempotency_key = key
-            handle = workflow.start_activity(
-                execute_activity_name(call.tool),
-                call_input,
-                result_type=ExecuteOutcome,  # type: ignore[arg-type]
-                start_to_close_timeout=WRITE_TIMEOUT,
-                retry_policy=WRITE_RETRY,
-                summary=summary,
-            )
-            try:
-                # A write already on its way is let finish and recorded, even when the run is
-                # being stopped: otherwise the report would miss a change that did happen.
-                outcome = await asyncio.shield(handle)
-            except asyncio.CancelledError:
-                outcome = await handle
-                self._apply_outcome(record, call, outcome)
-                raise
+        handle = workflow.start_local_activity(
+            execute_activity_name(call.tool),
+            self._call_input(call, record.index, record.step, args=record.args, key=key),
+            result_type=ExecuteOutcome,  # type: ignore[arg-type]
+            summary=f"{call.tool}({summarize(record.args)})",
+            **(LOCAL if entry.effect is Effect.READ else WRITE),
+        )
+        try:
+            # A call already on its way is let finish and recorded, even when the run is being
+            # stopped: otherwise the report would miss a change that did happen.
+            outcome: Executed | Rejected = await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            self._apply_outcome(record, call, await handle)
+            raise
         self._apply_outcome(record, call, outcome)
 
     def _apply_outcome(self, record: CallRecord, call: ProposedCall, outcome: Executed | Rejected) -> None:
