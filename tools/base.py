@@ -10,15 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import Connection
 
 from airlock.models import Compensation, Effect, FieldChange, Tier
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
+
+
+# Money in arguments: at most cents, and one canonical form ("30", 30 and 30.0 are all "30.00"),
+# so that equal amounts hash equal under an idempotency key.
+Usd = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=12, decimal_places=2),
+    AfterValidator(lambda d: d.quantize(Decimal("0.01"))),
+]
 
 
 class ToolArgs(BaseModel):

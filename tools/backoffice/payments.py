@@ -9,12 +9,12 @@ from sqlalchemy import insert, select, update
 from airlock.models import Compensation, Effect, FieldChange, Tier
 from tools.backoffice.db import cents, orders, refunds, usd
 from tools.backoffice.orders import load_order
-from tools.base import Preview, Tool, ToolArgs, ToolContext, ToolError, ToolOutput
+from tools.base import Preview, Tool, ToolArgs, ToolContext, ToolError, ToolOutput, Usd
 
 
 class CreateRefund(ToolArgs):
     order_id: str = Field(min_length=1, max_length=32)
-    amount_usd: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
+    amount_usd: Usd
     reason: str = Field(min_length=1, max_length=500)
 
 

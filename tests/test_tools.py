@@ -1,0 +1,100 @@
+"""The back office and its idempotency ledger, without Temporal."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from airlock.activity_io import Executed, Rejected
+from airlock.settings import EXAMPLE_POLICY, Settings
+from tests.conftest import call, count_rows
+from tools.backoffice.db import connect, create_schema, customers, refunds, tool_calls
+from tools.registry import load_registry
+from tools.runner import ToolRunner
+
+REFUND = {"order_id": "ORD-1001", "amount_usd": "30", "reason": "damaged"}
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> ToolRunner:
+    engine = connect(str(tmp_path / "bo.db"))
+    create_schema(engine)
+    return ToolRunner(load_registry(), engine)
+
+
+def test_same_key_same_arguments_returns_the_first_result(runner: ToolRunner) -> None:
+    first = runner.execute("payments.create_refund", REFUND, "k1", "wf", 1)
+    again = runner.execute("payments.create_refund", {**REFUND, "amount_usd": 30.0}, "k1", "wf", 1)
+    assert isinstance(first, Executed) and isinstance(again, Executed)
+    assert again.deduplicated and again.result == first.result
+    assert count_rows(runner.engine, refunds) == 1
+
+
+def test_same_key_different_arguments_is_refused(runner: ToolRunner) -> None:
+    runner.execute("payments.create_refund", REFUND, "k1", "wf", 1)
+    other = runner.execute("payments.create_refund", {**REFUND, "amount_usd": "31"}, "k1", "wf", 1)
+    assert isinstance(other, Rejected) and other.reason == "idempotency_conflict"
+    assert count_rows(runner.engine, refunds) == 1
+
+
+def test_concurrent_attempts_with_one_key_write_once(runner: ToolRunner) -> None:
+    """Eight threads racing with the same key: the database lets exactly one write through."""
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(runner.execute("payments.create_refund", REFUND, "k9", "wf", 1)))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(isinstance(r, Executed) for r in results)
+    assert sum(not r.deduplicated for r in results) == 1  # type: ignore[attr-defined]
+    assert count_rows(runner.engine, refunds) == 1 and count_rows(runner.engine, tool_calls) == 1
+
+
+def test_a_refused_write_leaves_nothing_behind(runner: ToolRunner) -> None:
+    """Over-refundable at execution time: the tool refuses inside the transaction; no row, no ledger."""
+    runner.execute("payments.create_refund", {**REFUND, "amount_usd": "170"}, "k1", "wf", 1)
+    late = runner.execute("payments.create_refund", {**REFUND, "amount_usd": "20"}, "k2", "wf", 2)
+    assert isinstance(late, Rejected) and "exceeds the 10.00 USD still refundable" in late.error
+    assert count_rows(runner.engine, refunds) == 1 and count_rows(runner.engine, tool_calls) == 1
+
+
+def test_update_preview_and_compensation_restore_the_row(runner: ToolRunner) -> None:
+    args = {"customer_id": "C-100", "changes": {"phone": "+1-555-0199", "notes": "vip"}}
+    prepared = runner.prepare("crm.update_customer", args, "wf", 1)
+    assert [(d.field, d.before, d.after) for d in prepared.diff] == [("phone", "+1-555-0100", "+1-555-0199"), ("notes", "", "vip")]
+    done = runner.execute("crm.update_customer", args, "k1", "wf", 1)
+    undo = done.compensation
+    assert undo.tool == "crm.update_customer"
+    runner.execute(undo.tool, undo.args, "k1-undo", "wf", 1)
+    with runner.engine.connect() as conn:
+        row = conn.execute(select(customers).where(customers.c.id == "C-100")).one()
+    assert (row.phone, row.notes) == ("+1-555-0100", "")
+
+
+def test_invalid_arguments_name_each_problem(runner: ToolRunner) -> None:
+    out = runner.prepare("email.send", {"to": "not-an-address", "subject": "", "cc": "x"}, "wf", 1)
+    assert isinstance(out, Rejected) and out.reason == "invalid_arguments"
+    for part in ("to: String should match pattern", "subject: String should have at least 1 character", "body: Field required", "cc: Extra inputs are not permitted"):
+        assert part in out.error
+
+
+def test_a_team_adds_a_tool_by_naming_its_module(tmp_path: Path) -> None:
+    """`AIRLOCK_TOOL_MODULES` loads a team's module beside the back office; no Airlock code changes."""
+    settings = Settings(tool_modules="tools.backoffice, tests.example_tools.loyalty")
+    registry = load_registry(settings.tool_module_list)
+    assert "loyalty.balance" in registry and "payments.create_refund" in registry
+    engine = connect(str(tmp_path / "bo.db"))
+    create_schema(engine)
+    out = ToolRunner(registry, engine).execute("loyalty.balance", {"customer_id": "C-100"}, "", "wf", 1)
+    assert isinstance(out, Executed) and out.result == {"customer_id": "C-100", "points": 500}
+
+
+def test_a_module_without_tools_is_refused() -> None:
+    with pytest.raises(ValueError, match="must define TOOLS"):
+        load_registry(["tools.base"])

@@ -1,0 +1,21 @@
+"""Starting the worker: a bad policy stops it before it takes any task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from airlock.settings import EXAMPLE_POLICY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_worker_refuses_a_policy_with_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text(EXAMPLE_POLICY.read_text().replace("approvals: 2", "approvals: two"))
+    env = {**os.environ, "AIRLOCK_POLICY": str(bad), "TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    proc = subprocess.run([sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"{bad}:31: tiers.critical.approvals: Input should be a valid integer" in proc.stderr
