@@ -44,9 +44,12 @@ class ModelActivities:
 
     @activity.defn(name="model.decide")
     async def decide(self, request: ModelRequest) -> ModelDecision:
-        structlog.contextvars.bind_contextvars(
+        with structlog.contextvars.bound_contextvars(
             run_id=request.workflow_id, workspace=request.workspace, step=request.step
-        )
+        ):
+            return await self._decide(request)
+
+    async def _decide(self, request: ModelRequest) -> ModelDecision:
         with tracer.start_as_current_span("model.decide") as span:
             span.set_attributes(
                 {

@@ -7,6 +7,7 @@ database driver is, and Temporal runs them on the worker's thread pool.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +31,8 @@ def execute_activity_name(tool: str) -> str:
     return f"tool.{tool}"
 
 
-def _bind(call: ToolCallInput) -> None:
-    structlog.contextvars.bind_contextvars(
+def _bound(call: ToolCallInput) -> contextlib.AbstractContextManager[None]:
+    return structlog.contextvars.bound_contextvars(
         run_id=call.workflow_id,
         workspace=call.workspace,
         step=call.step,
@@ -51,12 +52,11 @@ def tool_activities(registry: ToolRegistry, runner: ToolRunner) -> list[Callable
 def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], PrepareOutcome]:
     @activity.defn(name=prepare_activity_name(name))
     def prepare(call: ToolCallInput) -> PrepareOutcome:
-        _bind(call)
-        with tracer.start_as_current_span(f"tool.{name}.prepare") as span:
+        with _bound(call), tracer.start_as_current_span(f"tool.{name}.prepare") as span:
             span.set_attributes({"airlock.run_id": call.workflow_id, "airlock.tool": name})
             outcome = runner.prepare(name, call.args, call.workflow_id, call.step)
             span.set_attribute("airlock.outcome", outcome.kind)
-        log.info("tool.prepared", outcome=outcome.kind)
+            log.info("tool.prepared", outcome=outcome.kind)
         return outcome
 
     return prepare
@@ -65,8 +65,7 @@ def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], Pre
 def _execute_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], ExecuteOutcome]:
     @activity.defn(name=execute_activity_name(name))
     def execute(call: ToolCallInput) -> ExecuteOutcome:
-        _bind(call)
-        with tracer.start_as_current_span(f"tool.{name}") as span:
+        with _bound(call), tracer.start_as_current_span(f"tool.{name}") as span:
             span.set_attributes(
                 {
                     "airlock.run_id": call.workflow_id,
@@ -79,12 +78,12 @@ def _execute_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], Exe
                 name, call.args, call.idempotency_key or "", call.workflow_id, call.step
             )
             span.set_attribute("airlock.outcome", outcome.kind)
-        log.info(
-            "tool.executed",
-            outcome=outcome.kind,
-            idempotency_key=call.idempotency_key,
-            deduplicated=getattr(outcome, "deduplicated", False),
-        )
+            log.info(
+                "tool.executed",
+                outcome=outcome.kind,
+                idempotency_key=call.idempotency_key,
+                deduplicated=getattr(outcome, "deduplicated", False),
+            )
         return outcome
 
     return execute

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import structlog
+from temporalio import activity, workflow
 
 
 def _temporal_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +57,9 @@ def configure_logging(level: str = "INFO") -> None:
             ],
         )
     )
+    # The workflow fields travel as structured keys (see _temporal_context), not in the message.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
