@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +27,39 @@ from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from airlock.models import RunReport, Status
 from airlock.settings import Settings
 
-DEMO_SCRIPT = [
-    {"tool": "orders.get_order", "args": {"order_id": "ORD-1001"}},
-    {"tool": "kb.search", "args": {"query": "refund damaged"}},
-    {
-        "tool": "payments.create_refund",
-        "args": {"order_id": "ORD-1001", "amount_usd": 120, "reason": "damaged"},
-    },
-    {"answer": "Refunded 120.00 USD on ORD-1001 after approval."},
-]
+def demo_script(order_id: str = "ORD-1001", amount: Decimal = Decimal(120)) -> list[dict[str, Any]]:
+    return [
+        {"tool": "orders.get_order", "args": {"order_id": order_id}},
+        {"tool": "kb.search", "args": {"query": "refund damaged"}},
+        {
+            "tool": "payments.create_refund",
+            "args": {"order_id": order_id, "amount_usd": float(amount), "reason": "damaged"},
+        },
+        {"answer": f"Refunded {amount} USD on {order_id} after approval."},
+    ]
 
 
-def demo_input() -> dict[str, Any]:
+def demo_refund(settings: Settings) -> tuple[str, Decimal] | None:
+    """The demo refunds 120 USD; earlier demo runs on the same database may have used it up."""
+    from tools.backoffice.db import connect
+    from tools.backoffice.orders import load_order
+    from tools.base import ToolContext
+
+    with connect(settings.db).connect() as conn:
+        for order_id in ("ORD-1001", "ORD-1002"):
+            left = load_order(ToolContext(conn), order_id).refundable_usd
+            if left >= 1:
+                return order_id, min(Decimal(120), left)
+    return None
+
+
+def demo_input(order_id: str = "ORD-1001", amount: Decimal = Decimal(120)) -> dict[str, Any]:
     return {
         "goal": "Refund order ORD-1001, it arrived damaged",
         "workspace": "acme",
         "requested_by": "u_alice",
         "agent": "support",
-        "model": {"provider": "scripted", "script": DEMO_SCRIPT},
+        "model": {"provider": "scripted", "script": demo_script(order_id, amount)},
         "mode": "approve",
         "budget": {
             "max_steps": 20,
@@ -156,15 +172,26 @@ def _print_report(report: RunReport) -> None:
     for c in report.changes:
         for d in c.diff:
             print(f"  changed {d.field}: {d.before} -> {d.after}")
+    for r in report.refused_votes:
+        print(f"  refused vote by {r.approver or '?'}: {r.reason}")
     for u in report.undo:
         print(f"  undo: {u.tool} {json.dumps(u.args)} ({u.note})")
     print(f"  cost: {report.used.tokens} tokens, {report.used.cost_usd} USD; policy {report.policy_hash}\n", flush=True)
 
 
 async def _follow_demo(client: Client, settings: Settings, tctl: str, ui: str) -> None:
-    workflow_id = f"refund-ord-1001-{uuid.uuid4().hex[:6]}"
+    refund = demo_refund(settings)
+    if refund is None:
+        print("the demo orders are fully refunded; `make clean` resets the demo data", flush=True)
+        return
+    order_id, amount = refund
+    workflow_id = f"refund-{order_id.lower()}-{uuid.uuid4().hex[:6]}"
     handle: WorkflowHandle[Any, RunReport] = await client.start_workflow(
-        "AgentRun", demo_input(), id=workflow_id, task_queue=settings.task_queue, result_type=RunReport
+        "AgentRun",
+        demo_input(order_id, amount),
+        id=workflow_id,
+        task_queue=settings.task_queue,
+        result_type=RunReport,
     )
     for _ in range(600):
         try:
