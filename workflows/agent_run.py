@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from tools.registry import CatalogEntry
     from tools.runner import describe_validation_error
     from workflows.approvals import ApprovalDesk, VoteResult, parse_vote
+    from workflows import telemetry
     from workflows.budget import exhausted, remaining
     from workflows.memory import RunMemory
 
@@ -217,6 +218,9 @@ class AgentRun:
                 call.status, call.error = CallStatus.STOPPED, reason
         self._record("run_finished", outcome=state.value, message=reason)
         self._publish()
+        telemetry.run_finished(
+            **self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd
+        )
         await workflow.wait_condition(workflow.all_handlers_finished)
         executed_writes = [
             c for c in m.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ
@@ -290,6 +294,12 @@ class AgentRun:
                 completion_tokens=decision.completion_tokens,
                 cost_usd=decision.cost_usd,
             )
+        )
+        telemetry.model_charged(
+            **self._tags(),
+            model=decision.model,
+            tokens=decision.prompt_tokens + decision.completion_tokens,
+            cost_usd=decision.cost_usd,
         )
         self._record(
             "model_call",
@@ -451,6 +461,12 @@ class AgentRun:
         desk.close(approval_id, outcome)
         record.votes = pending.votes
         self._set_state(RunState.PAUSED if m.paused_by else RunState.RUNNING)
+        telemetry.approval_resolved(
+            **self._tags(),
+            tool=call.tool,
+            outcome=outcome,
+            waited_s=(workflow.now() - pending.requested_at).total_seconds(),
+        )
         self._record("approval_resolved", tool=call.tool, index=record.index, approval_id=approval_id, outcome=outcome, message=reason)
         if outcome == "approved":
             return True
@@ -586,6 +602,14 @@ class AgentRun:
         agent = m.context.policy.agents.get(m.input.agent)
         return [t for t in (agent.capabilities if agent else []) if t in self._catalog]
 
+    def _tags(self) -> dict[str, str]:
+        m = self._memory
+        return {
+            "workflow_id": workflow.info().workflow_id,
+            "workspace": m.input.workspace,
+            "agent": m.input.agent,
+        }
+
     def _model_name(self) -> str:
         spec = self._memory.input.model
         return spec.provider if not spec.name else f"{spec.provider}:{spec.name}"
@@ -636,6 +660,9 @@ class AgentRun:
         self._tell_agent(call, f"the policy refused the call (rule {decision.rule}): {decision.reason}")
 
     def _record_decision(self, record: CallRecord, decision: Decision) -> None:
+        telemetry.policy_decided(
+            **self._tags(), tool=record.tool, outcome=decision.outcome.value, rule=decision.rule
+        )
         self._record(
             "decision",
             tool=record.tool,
