@@ -25,6 +25,7 @@ from temporalio.worker import Interceptor, Worker
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities
+from activities.undo_plan import UndoActivities
 from activities.tool_calls import tool_activities
 from airlock.logging import configure_logging
 from airlock.settings import Settings
@@ -34,6 +35,7 @@ from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
 from workflows.agent_run import SEARCH_ATTRIBUTES, AgentRun
+from workflows.undo_run import UndoRun
 
 log = structlog.get_logger("airlock.worker")
 
@@ -101,8 +103,13 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[AgentRun],
-        activities=[model.decide, context.pin_context, *tool_activities(registry, runner)],
+        workflows=[AgentRun, UndoRun],
+        activities=[
+            model.decide,
+            context.pin_context,
+            UndoActivities(client).plan,
+            *tool_activities(registry, runner),
+        ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=32),
         interceptors=extra_interceptors or [],
         # On SIGTERM, running activities get this long to finish before the worker exits.

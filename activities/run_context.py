@@ -24,4 +24,4 @@ class RunContextActivities:
 
     @activity.defn(name="run.pin_context")
     def pin_context(self) -> RunContext:
-        return self._context
+        return self._context.model_copy(update={"workflow_id": activity.info().workflow_id})

@@ -23,6 +23,9 @@ class RunContext(BaseModel):
     policy_hash: str
     catalog: list[CatalogEntry]
     default_model: str = "scripted"
+    # Written into the history by the activity, so a replay of a history file (which does not
+    # name its workflow) still knows the run's real id for keys and reports.
+    workflow_id: str = ""
 
 
 class ToolCallInput(BaseModel):

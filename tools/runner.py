@@ -7,8 +7,6 @@ Infrastructure errors (the database is down) still raise, and Temporal's retry p
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -16,6 +14,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from airlock.activity_io import Executed, Prepared, Rejected
+from airlock.hashing import call_hash
 from airlock.models import Effect
 from tools.backoffice.db import WRITE_LOCK, tool_calls
 from tools.base import Preview, Tool, ToolContext, ToolError
@@ -29,11 +28,6 @@ def describe_validation_error(error: ValidationError) -> str:
         where = ".".join(str(p) for p in e["loc"]) or "(arguments)"
         parts.append(f"{where}: {e['msg']}")
     return "; ".join(parts)
-
-
-def args_hash(tool: str, args: dict[str, Any]) -> str:
-    canonical = json.dumps({"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class ToolRunner:
@@ -83,7 +77,7 @@ class ToolRunner:
     def _execute_once(
         self, tool: Tool, parsed: BaseModel, key: str, workflow_id: str, step: int
     ) -> Executed | Rejected:
-        digest = args_hash(tool.name, parsed.model_dump(mode="json"))
+        digest = call_hash(tool.name, parsed.model_dump(mode="json"))
         for _ in range(2):
             try:
                 return self._write(tool, parsed, key, digest, workflow_id, step)

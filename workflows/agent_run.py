@@ -19,7 +19,6 @@ model calls are full activities: slow, rate-limited, and worth the server's own 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from datetime import timedelta
 from typing import Any, Literal
@@ -43,6 +42,8 @@ with workflow.unsafe.imports_passed_through():
         RunContext,
         ToolCallInput,
     )
+    from airlock.audit import RunFacts, events_for
+    from airlock.hashing import call_hash
     from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
     from airlock.models import (
         FINAL_STATES,
@@ -76,7 +77,9 @@ WORKSPACE = SearchAttributeKey.for_keyword("AirlockWorkspace")
 STATE = SearchAttributeKey.for_keyword("AirlockState")
 PENDING = SearchAttributeKey.for_int("AirlockPendingApprovals")
 COST = SearchAttributeKey.for_float("AirlockCostUsd")
-SEARCH_ATTRIBUTES = (WORKSPACE, STATE, PENDING, COST)
+# Set on an UndoRun and its compensation run: the workflow id of the run they undo.
+UNDO_OF = SearchAttributeKey.for_keyword("AirlockUndoOf")
+SEARCH_ATTRIBUTES = (WORKSPACE, STATE, PENDING, COST, UNDO_OF)
 
 LOCAL = dict(
     start_to_close_timeout=timedelta(seconds=30),
@@ -109,8 +112,7 @@ class RunEnded(Exception):
 
 def approval_id_for(step: int, index: int, tool: str, args: dict[str, Any]) -> str:
     """Names the exact call: a vote for these arguments cannot be applied to others."""
-    canonical = json.dumps({"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"))
-    return f"apr-{step}-{index}-{hashlib.sha256(canonical.encode()).hexdigest()[:10]}"
+    return f"apr-{step}-{index}-{call_hash(tool, args)[:10]}"
 
 
 @workflow.defn(name="AgentRun")
@@ -226,7 +228,7 @@ class AgentRun:
             c for c in m.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ
         ]
         return RunReport(
-            workflow_id=workflow.info().workflow_id,
+            workflow_id=self._workflow_id,
             state=state,
             reason=reason,
             answer=answer,
@@ -255,7 +257,7 @@ class AgentRun:
         spec = m.input.model
         scripted = spec.provider == "scripted"
         request = ModelRequest(
-            workflow_id=workflow.info().workflow_id,
+            workflow_id=self._workflow_id,
             workspace=m.input.workspace,
             step=m.used.steps,
             provider=spec.provider,
@@ -380,8 +382,8 @@ class AgentRun:
         return outcome
 
     async def _execute(self, record: CallRecord, call: ProposedCall, entry: CatalogEntry) -> None:
-        info = workflow.info()
-        key = f"{info.workflow_id}/{info.first_execution_run_id}/s{record.step}/c{record.index}"
+        first_run = workflow.info().first_execution_run_id
+        key = f"{self._workflow_id}/{first_run}/s{record.step}/c{record.index}"
         if entry.effect is not Effect.READ:
             record.idempotency_key = key
         handle = workflow.start_local_activity(
@@ -563,7 +565,7 @@ class AgentRun:
         m = self._memory
         used = self._used_now()
         return Status(
-            workflow_id=workflow.info().workflow_id,
+            workflow_id=self._workflow_id,
             state=self._state,
             step=m.used.steps,
             mode=m.mode,
@@ -594,6 +596,11 @@ class AgentRun:
         return self._desk
 
     @property
+    def _workflow_id(self) -> str:
+        pinned = self._m.context.workflow_id if self._m is not None else ""
+        return pinned or workflow.info().workflow_id
+
+    @property
     def _catalog(self) -> dict[str, CatalogEntry]:
         return {e.name: e for e in self._memory.context.catalog}
 
@@ -605,7 +612,7 @@ class AgentRun:
     def _tags(self) -> dict[str, str]:
         m = self._memory
         return {
-            "workflow_id": workflow.info().workflow_id,
+            "workflow_id": self._workflow_id,
             "workspace": m.input.workspace,
             "agent": m.input.agent,
         }
@@ -616,7 +623,7 @@ class AgentRun:
 
     def _call_input(self, call: ProposedCall, index: int, step: int, args: dict[str, Any] | None = None, key: str | None = None) -> ToolCallInput:
         return ToolCallInput(
-            workflow_id=workflow.info().workflow_id,
+            workflow_id=self._workflow_id,
             workspace=self._memory.input.workspace,
             step=step,
             index=index,
@@ -693,15 +700,32 @@ class AgentRun:
         data: Any = None,
     ) -> None:
         m = self._memory
-        m.timeline.append(
-            TimelineEntry(
-                at=workflow.now(), step=m.used.steps, kind=kind, tool=tool, call_index=index,
-                approval_id=approval_id, actor=actor, rule=rule, outcome=outcome, message=message, data=data,
-            )
+        entry = TimelineEntry(
+            at=workflow.now(),
+            step=m.used.steps,
+            kind=kind,
+            tool=tool,
+            call_index=index,
+            approval_id=approval_id,
+            actor=actor,
+            rule=rule,
+            outcome=outcome,
+            message=message,
+            data=data,
         )
-        workflow.logger.info(
-            "%s", kind,
-            extra={"airlock": {"workspace": m.input.workspace, "step": m.used.steps, "tool": tool, "rule": rule, "outcome": outcome}},
+        m.timeline.append(entry)
+        # The worker's log stream carries the same audit events an export rebuilds later.
+        for event in events_for(len(m.timeline) - 1, entry, self._run_facts(), m.calls):
+            workflow.logger.info(event.type, extra={"airlock": event.model_dump(mode="json", exclude_none=True)})
+
+    def _run_facts(self) -> RunFacts:
+        m = self._memory
+        return RunFacts(
+            run_id=self._workflow_id,
+            workspace=m.input.workspace,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            policy_hash=m.context.policy_hash,
         )
 
     def _set_state(self, state: RunState) -> None:

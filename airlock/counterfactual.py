@@ -1,0 +1,264 @@
+"""Counterfactual replay: how a recorded run would have gone under a new policy or model.
+
+Nothing runs and nothing is written. Every recorded call is decided again with the new policy,
+using the arguments and previewed facts recorded when it ran. A new model is asked, step by step,
+what it would propose given the recorded conversation (recorded tool results, not live tools).
+A recorded human approval counts again only for the very same call (same tool, same arguments)
+and only when those approvers would satisfy the new policy's tier; it is never reused for a
+call whose arguments differ.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel, Field, JsonValue
+
+from activities.model_decide import ModelProvider
+from airlock.model_io import ModelRequest, TranscriptItem
+from airlock.models import CallRecord, CallStatus, Decision, Outcome
+from airlock.recorder import Recording
+from policy.decide import CallContext, decide, vote_refusal
+from policy.model import Policy
+
+
+class Verdict(BaseModel):
+    label: str
+    rule: str | None = None
+
+
+class CallComparison(BaseModel):
+    step: int
+    index: int
+    tool: str
+    args: dict[str, JsonValue]
+    before: Verdict
+    after: Verdict
+    note: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.before.label != self.after.label
+
+
+class Counterfactual(BaseModel):
+    workflow_id: str
+    policy_before: str
+    policy_after: str
+    model_after: str | None = None
+    calls: list[CallComparison]
+    summary: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def changed(self) -> list[CallComparison]:
+        return [c for c in self.calls if c.changed]
+
+
+def recorded_verdict(call: CallRecord) -> Verdict:
+    d = call.decision
+    if d is None:
+        return Verdict(label="invalid")
+    if d.outcome is Outcome.DENY:
+        return Verdict(label="suggested" if d.rule == "mode.suggest" else "denied", rule=d.rule)
+    if d.outcome is Outcome.ALLOW:
+        return Verdict(label="allowed", rule=d.rule)
+    if call.status in (CallStatus.EXECUTED, CallStatus.FAILED):
+        return Verdict(label="approved", rule=d.rule)
+    if call.status is CallStatus.REJECTED:
+        denied_by = [v for v in call.votes if v.decision == "deny"]
+        return Verdict(label="refused by approver" if denied_by else "expired", rule=d.rule)
+    return Verdict(label="needs approval", rule=d.rule)
+
+
+def _approved_by_recorded_votes(policy: Policy, call: CallRecord, decision: Decision, requested_by: str) -> bool:
+    counted: list[str] = []
+    for vote in call.votes:
+        if vote.decision != "approve":
+            continue
+        still_needed = decision.approvals_required - len(counted)
+        if still_needed <= 0:
+            break
+        refusal = vote_refusal(
+            policy,
+            approver=vote.approver,
+            requested_by=requested_by,
+            approver_roles=decision.approver_roles,
+            required_role=decision.required_role,
+            approvals_still_needed=still_needed,
+            earlier_voters=counted,
+        )
+        if refusal is None:
+            counted.append(vote.approver)
+    return len(counted) >= decision.approvals_required
+
+
+def new_verdict(
+    policy: Policy, rec: Recording, call: CallRecord, *, reuse_votes: bool
+) -> tuple[Verdict, str]:
+    m = rec.memory
+    entry = next((e for e in m.context.catalog if e.name == call.tool), None)
+    if entry is None:
+        return Verdict(label="invalid"), "unknown tool"
+    decision = decide(
+        policy,
+        CallContext(
+            workspace=m.input.workspace,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            mode=m.input.mode,
+            tool=call.tool,
+            effect=entry.effect,
+            tier=entry.tier,
+            args=call.args,
+            facts=call.facts,
+        ),
+    )
+    if decision.outcome is Outcome.DENY:
+        label = "suggested" if decision.rule == "mode.suggest" else "denied"
+        return Verdict(label=label, rule=decision.rule), decision.reason
+    if decision.outcome is Outcome.ALLOW:
+        return Verdict(label="allowed", rule=decision.rule), ""
+    if reuse_votes and call.votes:
+        if any(v.decision == "deny" for v in call.votes):
+            return Verdict(label="refused by approver", rule=decision.rule), "the recorded denial stands"
+        if _approved_by_recorded_votes(policy, call, decision, m.input.requested_by):
+            names = ", ".join(v.approver for v in call.votes if v.decision == "approve")
+            return Verdict(label="approved", rule=decision.rule), f"recorded approval by {names} satisfies the new tier"
+        return Verdict(label="needs approval", rule=decision.rule), (
+            f"recorded votes do not satisfy tier {decision.tier.value} "
+            f"({decision.approvals_required} of {', '.join(decision.approver_roles)})"
+        )
+    return Verdict(label="needs approval", rule=decision.rule), decision.reason
+
+
+def _summarize(calls: list[CallComparison]) -> dict[str, int]:
+    counts = Counter(f"{c.before.label} → {c.after.label}" for c in calls if c.changed)
+    counts["unchanged"] = sum(not c.changed for c in calls)
+    return dict(sorted(counts.items()))
+
+
+def under_policy(rec: Recording, policy: Policy) -> Counterfactual:
+    """Each recorded call decided again by `policy`, with its recorded arguments and facts."""
+    comparisons: list[CallComparison] = []
+    for call in rec.memory.calls:
+        before = recorded_verdict(call)
+        if before.label == "invalid":
+            after, note = before, "not a policy decision: the call never reached the policy"
+        else:
+            after, note = new_verdict(policy, rec, call, reuse_votes=True)
+        comparisons.append(
+            CallComparison(step=call.step, index=call.index, tool=call.tool, args=call.args, before=before, after=after, note=note)
+        )
+    return Counterfactual(
+        workflow_id=rec.workflow_id,
+        policy_before=rec.memory.context.policy_hash,
+        policy_after=policy.content_hash(),
+        calls=comparisons,
+        summary=_summarize(comparisons),
+    )
+
+
+def _canonical(args: dict[str, Any]) -> str:
+    return json.dumps(args, sort_keys=True, separators=(",", ":"))
+
+
+def _transcript_before(calls: list[CallRecord], step: int) -> list[TranscriptItem]:
+    """What the model had seen before `step`: its proposals and the recorded outcomes."""
+    items: list[TranscriptItem] = []
+    for c in calls:
+        if c.step >= step:
+            break
+        call_id = f"call_{c.step}_{c.index}"
+        items.append(TranscriptItem(role="assistant", call_id=call_id, tool=c.tool, args=c.args))
+        if c.status is CallStatus.EXECUTED:
+            items.append(TranscriptItem(role="tool_result", call_id=call_id, tool=c.tool, content=json.dumps(c.result, sort_keys=True)))
+        else:
+            items.append(TranscriptItem(role="airlock", call_id=call_id, tool=c.tool, content=f"the call was not run: {c.error}"))
+    return items
+
+
+async def under_model(
+    rec: Recording, policy: Policy, provider: ModelProvider, provider_name: str, model_name: str | None
+) -> Counterfactual:
+    """Each recorded step proposed again by another model, and decided by `policy`."""
+    m = rec.memory
+    capabilities = m.context.policy.agents.get(m.input.agent)
+    comparisons: list[CallComparison] = []
+    steps = sorted({c.step for c in m.calls})
+    diverged_at: int | None = None
+    for step in steps:
+        recorded = [c for c in m.calls if c.step == step]
+        decision = await provider.decide(
+            ModelRequest(
+                workflow_id=rec.workflow_id,
+                workspace=m.input.workspace,
+                step=step,
+                provider="openai" if provider_name == "openai" else "scripted",
+                model_name=model_name,
+                goal=m.input.goal,
+                tool_names=list(capabilities.capabilities) if capabilities else [],
+                transcript=_transcript_before(m.calls, step),
+            )
+        )
+        matched: set[int] = set()
+        for i, proposal in enumerate(decision.calls):
+            same = next(
+                (c for c in recorded if c.tool == proposal.tool and _canonical(c.args) == _canonical(proposal.args)),
+                None,
+            )
+            if same is not None:
+                matched.add(same.index)
+                after, note = new_verdict(policy, rec, same, reuse_votes=True)
+                before = recorded_verdict(same)
+                args = same.args
+            else:
+                diverged_at = diverged_at or step
+                probe = CallRecord(step=step, index=i, tool=proposal.tool, args=proposal.args, status=CallStatus.INVALID)
+                after, note = new_verdict(policy, rec, probe, reuse_votes=False)
+                note = "a call the recorded run did not make; no recorded approval applies" + (f"; {note}" if note else "")
+                before = Verdict(label="not proposed")
+                args = proposal.args
+            comparisons.append(
+                CallComparison(step=step, index=i, tool=proposal.tool, args=args, before=before, after=after, note=note)
+            )
+        for c in recorded:
+            if c.index not in matched:
+                diverged_at = diverged_at or step
+                comparisons.append(
+                    CallComparison(
+                        step=step, index=c.index, tool=c.tool, args=c.args, before=recorded_verdict(c),
+                        after=Verdict(label="not proposed"), note="the new model did not propose this call",
+                    )
+                )
+    if diverged_at is not None:
+        for c in comparisons:
+            if c.step > diverged_at:
+                c.note = (c.note + "; " if c.note else "") + f"judged on the recorded results (the run diverged at step {diverged_at})"
+    return Counterfactual(
+        workflow_id=rec.workflow_id,
+        policy_before=m.context.policy_hash,
+        policy_after=policy.content_hash(),
+        model_after=provider_name + (f":{model_name}" if model_name else ""),
+        calls=comparisons,
+        summary=_summarize(comparisons),
+    )
+
+
+def render(cf: Counterfactual) -> str:
+    out = [
+        f"Counterfactual for {cf.workflow_id}",
+        f"  policy {cf.policy_before} → {cf.policy_after}" + (f"; model {cf.model_after}" if cf.model_after else ""),
+        "",
+    ]
+    for c in cf.calls:
+        mark = "*" if c.changed else " "
+        rule = f" [{c.after.rule}]" if c.after.rule else ""
+        out.append(f" {mark} step {c.step} {c.tool} {_canonical(c.args)[:80]}: {c.before.label} → {c.after.label}{rule}")
+        if c.note and c.changed:
+            out.append(f"      {c.note}")
+    out += ["", "Summary"]
+    out += [f"  {k}: {v}" for k, v in cf.summary.items()]
+    return "\n".join(out)
+

@@ -1,0 +1,47 @@
+"""Input, plan and report of an `UndoRun`: running a finished run's compensations."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from airlock.models import Compensation, Mode, Name, RunReport, Strict
+
+
+class UndoInput(Strict):
+    run_id: Name
+    # Who asks for the undo; by default the person who requested the original run.
+    requested_by: Name | None = None
+    mode: Mode = Mode.AUTO
+
+
+class UndoStep(BaseModel):
+    step: int
+    index: int
+    tool: str
+    idempotency_key: str | None
+    compensation: Compensation
+
+
+class NotUndone(BaseModel):
+    step: int
+    index: int
+    tool: str
+    reason: str
+
+
+class UndoPlan(BaseModel):
+    run_id: str
+    workspace: str
+    requested_by: str
+    steps: list[UndoStep] = Field(default_factory=list)
+    not_undoable: list[NotUndone] = Field(default_factory=list)
+    error: str | None = None
+
+
+class UndoReport(BaseModel):
+    undo_of: str
+    state: str
+    compensation_run: str | None = None
+    undone: list[UndoStep] = Field(default_factory=list)
+    not_undone: list[NotUndone] = Field(default_factory=list)
+    report: RunReport | None = None

@@ -1,0 +1,101 @@
+"""`UndoRun`: runs a finished run's compensations, newest first, through the same airlock.
+
+The compensations are proposed to a child `AgentRun` (agent `undo`) as a scripted plan, so each
+one is validated, previewed, decided by the policy, approved where the policy says and executed
+under an idempotency key, exactly like any other call. Compensations restore recorded values, so
+running them again changes nothing more. What cannot be undone (an email sent) is reported with
+the reason.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from airlock.models import CallStatus, RunReport
+    from airlock.undo_io import NotUndone, UndoInput, UndoPlan, UndoReport
+    from tools.runner import describe_validation_error
+    from workflows.agent_run import UNDO_OF, WORKSPACE
+
+UNDO_AGENT = "undo"
+
+
+@workflow.defn(name="UndoRun")
+class UndoRun:
+    @workflow.run
+    async def run(self, raw: Any) -> UndoReport:
+        try:
+            request = UndoInput.model_validate(raw)
+        except ValidationError as e:
+            raise ApplicationError(
+                "invalid undo input: " + describe_validation_error(e), type="InvalidRunInput", non_retryable=True
+            ) from None
+        plan: UndoPlan = await workflow.execute_activity(
+            "undo.plan",
+            request.run_id,
+            result_type=UndoPlan,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+            summary=f"plan the undo of {request.run_id}",
+        )
+        if plan.error:
+            raise ApplicationError(plan.error, type="UndoNotPossible", non_retryable=True)
+        workflow.upsert_search_attributes([UNDO_OF.value_set(plan.run_id), WORKSPACE.value_set(plan.workspace)])
+        if not plan.steps:
+            return UndoReport(undo_of=plan.run_id, state="completed", not_undone=plan.not_undoable)
+
+        child_id = f"{workflow.info().workflow_id}.compensations"
+        report: RunReport = await workflow.execute_child_workflow(
+            "AgentRun",
+            {
+                "goal": f"Undo run {plan.run_id}: run its compensations, newest first",
+                "workspace": plan.workspace,
+                "requested_by": request.requested_by or plan.requested_by,
+                "agent": UNDO_AGENT,
+                "mode": request.mode.value,
+                "model": {
+                    "provider": "scripted",
+                    "script": [{"tool": s.compensation.tool, "args": s.compensation.args} for s in plan.steps],
+                },
+                "budget": {
+                    "max_steps": len(plan.steps) + 1,
+                    "max_tool_calls": len(plan.steps),
+                    "max_wall_clock_s": 7 * 86_400,
+                },
+            },
+            id=child_id,
+            result_type=RunReport,
+            # The compensation run points back at the run it undoes, for `airlock show`.
+            search_attributes=TypedSearchAttributes([SearchAttributePair(UNDO_OF, plan.run_id)]),
+        )
+        undone, not_undone = [], list(plan.not_undoable)
+        for step, call in zip(plan.steps, report.calls, strict=False):
+            if call.status is CallStatus.EXECUTED:
+                undone.append(step)
+            else:
+                not_undone.append(
+                    NotUndone(step=step.step, index=step.index, tool=step.tool, reason=f"{call.status.value}: {call.error}")
+                )
+        for step in plan.steps[len(report.calls) :]:
+            not_undone.append(NotUndone(step=step.step, index=step.index, tool=step.tool, reason=f"not reached: {report.reason}"))
+        complete = len(undone) == len(plan.steps)
+        return UndoReport(
+            undo_of=plan.run_id,
+            state="completed" if complete else "incomplete",
+            compensation_run=child_id,
+            undone=undone,
+            not_undone=not_undone,
+            report=report,
+        )
