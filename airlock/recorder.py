@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,9 @@ def _closed(history: WorkflowHistory) -> bool:
     )
 
 
-async def replay(history: WorkflowHistory) -> None:
+async def replay(history: WorkflowHistory, workflows: Sequence[type] = ()) -> None:
     """Replays one history; raises ReplayFailed naming the problem when it is not deterministic."""
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=list(workflows) or WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is not None:
         raise ReplayFailed(str(result.replay_failure))

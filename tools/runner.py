@@ -48,7 +48,8 @@ class ToolRunner:
         parsed = self._parse(tool, raw)
         if isinstance(parsed, Rejected):
             return parsed
-        args = parsed.model_dump(mode="json", exclude_none=True)
+        # Only what the caller gave: an explicit null (clear the assignee) differs from absent.
+        args = parsed.model_dump(mode="json", exclude_unset=True)
         if tool.preview is None:
             return Prepared(args=args)
         try:
