@@ -7,6 +7,7 @@ answer is only a proposal: the workflow governs every call it contains.
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 import structlog
@@ -14,7 +15,10 @@ from opentelemetry import trace
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from sqlalchemy import Engine
+
 from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
+from tools import blobs
 
 log = structlog.get_logger("airlock.model")
 tracer = trace.get_tracer("airlock")
@@ -39,8 +43,21 @@ def scripted_decision(request: ModelRequest) -> ModelDecision:
 
 
 class ModelActivities:
-    def __init__(self, openai: ModelProvider | None = None) -> None:
+    def __init__(self, openai: ModelProvider | None = None, engine: Engine | None = None) -> None:
         self._openai = openai
+        self._engine = engine
+
+    def _resolved(self, request: ModelRequest) -> ModelRequest:
+        """The model sees whole tool results; histories keep large ones by reference."""
+        if self._engine is None:
+            return request
+        items = []
+        for item in request.transcript:
+            if item.role == "tool_result" and '"$blob"' in item.content:
+                value = blobs.resolve(self._engine, json.loads(item.content))
+                item = item.model_copy(update={"content": json.dumps(value, sort_keys=True)})
+            items.append(item)
+        return request.model_copy(update={"transcript": items})
 
     @activity.defn(name="model.decide")
     async def decide(self, request: ModelRequest) -> ModelDecision:
@@ -68,7 +85,7 @@ class ModelActivities:
                     non_retryable=True,
                 )
             else:
-                decision = await self._openai.decide(request)
+                decision = await self._openai.decide(self._resolved(request))
             span.set_attributes(
                 {
                     "airlock.model": decision.model,

@@ -59,9 +59,19 @@ async def show(args: argparse.Namespace, out: TextIO) -> int:
             rec = await record_of(await _client(Settings()), args.run_id)
     except ReplayFailed as e:
         raise CommandError(str(e)) from None
+    _resolve(rec)
     record = flight_record(rec)
     print(record.model_dump_json(indent=2) if args.json else render(record), file=out)
     return 0
+
+
+def _resolve(rec: Any) -> None:
+    """Large results live in the back-office database; show them whole when it is reachable."""
+    from airlock.recorder import resolve_blobs
+    from tools.backoffice.db import connect
+
+    with contextlib.suppress(Exception):
+        resolve_blobs(rec, connect(Settings().db))
 
 
 # ---- replay ---------------------------------------------------------------------------------
@@ -99,6 +109,7 @@ async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
         raise CommandError(f"the new policy has errors:\n{e}", 2) from None
     except ReplayFailed as e:
         raise CommandError(str(e)) from None
+    _resolve(rec)
     if args.model:
         provider_name, _, model_name = args.model.partition(":")
         result = await cf.under_model(rec, policy, _provider(provider_name), provider_name, model_name or None)

@@ -8,6 +8,7 @@ needed; only the history (from the server, or a `temporal workflow show --output
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -27,6 +29,7 @@ from temporalio.worker import (
 )
 
 from airlock.models import CallRecord, PendingApproval, RunState
+from tools import blobs
 from workflows.agent_run import AgentRun
 from workflows.memory import RunMemory
 from workflows.undo_run import UndoRun
@@ -117,6 +120,14 @@ async def reconstruct(history: WorkflowHistory) -> Recording:
         pending_approvals=list(run._desk.pending.values()) if run._desk else [],  # noqa: SLF001
         closed=_closed(history),
     )
+
+
+def resolve_blobs(rec: Recording, engine: Engine) -> Recording:
+    """Swaps stored-by-reference tool results for their content, where the database has them."""
+    for call in rec.memory.calls:
+        with contextlib.suppress(LookupError):
+            call.result = blobs.resolve(engine, call.result)
+    return rec
 
 
 def load_history(path: Path | str) -> WorkflowHistory:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
     openai_timeout_s: float = Field(60.0, validation_alias=AliasChoices("AIRLOCK_OPENAI_TIMEOUT_S"))
     log_level: str = Field("INFO", validation_alias="AIRLOCK_LOG_LEVEL")
+    # Tool results larger than this (bytes of JSON) are stored by reference, not in histories.
+    blob_threshold: int = Field(4096, ge=256, validation_alias="AIRLOCK_BLOB_THRESHOLD")
 
     @cached_property
     def tool_module_list(self) -> list[str]:

@@ -1,22 +1,176 @@
-"""OpenTelemetry: a tracer provider for the worker, and the Temporal interceptor that spans
-workflows and activities. Spans go to the console exporter only when asked
-(`AIRLOCK_TRACE_CONSOLE=1`); with no exporter configured they cost next to nothing."""
+"""OpenTelemetry for the worker: a replay-safe tracer provider, a meter provider, their exporters,
+and temporalio's OpenTelemetry plugin, which spans workflows and activities.
+
+- Spans and metrics go over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (for example
+  `http://otel-collector:4318`). The exporters read the standard `OTEL_EXPORTER_OTLP_*` variables
+  themselves (per-signal endpoints, headers, timeout), and `OTEL_SERVICE_NAME` and
+  `OTEL_RESOURCE_ATTRIBUTES` override the resource below.
+- `AIRLOCK_TRACE_CONSOLE=1` also prints the spans.
+- With neither, spans and metrics are recorded nowhere and cost next to nothing.
+
+OpenTelemetry allows one global tracer provider per process, and the activities' tracers and
+temporalio's workflow interceptor both use the global one, so `configure_telemetry()` installs
+the providers once and returns the same `Telemetry` on every later call. A test that wants to see
+the spans adds its own span processor to `Telemetry.tracer_provider`; one that wants the metrics
+hands `use_meter_provider()` a meter provider of its own. `build_telemetry()` makes providers
+without installing anything.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from temporalio.contrib.opentelemetry import TracingInterceptor
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, OTELResourceDetector, Resource
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from temporalio.contrib.opentelemetry import (
+    OpenTelemetryPlugin,
+    ReplaySafeMeterProvider,
+    ReplaySafeTracerProvider,
+    create_tracer_provider,
+)
+
+OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+TRACE_CONSOLE = "AIRLOCK_TRACE_CONSOLE"
+SCOPE = "airlock"
+
+# Approval waits run from seconds (an approver at the keyboard) to days (a tier's timeout).
+APPROVAL_WAIT_BUCKETS_S = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
 
 
-def configure_tracing(service_name: str = "airlock-worker") -> TracingInterceptor:
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-        if os.environ.get("AIRLOCK_TRACE_CONSOLE") == "1":
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        trace.set_tracer_provider(provider)
-    return TracingInterceptor()
+@dataclass(frozen=True)
+class Telemetry:
+    tracer_provider: ReplaySafeTracerProvider
+    meter_provider: MeterProvider
+    span_exporters: tuple[SpanExporter, ...]
+    metric_readers: tuple[MetricReader, ...]
+
+    def plugin(self) -> OpenTelemetryPlugin:
+        """For `Client.connect(plugins=[...])`: spans for workflows (with their real duration),
+        activities, signals, updates and queries, and the trace context carried between them."""
+        return OpenTelemetryPlugin(add_temporal_spans=True)
+
+    def flush(self, timeout_millis: int = 10_000) -> None:
+        self.tracer_provider.force_flush(timeout_millis)
+        self.meter_provider.force_flush(timeout_millis)
+
+
+def _resource(service_name: str) -> Resource:
+    # What the environment says (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) wins. Each worker
+    # replica needs its own instance id, or their cumulative counters would overwrite each other
+    # downstream.
+    given = OTELResourceDetector().detect().attributes
+    defaults = {SERVICE_NAME: service_name, SERVICE_INSTANCE_ID: f"{socket.gethostname()}:{os.getpid()}"}
+    return Resource.create({k: v for k, v in defaults.items() if k not in given})
+
+
+def build_telemetry(
+    service_name: str = "airlock-worker",
+    *,
+    span_exporters: Sequence[SpanExporter] = (),
+    metric_readers: Sequence[MetricReader] = (),
+) -> Telemetry:
+    """Providers with the exporters the environment asks for, plus any given; installs nothing."""
+    exporters = list(span_exporters)
+    readers = list(metric_readers)
+    if os.environ.get(OTLP_ENDPOINT):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporters.append(OTLPSpanExporter())
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if os.environ.get(TRACE_CONSOLE) == "1":
+        exporters.append(ConsoleSpanExporter())
+    resource = _resource(service_name)
+    tracer_provider = create_tracer_provider(resource=resource)
+    for exporter in exporters:
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    return Telemetry(tracer_provider, meter_provider, tuple(exporters), tuple(readers))
+
+
+_lock = threading.RLock()
+_installed: Telemetry | None = None
+
+
+def configure_telemetry(service_name: str = "airlock-worker") -> Telemetry:
+    """The process's telemetry: built from the environment and installed on the first call."""
+    global _installed
+    with _lock:
+        if _installed is None:
+            telemetry = build_telemetry(service_name)
+            current = trace.get_tracer_provider()
+            if not isinstance(current, trace.ProxyTracerProvider):
+                raise RuntimeError(
+                    f"an OpenTelemetry tracer provider ({type(current).__name__}) is already "
+                    "installed; Airlock needs its replay-safe one, so let Airlock install it"
+                )
+            trace.set_tracer_provider(telemetry.tracer_provider)
+            # For other libraries that record metrics through the global provider, from workflow
+            # code or not. Airlock's own metrics are bound to it explicitly.
+            metrics.set_meter_provider(ReplaySafeMeterProvider(telemetry.meter_provider))
+            use_meter_provider(telemetry.meter_provider)
+            _installed = telemetry
+        return _installed
+
+
+class RunMetrics:
+    """Airlock's own metrics, recorded from workflow code (`workflows.telemetry`).
+
+    Recordings go through `ReplaySafeMeterProvider`, which drops those made while a workflow
+    replays history events, so each real event counts once.
+    """
+
+    def __init__(self, provider: metrics.MeterProvider) -> None:
+        if not isinstance(provider, ReplaySafeMeterProvider):
+            provider = ReplaySafeMeterProvider(provider)
+        meter = provider.get_meter(SCOPE)
+        self.runs = meter.create_counter(
+            "airlock.runs", unit="{run}", description="Runs that reached a final state."
+        )
+        self.tool_calls = meter.create_counter(
+            "airlock.tool_calls", unit="{call}", description="Proposed tool calls, by policy decision and rule."
+        )
+        self.approval_wait = meter.create_histogram(
+            "airlock.approval_wait",
+            unit="s",
+            description="How long a call waited for its approval, by how the wait ended.",
+            explicit_bucket_boundaries_advisory=APPROVAL_WAIT_BUCKETS_S,
+        )
+        self.tokens = meter.create_counter(
+            "airlock.tokens", unit="{token}", description="Model tokens charged to runs."
+        )
+        self.cost_usd = meter.create_counter(
+            "airlock.cost_usd", unit="USD", description="Model cost charged to runs, in US dollars."
+        )
+
+
+# Kept here, not in `workflows.telemetry`: the workflow sandbox loads its own copy of that module
+# for every workflow, while this one is passed through, so there is one set per process.
+_run_metrics: RunMetrics | None = None
+
+
+def use_meter_provider(provider: metrics.MeterProvider | None) -> None:
+    """Records Airlock's metrics through `provider` from now on; `None` means the global one.
+
+    `configure_telemetry` binds the worker's provider; a test binds one with its own reader.
+    """
+    global _run_metrics
+    with _lock:
+        _run_metrics = None if provider is None else RunMetrics(provider)
+
+
+def run_metrics() -> RunMetrics:
+    global _run_metrics
+    with _lock:
+        if _run_metrics is None:
+            # Until a provider is installed the global one is a proxy; instruments made from it
+            # start recording once one is.
+            _run_metrics = RunMetrics(metrics.get_meter_provider())
+        return _run_metrics

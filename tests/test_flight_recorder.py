@@ -251,3 +251,57 @@ async def test_audit_export_lines_validate_and_match_the_live_log(
     assert effect["idempotency_key"].startswith(handle.id) and len(effect["args_hash"]) == 64
     logged = {getattr(r, "airlock", {}).get("event_id") for r in caplog.records}
     assert {e["event_id"] for e in mine} <= logged
+
+
+async def test_large_tool_results_are_stored_by_reference(
+    runs: Runs, db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any
+) -> None:
+    """A 20 KB result costs the history a hash and a preview; `airlock show` resolves it."""
+    from sqlalchemy import insert
+
+    from tools.backoffice.db import kb_articles
+
+    body = "Warranty terms. " * 1250
+    with db.begin() as conn:
+        conn.execute(insert(kb_articles).values(id="KB-9", title="Warranty", body=body))
+    handle = await runs.start(script=[call("kb.search", query="warranty")])
+    report = await handle.result()
+    ref = report.calls[0].result
+    assert set(ref) == {"$blob", "bytes", "preview"} and ref["bytes"] > 20_000
+    history = (await histories_of(runs.client, handle))[-1]
+    small = await runs.start(script=[call("kb.search", query="refund")])
+    small_history = (await histories_of(runs.client, small))[-1]
+    assert len(history) - len(small_history) < 2_000
+    monkeypatch.setenv("AIRLOCK_DB", settings.db)
+    status, out = await cli_async(["show", handle.id, "--json"], monkeypatch, settings, env)
+    assert status == 0
+    assert json.loads(out)["calls"][0]["result"]["articles"][0]["body"] == body
+
+
+async def test_counterfactual_model_compares_proposals_step_by_step(runs: Runs, settings: Settings) -> None:
+    """Another model, asked at each recorded step with the recorded results, proposes other
+    calls: each is marked, decided by the policy, and no recorded approval is reused for it."""
+    from activities.openai_provider import OpenAIProvider, PriceTable
+    from airlock.counterfactual import under_model
+    from airlock.settings import DEFAULT_PRICES
+    from tests.test_run_control import replaying
+    from tools.registry import load_registry
+
+    handle = await runs.start(script=[call("orders.get_order", order_id="ORD-1001")])
+    await handle.result()
+    rec = await reconstruct(await runs.client.get_workflow_handle(handle.id).fetch_history())
+    provider = OpenAIProvider(
+        api_key="sk-test-airlock-0123456789abcdef",
+        base_url="https://api.openai.test/v1",
+        timeout_s=5,
+        prices=PriceTable.load(DEFAULT_PRICES),
+        registry=load_registry(settings.tool_module_list),
+        http_client=replaying("tool_call_proposal.json"),
+    )
+    result = await under_model(rec, rec.memory.context.policy, provider, "openai", "gpt-4o-mini")
+    labels = [(c.tool, c.before.label, c.after.label) for c in result.calls]
+    assert ("orders.get_order", "allowed", "not proposed") in labels  # ORD-1001 was the recorded call
+    assert ("shell__exec", "not proposed", "invalid") in labels
+    refund = next(c for c in result.calls if c.tool == "payments.create_refund")
+    assert refund.before.label == "not proposed" and "no recorded approval applies" in refund.note
+    assert result.model_after == "openai:gpt-4o-mini"

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from airlock.activity_io import Executed, Prepared, Rejected
 from airlock.hashing import call_hash
 from airlock.models import Effect
+from tools import blobs
 from tools.backoffice.db import WRITE_LOCK, tool_calls
 from tools.base import Preview, Tool, ToolContext, ToolError
 from tools.registry import ToolRegistry
@@ -31,9 +32,10 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 class ToolRunner:
-    def __init__(self, registry: ToolRegistry, engine: Engine) -> None:
+    def __init__(self, registry: ToolRegistry, engine: Engine, blob_threshold: int = 4096) -> None:
         self.registry = registry
         self.engine = engine
+        self.blob_threshold = blob_threshold
 
     def _parse(self, tool: Tool, raw: dict[str, Any]) -> BaseModel | Rejected:
         try:
@@ -70,9 +72,10 @@ class ToolRunner:
             try:
                 with self.engine.connect() as conn, conn.begin():
                     out = tool.execute(ToolContext(conn, workflow_id, step), parsed)
+                    result = blobs.maybe_store(conn, out.model_dump(mode="json"), self.blob_threshold)
             except ToolError as e:
                 return Rejected(error=str(e), reason="tool_error")
-            return Executed(result=out.model_dump(mode="json"))
+            return Executed(result=result)
         return self._execute_once(tool, parsed, key, workflow_id, step)
 
     def _execute_once(
@@ -111,7 +114,7 @@ class ToolRunner:
                     preview = tool.preview(ctx, parsed) if tool.preview else Preview()
                     out = tool.execute(ctx, parsed)
                     executed = Executed(
-                        result=out.model_dump(mode="json"),
+                        result=blobs.maybe_store(conn, out.model_dump(mode="json"), self.blob_threshold),
                         compensation=tool.undo_for(parsed, out, preview),
                     )
                     conn.execute(

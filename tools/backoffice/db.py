@@ -107,6 +107,15 @@ tool_calls = Table(
 )
 
 
+# Large tool results, content-addressed (see tools.blobs); histories keep only the hash.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", String(80), primary_key=True),
+    Column("content", Text, nullable=False),
+)
+
+
 def cents(amount: Decimal) -> int:
     return int((amount * 100).to_integral_exact())
 
