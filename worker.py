@@ -29,7 +29,7 @@ from activities.undo_plan import UndoActivities
 from activities.tool_calls import tool_activities
 from airlock.logging import configure_logging
 from airlock.settings import Settings
-from airlock.tracing import configure_tracing
+from airlock.tracing import configure_telemetry
 from policy import PolicyError, load_policy
 from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
@@ -44,7 +44,8 @@ async def connect_client(settings: Settings) -> Client:
         settings.temporal_address,
         namespace=settings.namespace,
         data_converter=pydantic_data_converter,
-        interceptors=[configure_tracing()],
+        # Spans for workflows and activities, replay-safe; OTLP export when the environment asks.
+        plugins=[configure_telemetry().plugin()],
     )
 
 
@@ -97,8 +98,8 @@ def build_worker(
     registry = load_registry(settings.tool_module_list)
     engine = connect(settings.db)
     create_schema(engine)
-    runner = ToolRunner(registry, engine)
-    model = ModelActivities(openai or openai_provider(settings, registry))
+    runner = ToolRunner(registry, engine, settings.blob_threshold)
+    model = ModelActivities(openai or openai_provider(settings, registry), engine)
     context = RunContextActivities(policy, registry, settings.default_model)
     return Worker(
         client,
