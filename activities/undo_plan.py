@@ -9,7 +9,6 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.client import Client
 
-from airlock.models import CallStatus, Effect
 from airlock.recorder import ReplayFailed, fetch_history, reconstruct
 from airlock.undo_io import NotUndone, UndoPlan, UndoStep
 
@@ -29,8 +28,7 @@ class UndoActivities:
         if not rec.closed:
             plan.error = f"run {run_id} is still {rec.state.value}; stop it (workflow cancel) before undoing it"
             return plan
-        writes = [c for c in m.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ]
-        for call in reversed(writes):
+        for call in reversed(m.executed_writes()):
             comp = call.compensation
             if comp is None or comp.tool is None:
                 plan.not_undoable.append(

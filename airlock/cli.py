@@ -49,12 +49,12 @@ async def _client(settings: Settings) -> Any:
 
 
 async def show(args: argparse.Namespace, out: TextIO) -> int:
-    from airlock.recorder import ReplayFailed, load_history, reconstruct, record_of
+    from airlock.recorder import ReplayFailed, load_history, merge, reconstruct, record_of
     from airlock.show import flight_record, render
 
     try:
         if args.history:
-            rec = await reconstruct(load_history(args.history))
+            rec = merge([await reconstruct(load_history(path)) for path in args.history])
         else:
             rec = await record_of(await _client(Settings()), args.run_id)
     except ReplayFailed as e:
@@ -97,13 +97,12 @@ async def replay(args: argparse.Namespace, out: TextIO) -> int:
 
 async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
     from airlock import counterfactual as cf
-    from airlock.recorder import ReplayFailed, load_history, reconstruct
+    from airlock.recorder import ReplayFailed, load_history, merge, reconstruct
     from policy import PolicyError, load_policy
 
-    if len(args.histories) != 1:
-        raise CommandError("counterfactual replay takes one history (the last run of a chain)", 2)
     try:
-        rec = await reconstruct(load_history(args.histories[0]))
+        # Several files are the runs of one continue-as-new chain, oldest first.
+        rec = merge([await reconstruct(load_history(path)) for path in args.histories])
         policy = load_policy(args.policy) if args.policy else rec.memory.context.policy
     except PolicyError as e:
         raise CommandError(f"the new policy has errors:\n{e}", 2) from None
@@ -252,7 +251,13 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", help="a run's flight record")
     s.add_argument("run_id", nargs="?", help="workflow id of the run")
-    s.add_argument("--history", type=Path, help="a history file (temporal workflow show --output json)")
+    s.add_argument(
+        "--history",
+        type=Path,
+        action="append",
+        help="a history file (temporal workflow show --output json); repeat for each run of a "
+        "continue-as-new chain, oldest first",
+    )
     s.add_argument("--json", action="store_true", help="JSON for machines")
 
     u = sub.add_parser("undo", help="run the compensations of a finished run")

@@ -343,6 +343,9 @@ class RunReport(Record):
     limits: Budget
     refused_votes: list[RefusedVote] = Field(default_factory=list)
     runs_in_chain: int = 1
+    # A long run continues as new: `calls` are those of its last run; earlier runs' calls are in
+    # their own histories (`airlock show` joins them). `changes` and `undo` cover the whole chain.
+    earlier_calls: int = 0
 
 
 def summarize(values: dict[str, Any], limit: int = 120) -> str:

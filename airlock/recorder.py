@@ -145,9 +145,41 @@ async def fetch_history(client: Client, workflow_id: str, run_id: str | None = N
     return await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
 
 
+def merge(chain: Sequence[Recording]) -> Recording:
+    """The runs of one continue-as-new chain, oldest first, as one recording."""
+    if len(chain) == 1:
+        return chain[0]
+    last = chain[-1]
+    memory = last.memory.model_copy(
+        update={
+            "calls": [c for r in chain for c in r.memory.calls],
+            "timeline": [e for r in chain for e in r.memory.timeline],
+            "cost_by_step": [s for r in chain for s in r.memory.cost_by_step],
+            "refused_votes": [v for r in chain for v in r.memory.refused_votes],
+            # Every call is in `calls` now; the carried copies would count writes twice.
+            "carried_writes": chain[0].memory.carried_writes,
+            "earlier_calls": chain[0].memory.earlier_calls,
+            "timeline_offset": chain[0].memory.timeline_offset,
+        },
+        deep=True,
+    )
+    return last.model_copy(update={"memory": memory})
+
+
+def _previous_run(history: WorkflowHistory) -> str | None:
+    first = history.events[0] if history.events else None
+    if first is None or not first.HasField("workflow_execution_started_event_attributes"):
+        return None
+    return first.workflow_execution_started_event_attributes.continued_execution_run_id or None
+
+
 async def record_of(client: Client, workflow_id: str) -> Recording:
-    """The latest run of a workflow id, with the undo runs that point back at it."""
-    recording = await reconstruct(await fetch_history(client, workflow_id))
+    """A run and every run before it in its continue-as-new chain, with the undo runs that
+    point back at it."""
+    histories = [await fetch_history(client, workflow_id)]
+    while (previous := _previous_run(histories[0])) is not None:
+        histories.insert(0, await fetch_history(client, workflow_id, previous))
+    recording = merge([await reconstruct(h) for h in histories])
     query = f'AirlockUndoOf="{workflow_id}"'
     try:
         recording.undone_by = [w.id async for w in client.list_workflows(query)]

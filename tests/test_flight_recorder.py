@@ -16,7 +16,7 @@ from temporalio.client import Client
 from airlock import cli
 from airlock.audit import AuditEvent
 from airlock.models import CallStatus
-from airlock.recorder import ReplayFailed, load_history, reconstruct, replay
+from airlock.recorder import ReplayFailed, load_history, merge, reconstruct, replay
 from airlock.settings import Settings
 from airlock.show import flight_record
 from airlock.undo_io import UndoReport
@@ -42,10 +42,12 @@ async def cli_async(argv: list[str], monkeypatch: pytest.MonkeyPatch, settings: 
     return await asyncio.to_thread(run_cli, argv, monkeypatch, settings, env)
 
 
-@pytest.mark.parametrize("name", ["approved", "denied", "budget_exhausted", "stopped", "continued.2"])
+@pytest.mark.parametrize("name", ["approved", "denied", "budget_exhausted", "stopped", "continued"])
 async def test_show_answers_from_a_history_file(name: str) -> None:
-    """Who approved, what changed, how to undo, what it cost: from the committed file alone."""
-    rec = await reconstruct(load_history(HISTORIES / f"{name}.json"))
+    """Who approved, what changed, how to undo, what it cost: from the committed files alone
+    (a continue-as-new chain is one file per run, joined in order)."""
+    files = sorted(HISTORIES.glob(f"{name}.*json"), key=lambda p: (p.name.count("."), p.name))
+    rec = merge([await reconstruct(load_history(path)) for path in files])
     record = flight_record(rec)
     assert record.closed
     assert record.workflow_id.startswith("run-")
@@ -58,8 +60,9 @@ async def test_show_answers_from_a_history_file(name: str) -> None:
         assert record.how_to_undo[0].compensation == "payments.void_refund"
     if name == "stopped":
         assert record.state == "stopped" and record.calls[-1].status is CallStatus.STOPPED
-    if name == "continued.2":
+    if name == "continued":
         assert [c.step for c in record.calls] == [1, 2, 3, 4, 5]
+        assert [e.kind for e in record.timeline].count("continued_as_new") == 2
 
 
 async def test_show_a_live_run_waiting_for_approval(runs: Runs, monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any) -> None:

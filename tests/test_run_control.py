@@ -17,6 +17,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from activities.openai_provider import OpenAIProvider, PriceTable
 from airlock.models import CallStatus, DecideResult, RunState
+from airlock.recorder import record_of
 from airlock.settings import DEFAULT_PRICES, Settings
 from tests.conftest import Runs, call, count_rows, run_input
 from tools.backoffice.db import refunds
@@ -220,7 +221,13 @@ async def test_continue_as_new_carries_budget_steps_and_decided_approvals(runs: 
     report = await handle.result()
     assert report.state is RunState.BUDGET_EXHAUSTED and report.reason.startswith("max_steps: 6")
     assert report.runs_in_chain == 3
-    assert [c.step for c in report.calls] == [1, 2, 3, 4, 5, 6]
-    assert report.calls[0].votes[0].approver == "u_bob"
-    assert report.calls[3].status is CallStatus.REJECTED
+    # The report holds the last run's calls; what changed and how to undo it covers the chain.
+    assert [c.step for c in report.calls] == [5, 6] and report.earlier_calls == 4
+    assert [(c.step, c.tool, c.votes[0].approver) for c in report.changes] == [(1, "payments.create_refund", "u_bob")]
+    assert report.undo[0].tool == "payments.void_refund"
+    # The flight recorder joins the chain's histories back into one record.
+    full = await record_of(runs.client, handle.id)
+    assert [c.step for c in full.calls] == [1, 2, 3, 4, 5, 6]
+    assert full.calls[3].status is CallStatus.REJECTED
+    assert [e.kind for e in full.memory.timeline].count("continued_as_new") == 2
     assert count_rows(db, refunds) == 1

@@ -204,10 +204,9 @@ class AgentRun:
 
     async def _continue_as_new(self) -> None:
         m = self._memory
-        m.runs_in_chain += 1
         self._record("continued_as_new", message=f"history checkpoint after step {m.used.steps}")
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(args=[m.input.model_dump(mode="json"), m])
+        workflow.continue_as_new(args=[m.input.model_dump(mode="json"), m.checkpoint()])
 
     async def _finish(self, state: RunState, reason: str, answer: str | None = None) -> RunReport:
         m = self._memory
@@ -224,9 +223,7 @@ class AgentRun:
             **self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        executed_writes = [
-            c for c in m.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ
-        ]
+        executed_writes = m.executed_writes()
         return RunReport(
             workflow_id=self._workflow_id,
             state=state,
@@ -248,6 +245,7 @@ class AgentRun:
             limits=m.input.budget,
             refused_votes=m.refused_votes,
             runs_in_chain=m.runs_in_chain,
+            earlier_calls=m.earlier_calls,
         )
 
     # ---- one step ---------------------------------------------------------------------------
@@ -715,7 +713,8 @@ class AgentRun:
         )
         m.timeline.append(entry)
         # The worker's log stream carries the same audit events an export rebuilds later.
-        for event in events_for(len(m.timeline) - 1, entry, self._run_facts(), m.calls):
+        seq = m.timeline_offset + len(m.timeline) - 1
+        for event in events_for(seq, entry, self._run_facts(), m.calls):
             workflow.logger.info(event.type, extra={"airlock": event.model_dump(mode="json", exclude_none=True)})
 
     def _run_facts(self) -> RunFacts:

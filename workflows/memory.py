@@ -11,6 +11,8 @@ from airlock.model_io import TranscriptItem
 from airlock.models import (
     BudgetUse,
     CallRecord,
+    CallStatus,
+    Effect,
     Mode,
     RefusedVote,
     RunInput,
@@ -19,8 +21,19 @@ from airlock.models import (
 )
 
 
+# What a checkpoint keeps of the conversation and of decided approval ids: enough for the model's
+# recent context and for "already decided" answers, bounded so every run's history stays flat.
+TRANSCRIPT_KEPT = 40
+DECIDED_KEPT = 500
+
+
 class RunMemory(BaseModel):
-    """Everything a run knows. Carried whole into the next run of a continue-as-new chain."""
+    """Everything a run knows.
+
+    A continue-as-new checkpoint carries budgets, counters, the pinned policy, executed writes
+    (what changed, how to undo it) and recent context; the per-call record of earlier runs stays
+    in their own histories, where the flight recorder reads it back (`airlock show`).
+    """
 
     input: RunInput
     context: RunContext
@@ -37,3 +50,30 @@ class RunMemory(BaseModel):
     paused_by: str | None = None
     last_error: str | None = None
     runs_in_chain: int = 1
+    # From earlier runs of the chain: their executed writes, how many calls they made, and how
+    # many timeline entries they recorded (so audit event ids stay unique across the chain).
+    carried_writes: list[CallRecord] = Field(default_factory=list)
+    earlier_calls: int = 0
+    timeline_offset: int = 0
+
+    def executed_writes(self) -> list[CallRecord]:
+        current = [c for c in self.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ]
+        return [*self.carried_writes, *current]
+
+    def checkpoint(self) -> RunMemory:
+        """The state the next run of the chain starts from."""
+        return self.model_copy(
+            update={
+                "calls": [],
+                "timeline": [],
+                "cost_by_step": [],
+                "refused_votes": [],
+                "transcript": self.transcript[-TRANSCRIPT_KEPT:],
+                "decided_approvals": dict(list(self.decided_approvals.items())[-DECIDED_KEPT:]),
+                "carried_writes": self.executed_writes(),
+                "earlier_calls": self.earlier_calls + len(self.calls),
+                "timeline_offset": self.timeline_offset + len(self.timeline),
+                "runs_in_chain": self.runs_in_chain + 1,
+            },
+            deep=True,
+        )
