@@ -33,6 +33,7 @@ EventType = Literal[
     "run_paused",
     "run_resumed",
     "run_continued",
+    "circuit_open",
     "run_finished",
 ]
 
@@ -51,6 +52,7 @@ _TYPES: dict[str, EventType] = {
     "paused": "run_paused",
     "resumed": "run_resumed",
     "continued_as_new": "run_continued",
+    "circuit_open": "circuit_open",
     "run_finished": "run_finished",
 }
 

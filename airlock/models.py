@@ -65,6 +65,8 @@ class Budget(Strict):
     max_tokens: int = Field(default=50_000, ge=0)
     max_cost_usd: float = Field(default=1.0, ge=0)
     max_wall_clock_s: int = Field(default=3600, ge=1)
+    # The same call (tool and arguments) proposed more often than this is a loop: the run ends.
+    max_identical_calls: int = Field(default=3, ge=1, le=1000)
 
 
 class RunInput(Strict):
@@ -253,6 +255,7 @@ TimelineKind = Literal[
     "paused",
     "resumed",
     "continued_as_new",
+    "circuit_open",
     "run_finished",
 ]
 
@@ -318,6 +321,8 @@ class Status(Record):
     paused_by: str | None = None
     last_error: str | None = None
     policy_hash: str
+    # Tools this run has stopped calling for a while after repeated failures, and until when.
+    open_circuits: dict[str, datetime] = Field(default_factory=dict)
 
 
 class RunReport(Record):

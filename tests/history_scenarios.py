@@ -61,7 +61,9 @@ async def stopped(runs: Runs) -> WorkflowHandle[Any, Any]:
 
 
 async def continued(runs: Runs) -> WorkflowHandle[Any, Any]:
-    return await runs.start(steps_per_history=2, script=[READ, READ, READ, READ, READ])
+    return await runs.start(
+        steps_per_history=2, budget={"max_identical_calls": 10}, script=[READ, READ, READ, READ, READ]
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {

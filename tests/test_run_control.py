@@ -205,7 +205,8 @@ async def test_continue_as_new_carries_budget_steps_and_decided_approvals(runs: 
     """A long run checkpoints its history and keeps counting: budgets, step numbers, approvals."""
     email = call("email.send", to="dana@example.com", subject="Your refund", body="Done.")
     handle = await runs.start(
-        mode="approve", steps_per_history=2, budget={"max_steps": 6}, script=[REFUND_120, READ, READ, email, READ, READ, READ]
+        mode="approve", steps_per_history=2, budget={"max_steps": 6, "max_identical_calls": 10},
+        script=[REFUND_120, READ, READ, email, READ, READ, READ],
     )
     first = (await runs.pending(handle)).pending_approvals[0].approval_id
     await handle.signal("approve", {"approval_id": first, "approver": "u_bob"})

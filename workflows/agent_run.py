@@ -19,13 +19,14 @@ model calls are full activities: slow, rate-limited, and worth the server's own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 # Pure modules (pydantic models and the policy's decision functions): passing them through the
 # sandbox is safe because they do no I/O and hold no state that changes while a run is live.
@@ -43,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCallInput,
     )
     from airlock.audit import RunFacts, events_for
-    from airlock.hashing import call_hash
+    from airlock.hashing import call_hash, canonical_json
     from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
     from airlock.models import (
         FINAL_STATES,
@@ -83,7 +84,7 @@ SEARCH_ATTRIBUTES = (WORKSPACE, STATE, PENDING, COST, UNDO_OF)
 
 LOCAL = dict(
     start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+    retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10)),
 )
 MODEL_TIMEOUT = timedelta(minutes=2)
 MODEL_RETRY = RetryPolicy(
@@ -95,9 +96,14 @@ MODEL_RETRY = RetryPolicy(
 WRITE = dict(
     start_to_close_timeout=timedelta(minutes=1),
     retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
+        initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=4
     ),
 )
+# Arguments larger than this are refused before anything else looks at them.
+MAX_ARGS_BYTES = 32_768
+# After this many consecutive failures of a tool's activity the run stops calling it for a while.
+BREAKER_FAILURES = 3
+BREAKER_COOLDOWN = timedelta(minutes=5)
 
 
 class RunEnded(Exception):
@@ -160,6 +166,9 @@ class AgentRun:
         except ActivityError as e:
             cause = e.cause if e.cause is not None else e
             return await self._finish(RunState.FAILED, f"{e.activity_type} failed: {cause}")
+        except FailureError as e:
+            # The model's local activity gave up (its last failure surfaces as is).
+            return await self._finish(RunState.FAILED, f"model.decide failed: {e}")
 
     async def _start(self, raw: Any) -> RunMemory:
         try:
@@ -324,9 +333,13 @@ class AgentRun:
         m = self._memory
         step = m.used.steps
         m.used.tool_calls += 1
+        size = len(canonical_json(call.args).encode())
+        if size > MAX_ARGS_BYTES:
+            call = call.model_copy(update={"args": {}, "args_error": f"{size} bytes of arguments; the limit is {MAX_ARGS_BYTES}"})
         record = CallRecord(step=step, index=index, tool=call.tool, args=call.args, status=CallStatus.INVALID)
         m.calls.append(record)
         self._record("proposal", tool=call.tool, index=index, data=call.args)
+        self._detect_loop(call)
 
         entry = self._catalog.get(call.tool)
         if call.args_error:
@@ -350,7 +363,14 @@ class AgentRun:
             # Least privilege: a tool outside the agent's capabilities is not even previewed.
             return self._refuse(record, call, decide(m.context.policy, context))
 
-        prepared = await self._prepare(call, index, step)
+        if (until := m.open_circuits.get(call.tool)) is not None:
+            if workflow.now() < until:
+                return self._fail(record, call, f"circuit open: {call.tool} failed {BREAKER_FAILURES} times in a row; not called again before {until.isoformat()}")
+            del m.open_circuits[call.tool]
+        try:
+            prepared = await self._prepare(call, index, step)
+        except FailureError as e:
+            return self._tool_unavailable(record, call, e)
         if isinstance(prepared, Rejected):
             return self._reject_invalid(record, call, prepared.error)
         record.args, record.diff, record.facts = prepared.args, prepared.diff, prepared.facts
@@ -396,9 +416,49 @@ class AgentRun:
             # stopped: otherwise the report would miss a change that did happen.
             outcome: Executed | Rejected = await asyncio.shield(handle)
         except asyncio.CancelledError:
-            self._apply_outcome(record, call, await handle)
+            with contextlib.suppress(FailureError):
+                self._apply_outcome(record, call, await handle)
             raise
+        except FailureError as e:
+            # A local activity that gave up surfaces as its last failure, not as ActivityError.
+            return self._tool_unavailable(record, call, e)
+        self._memory.tool_failures.pop(call.tool, None)
         self._apply_outcome(record, call, outcome)
+
+    def _tool_unavailable(self, record: CallRecord, call: ProposedCall, error: FailureError) -> None:
+        """The tool's activity gave up after its retries: a failed call, not a failed run. After
+        repeated failures the breaker opens, so a broken tool does not burn the run's budget."""
+        m = self._memory
+        cause = error.cause if isinstance(error, ActivityError) and error.cause is not None else error
+        failures = m.tool_failures.get(call.tool, 0) + 1
+        m.tool_failures[call.tool] = failures
+        note = ""
+        if record.idempotency_key:
+            note = f"; if it committed, the ledger holds its result under {record.idempotency_key}"
+        self._fail(record, call, f"tool unavailable after retries: {cause}{note}")
+        if failures >= BREAKER_FAILURES:
+            until = workflow.now() + BREAKER_COOLDOWN
+            m.open_circuits[call.tool] = until
+            m.tool_failures[call.tool] = 0
+            self._record("circuit_open", tool=call.tool, message=f"{failures} consecutive failures; paused until {until.isoformat()}")
+
+    def _fail(self, record: CallRecord, call: ProposedCall, error: str) -> None:
+        record.status, record.error = CallStatus.FAILED, error
+        self._memory.last_error = f"{call.tool}: {error}"
+        self._record("tool_error", tool=call.tool, index=record.index, outcome="unavailable", message=error)
+        self._tell_agent(call, f"the call failed: {error}")
+
+    def _detect_loop(self, call: ProposedCall) -> None:
+        m = self._memory
+        key = call_hash(call.tool, call.args)
+        seen = m.proposals_seen.get(key, 0) + 1
+        m.proposals_seen[key] = seen
+        limit = m.input.budget.max_identical_calls
+        if seen > limit:
+            raise RunEnded(
+                RunState.BUDGET_EXHAUSTED,
+                f"max_identical_calls: {call.tool} proposed {seen} times with the same arguments (limit {limit})",
+            )
 
     def _apply_outcome(self, record: CallRecord, call: ProposedCall, outcome: Executed | Rejected) -> None:
         if isinstance(outcome, Rejected):
@@ -574,6 +634,7 @@ class AgentRun:
             paused_by=m.paused_by,
             last_error=m.last_error,
             policy_hash=m.context.policy_hash,
+            open_circuits={t: u for t, u in m.open_circuits.items() if u > workflow.now()},
         )
 
     @workflow.query(name="timeline")

@@ -25,6 +25,7 @@ from airlock.models import (
 # recent context and for "already decided" answers, bounded so every run's history stays flat.
 TRANSCRIPT_KEPT = 40
 DECIDED_KEPT = 500
+PROPOSALS_KEPT = 1000
 
 
 class RunMemory(BaseModel):
@@ -53,6 +54,11 @@ class RunMemory(BaseModel):
     # From earlier runs of the chain: their executed writes, how many calls they made, and how
     # many timeline entries they recorded (so audit event ids stay unique across the chain).
     carried_writes: list[CallRecord] = Field(default_factory=list)
+    # Loop detection: how often each distinct call (by hash) was proposed.
+    proposals_seen: dict[str, int] = Field(default_factory=dict)
+    # Circuit breakers, per tool: consecutive infrastructure failures and when it may be retried.
+    tool_failures: dict[str, int] = Field(default_factory=dict)
+    open_circuits: dict[str, datetime] = Field(default_factory=dict)
     earlier_calls: int = 0
     timeline_offset: int = 0
 
@@ -74,6 +80,7 @@ class RunMemory(BaseModel):
                 "earlier_calls": self.earlier_calls + len(self.calls),
                 "timeline_offset": self.timeline_offset + len(self.timeline),
                 "runs_in_chain": self.runs_in_chain + 1,
+                "proposals_seen": dict(list(self.proposals_seen.items())[-PROPOSALS_KEPT:]),
             },
             deep=True,
         )
