@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install worker clean
+.PHONY: demo test chaos install worker clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ worker: $(STAMP)
 # pytest exits 5 when it collects no test; that fails here like any other non-zero exit.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The fault suites in full (the test command runs a short version of each).
+chaos: $(STAMP)
+	$(BIN)/python -m chaos.run
 
 clean:
 	rm -rf $(VENV) .airlock .pytest_cache

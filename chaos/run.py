@@ -1,0 +1,171 @@
+"""`make chaos`: the fault suites in full, printing their counts.
+
+    python -m chaos.run [--runs 20] [--rounds 6]
+
+1. crash consistency: workers SIGKILLed right after a write commits, over several rounds;
+2. server restart: the Temporal dev server (persistent database) killed and restarted while runs
+   wait for approvals that were already given;
+3. flaky and hanging tools: 30% transient failures, 5% hangs past the timeout, 5% commits that
+   time out before reporting;
+4. model misbehaviour: the same call in a loop, endless steps, huge and schema-invalid arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from airlock.models import FINAL_STATES, RunReport, Status
+from airlock.settings import EXAMPLE_POLICY, Settings
+from chaos.crash import crash_suite
+from chaos.flaky import chaos_settings, flaky_suite, policy_with_chaos_tool
+from tools.backoffice.db import connect, refunds
+from worker import build_worker, register_search_attributes
+from workflows.agent_run import SEARCH_ATTRIBUTES
+
+BIN = Path(sys.prefix) / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, db_file: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(BIN / "temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
+         "--db-filename", str(db_file), "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+async def connect_when_up(port: int) -> Client:
+    for _ in range(200):
+        try:
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        except Exception:
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the dev server did not come up")
+
+
+async def server_restart_suite(tmp: Path, runs: int) -> str:
+    port = free_port()
+    db_file = tmp / "temporal.db"
+    server = start_server(port, db_file)
+    settings = Settings(db=str(tmp / "restart.db"), task_queue="chaos-restart")
+    try:
+        client = await connect_when_up(port)
+        await register_search_attributes(client)
+        async with build_worker(client, settings):
+            handles = [
+                await client.start_workflow(
+                    "AgentRun",
+                    {"goal": "restart", "workspace": "acme", "requested_by": "u_alice", "mode": "approve",
+                     "model": {"provider": "scripted", "script": [
+                         {"tool": "payments.create_refund", "args": {"order_id": "ORD-1002", "amount_usd": 2, "reason": f"r{i}"}}]}},
+                    id=f"restart-{uuid.uuid4().hex[:8]}-{i}", task_queue=settings.task_queue, result_type=RunReport,
+                )
+                for i in range(runs)
+            ]
+            approvals: dict[str, str] = {}
+            for h in handles:
+                for _ in range(200):
+                    status = await h.query("status", result_type=Status)
+                    if status.pending_approvals:
+                        approvals[h.id] = status.pending_approvals[0].approval_id
+                        break
+                    await asyncio.sleep(0.05)
+            # Approve every run, then kill the server at once: the approvals must survive.
+            for h in handles:
+                await h.signal("approve", {"approval_id": approvals[h.id], "approver": "u_bob"})
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        server = start_server(port, db_file)
+        client = await connect_when_up(port)
+        async with build_worker(client, settings):
+            reports = [await asyncio.wait_for(client.get_workflow_handle(h.id, result_type=RunReport).result(), 120) for h in handles]
+        with connect(settings.db).connect() as conn:
+            rows = conn.execute(select(func.count()).select_from(refunds)).scalar_one()
+        final = sum(r.state in FINAL_STATES for r in reports)
+        approved = sum(1 for r in reports if r.calls and r.calls[0].votes and r.calls[0].votes[0].approver == "u_bob")
+        return "\n".join([
+            f"runs                         {runs}",
+            f"runs in a final state        {final}",
+            f"approvals kept across kill   {approved} of {runs}",
+            f"refund rows / runs           {rows} / {runs}",
+            f"duplicate side effects       {rows - runs}",
+        ])
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait()
+
+
+async def misbehaving_model_suite(client: Client, settings: Settings) -> str:
+    cases: dict[str, dict[str, Any]] = {
+        "same call in a loop": {"script": [{"tool": "kb.search", "args": {"query": "refund"}}] * 50},
+        "endless steps": {"script": [{"tool": "kb.search", "args": {"query": f"q{i}"}} for i in range(500)], "budget": {"max_steps": 30}},
+        "huge arguments": {"script": [{"tool": "kb.search", "args": {"query": "x" * 100_000}}] * 3},
+        "schema-invalid arguments": {"script": [{"tool": "payments.create_refund", "args": {"amount_usd": "all of it"}}] * 5},
+    }
+    lines = []
+    async with build_worker(client, settings):
+        for name, case in cases.items():
+            model = {"provider": "scripted", "script": case["script"]}
+            started = time.perf_counter()
+            report = await client.execute_workflow(
+                "AgentRun",
+                {"goal": name, "workspace": "acme", "requested_by": "u_alice", "mode": "auto", "model": model, **({"budget": case["budget"]} if "budget" in case else {})},
+                id=f"model-{uuid.uuid4().hex[:8]}", task_queue=settings.task_queue, result_type=RunReport,
+            )
+            lines.append(f"{name:<26} {report.state.value:<17} {len(report.calls):>4} calls  {time.perf_counter() - started:6.2f}s  {report.reason}")
+    return "\n".join(lines)
+
+
+async def main(runs: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(BIN / "temporal"), data_converter=pydantic_data_converter,
+            search_attributes=SEARCH_ATTRIBUTES,
+        )
+        try:
+            print(f"# chaos: {' '.join(sys.argv)}\n")
+            crash = await crash_suite(env.client, Settings(db=str(tmp / "crash.db"), task_queue="chaos-crash"), runs, rounds)
+            print("## crash consistency (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True)
+            print("## Temporal server killed and restarted (persistent database)\n" + await server_restart_suite(tmp, max(5, runs // 2)) + "\n", flush=True)
+            policy = tmp / "policy.yaml"
+            policy.write_text(policy_with_chaos_tool(EXAMPLE_POLICY.read_text()))
+            flaky = await flaky_suite(env.client, chaos_settings(Settings(db=str(tmp / "flaky.db"), task_queue="chaos-flaky"), policy), runs=max(5, runs // 2), calls_per_run=6)
+            print("## flaky and hanging tools\n" + flaky.table() + "\n", flush=True)
+            print("## model misbehaviour\n" + await misbehaving_model_suite(env.client, Settings(db=str(tmp / "model.db"), task_queue="chaos-model")), flush=True)
+            ok = crash.duplicates == 0 and crash.final == crash.runs and crash.answered_from_ledger > 0 and flaky.marks == flaky.ledger_rows
+            print("\nresult:", "PASS" if ok else "FAIL")
+            if not ok:
+                raise SystemExit(1)
+        finally:
+            await env.shutdown()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.rounds))
