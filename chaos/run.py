@@ -30,6 +30,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from airlock.logging import configure_logging
 from airlock.models import FINAL_STATES, RunReport, Status
 from airlock.settings import EXAMPLE_POLICY, Settings
 from chaos.crash import crash_suite
@@ -139,6 +140,7 @@ async def misbehaving_model_suite(client: Client, settings: Settings) -> str:
 
 
 async def main(runs: int, rounds: int) -> None:
+    configure_logging("ERROR")
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         env = await WorkflowEnvironment.start_local(
