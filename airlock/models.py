@@ -27,6 +27,8 @@ class Record(BaseModel):
 
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+# Free text a person types into a signal; bounded so that no payload can bloat a run's state.
+Comment = Annotated[str, StringConstraints(max_length=2000)]
 
 
 # --- run input -------------------------------------------------------------------------------
@@ -56,15 +58,15 @@ class ModelSpec(Strict):
     provider: Literal["scripted", "openai"] = "scripted"
     name: str | None = None
     script: list[ScriptedCall] = Field(default_factory=list, max_length=10_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
 
 
 class Budget(Strict):
     max_steps: int = Field(default=20, ge=1, le=1_000_000)
     max_tool_calls: int = Field(default=20, ge=0, le=1_000_000)
-    max_tokens: int = Field(default=50_000, ge=0)
-    max_cost_usd: float = Field(default=1.0, ge=0)
-    max_wall_clock_s: int = Field(default=3600, ge=1)
+    max_tokens: int = Field(default=50_000, ge=0, le=1_000_000_000)
+    max_cost_usd: float = Field(default=1.0, ge=0, le=1_000_000, allow_inf_nan=False)
+    max_wall_clock_s: int = Field(default=3600, ge=1, le=366 * 86_400)
     # The same call (tool and arguments) proposed more often than this is a loop: the run ends.
     max_identical_calls: int = Field(default=3, ge=1, le=1000)
 
@@ -90,18 +92,18 @@ class RunInput(Strict):
 class ApproveSignal(Strict):
     approval_id: Name
     approver: Name
-    comment: str = ""
+    comment: Comment = ""
 
 
 class DenySignal(Strict):
     approval_id: Name
     approver: Name
-    reason: str = ""
+    reason: Comment = ""
 
 
 class PauseSignal(Strict):
     by: Name
-    reason: str = ""
+    reason: Comment = ""
 
 
 class DecideRequest(Strict):
@@ -110,7 +112,7 @@ class DecideRequest(Strict):
     approval_id: Name
     approver: Name
     decision: Literal["approve", "deny"]
-    comment: str = ""
+    comment: Comment = ""
 
 
 class DecideResult(Record):
@@ -304,7 +306,8 @@ class RefusedVote(Record):
     approval_id: str | None
     approver: str | None
     reason: str
-    payload: JsonValue = None
+    # The payload as received, as (bounded) JSON text.
+    payload: str | None = None
 
 
 class Status(Record):

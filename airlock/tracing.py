@@ -147,7 +147,7 @@ class RunMetrics:
             "airlock.tokens", unit="{token}", description="Model tokens charged to runs."
         )
         self.cost_usd = meter.create_counter(
-            "airlock.cost_usd", unit="USD", description="Model cost charged to runs, in US dollars."
+            "airlock.cost_usd", unit="{USD}", description="Model cost charged to runs, in US dollars."
         )
 
 

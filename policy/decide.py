@@ -70,9 +70,11 @@ def _number(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
+    # NaN and infinities compare by raising or by lying; either way they are not amounts.
+    return number if number.is_finite() else None
 
 
 def matches(cond: Condition, call: CallContext) -> bool:

@@ -26,6 +26,12 @@ def _duplicate_keys(node: yaml.Node, source: str) -> list[str]:
         seen: dict[Any, int] = {}
         for key, value in node.value:
             line = key.start_mark.line + 1
+            if not isinstance(key, yaml.ScalarNode):
+                problems.append(f"{source}:{line}: a key must be a plain name, not a list or a mapping")
+                continue
+            if key.value == "<<":
+                problems.append(f"{source}:{line}: merge keys (<<) are not allowed in a policy")
+                continue
             if key.value in seen:
                 problems.append(
                     f"{source}:{line}: key {key.value!r} is given twice (first at line {seen[key.value]})"
@@ -57,19 +63,55 @@ def _line_of(node: yaml.Node, loc: tuple[int | str, ...]) -> int:
     return line
 
 
+def _construct(root: yaml.Node, source: str) -> Any:
+    """Python values from the node tree; a value that cannot be read is named with its line."""
+    loader = yaml.SafeLoader("")
+
+    def check(node: yaml.Node) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node, deep=True)
+            except yaml.YAMLError as e:
+                raise _yaml_error(e, source) from None
+            except (ValueError, TypeError, AttributeError, OverflowError) as e:
+                # PyYAML's constructors raise these for tagged values such as `!!int abc`.
+                line = node.start_mark.line + 1
+                raise PolicyError(f"{source}:{line}: cannot read {node.value!r} as {node.tag}: {e}") from None
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                check(item)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                check(key)
+                check(value)
+
+    check(root)
+    try:
+        return loader.construct_document(root)
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, source) from None
+
+
+def _yaml_error(error: yaml.YAMLError, source: str) -> PolicyError:
+    mark = getattr(error, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    problem = getattr(error, "problem", None) or str(error)
+    return PolicyError(f"{where}: not valid YAML: {problem}")
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise PolicyError(f"{where}: not valid YAML: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, source) from None
+    except RecursionError:
+        raise PolicyError(f"{source}:1: nested too deeply to be a policy") from None
     if root is None:
         raise PolicyError(f"{source}: the policy file is empty")
     problems = _duplicate_keys(root, source)
     if problems:
         raise PolicyError("\n".join(problems))
-    data = yaml.safe_load(text)
+    data = _construct(root, source)
     try:
         return Policy.model_validate(data)
     except ValidationError as e:

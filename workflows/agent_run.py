@@ -101,6 +101,10 @@ WRITE = dict(
 )
 # Arguments larger than this are refused before anything else looks at them.
 MAX_ARGS_BYTES = 32_768
+# A run whose state grew past this many bytes continues as new at the next step.
+SEGMENT_BYTES = 512 * 1024
+# Proposal arguments larger than this are kept in the timeline by hash, not in full.
+TIMELINE_ARGS_BYTES = 1024
 # After this many consecutive failures of a tool's activity the run stops calling it for a while.
 BREAKER_FAILURES = 3
 BREAKER_COOLDOWN = timedelta(minutes=5)
@@ -116,6 +120,14 @@ class RunEnded(Exception):
         self.answer = answer
 
 
+def _bounded_text(payload: Any, limit: int = 1000) -> str:
+    try:
+        text = canonical_json(payload)
+    except (TypeError, ValueError):
+        text = repr(payload)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def approval_id_for(step: int, index: int, tool: str, args: dict[str, Any]) -> str:
     """Names the exact call: a vote for these arguments cannot be applied to others."""
     return f"apr-{step}-{index}-{call_hash(tool, args)[:10]}"
@@ -129,6 +141,9 @@ class AgentRun:
         self._desk: ApprovalDesk | None = None
         self._published: tuple[Any, ...] | None = None
         self._early_refusals: list[RefusedVote] = []
+        # A pause or resume that arrived before the run had started (e.g. sent with the start).
+        self._early_pause: PauseSignal | None = None
+        self._early_pausing = False
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -140,6 +155,10 @@ class AgentRun:
         self._m = m
         self._desk = ApprovalDesk(m.context.policy, m.input.requested_by, m.decided_approvals)
         m.refused_votes.extend(self._early_refusals)
+        if self._early_pause is not None:
+            m.paused_by = self._early_pause.by if self._early_pausing else None
+            kind: TimelineKind = "paused" if self._early_pausing else "resumed"
+            self._record(kind, actor=self._early_pause.by, message=self._early_pause.reason)
         self._state = RunState.PAUSED if m.paused_by else RunState.RUNNING
         self._publish()
         steps_here = 0
@@ -147,8 +166,10 @@ class AgentRun:
             while True:
                 await self._wait_while_paused()
                 self._check_budget("model_call")
-                if steps_here >= m.input.steps_per_history or (
-                    workflow.info().is_continue_as_new_suggested()
+                if (
+                    steps_here >= m.input.steps_per_history
+                    or m.segment_bytes > SEGMENT_BYTES
+                    or workflow.info().is_continue_as_new_suggested()
                 ):
                     await self._continue_as_new()
                 steps_here += 1
@@ -215,7 +236,8 @@ class AgentRun:
         m = self._memory
         self._record("continued_as_new", message=f"history checkpoint after step {m.used.steps}")
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(args=[m.input.model_dump(mode="json"), m.checkpoint()])
+        # The input travels inside the checkpoint; sending it twice could pass the 2 MB cap.
+        workflow.continue_as_new(args=[None, m.checkpoint()])
 
     async def _finish(self, state: RunState, reason: str, answer: str | None = None) -> RunReport:
         m = self._memory
@@ -336,10 +358,15 @@ class AgentRun:
         size = len(canonical_json(call.args).encode())
         if size > MAX_ARGS_BYTES:
             call = call.model_copy(update={"args": {}, "args_error": f"{size} bytes of arguments; the limit is {MAX_ARGS_BYTES}"})
+            size = 2
+        m.segment_bytes += size
         record = CallRecord(step=step, index=index, tool=call.tool, args=call.args, status=CallStatus.INVALID)
         m.calls.append(record)
-        self._record("proposal", tool=call.tool, index=index, data=call.args)
-        self._detect_loop(call)
+        shown = call.args if size <= TIMELINE_ARGS_BYTES else {"args_sha256": call_hash(call.tool, call.args)}
+        self._record("proposal", tool=call.tool, index=index, data=shown)
+        if (loop := self._loop_reason(call)) is not None:
+            self._reject_invalid(record, call, loop)
+            raise RunEnded(RunState.BUDGET_EXHAUSTED, loop)
 
         entry = self._catalog.get(call.tool)
         if call.args_error:
@@ -448,17 +475,16 @@ class AgentRun:
         self._record("tool_error", tool=call.tool, index=record.index, outcome="unavailable", message=error)
         self._tell_agent(call, f"the call failed: {error}")
 
-    def _detect_loop(self, call: ProposedCall) -> None:
+    def _loop_reason(self, call: ProposedCall) -> str | None:
+        """Why this proposal is a loop (the same call proposed too often), or None."""
         m = self._memory
         key = call_hash(call.tool, call.args)
         seen = m.proposals_seen.get(key, 0) + 1
         m.proposals_seen[key] = seen
         limit = m.input.budget.max_identical_calls
-        if seen > limit:
-            raise RunEnded(
-                RunState.BUDGET_EXHAUSTED,
-                f"max_identical_calls: {call.tool} proposed {seen} times with the same arguments (limit {limit})",
-            )
+        if seen <= limit:
+            return None
+        return f"max_identical_calls: {call.tool} proposed {seen} times with the same arguments (limit {limit})"
 
     def _apply_outcome(self, record: CallRecord, call: ProposedCall, outcome: Executed | Rejected) -> None:
         if isinstance(outcome, Rejected):
@@ -468,6 +494,7 @@ class AgentRun:
             self._tell_agent(call, f"the tool refused the call: {outcome.error}")
             return
         record.status, record.result, record.compensation = CallStatus.EXECUTED, outcome.result, outcome.compensation
+        self._memory.segment_bytes += len(canonical_json(outcome.result).encode())
         self._record(
             "tool_result", tool=call.tool, index=record.index, outcome="deduplicated" if outcome.deduplicated else "executed",
             data=outcome.result,
@@ -498,6 +525,8 @@ class AgentRun:
             requested_at=now,
             deadline=now + timedelta(seconds=wait_s),
         )
+        # The call's record shares the vote list, so votes counted before a stop are reported.
+        record.votes = pending.votes
         desk = self._desk_
         desk.open(pending)
         self._record(
@@ -569,13 +598,18 @@ class AgentRun:
             )
         else:
             refused = RefusedVote(
-                at=workflow.now(), approval_id=result.approval_id, approver=result.approver,
-                reason=result.reason or "refused", payload=payload if isinstance(payload, (dict, str, int, float, list)) else None,
+                at=workflow.now(),
+                approval_id=result.approval_id,
+                approver=result.approver,
+                reason=result.reason or "refused",
+                # Kept as bounded text: a refused payload is evidence, not a way to bloat the run.
+                payload=_bounded_text(payload),
             )
             if self._m is None:
                 self._early_refusals.append(refused)
             else:
                 self._m.refused_votes.append(refused)
+                self._m.segment_bytes += len(refused.payload or "") + 200
                 self._record(
                     "approval_refused", approval_id=result.approval_id, actor=result.approver,
                     message=f"via {via}: {result.reason}",
@@ -601,7 +635,10 @@ class AgentRun:
                 self._m.last_error = f"{'pause' if pausing else 'resume'} ignored: malformed payload: {describe_validation_error(e)}"
                 self._record("paused" if pausing else "resumed", outcome="refused", message=self._m.last_error)
             return
-        if self._m is None or self._state in FINAL_STATES:
+        if self._m is None:
+            self._early_pause, self._early_pausing = signal, pausing
+            return
+        if self._state in FINAL_STATES:
             return
         self._m.paused_by = signal.by if pausing else None
         self._record("paused" if pausing else "resumed", actor=signal.by, message=signal.reason)

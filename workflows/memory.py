@@ -59,6 +59,9 @@ class RunMemory(BaseModel):
     # Circuit breakers, per tool: consecutive infrastructure failures and when it may be retried.
     tool_failures: dict[str, int] = Field(default_factory=dict)
     open_circuits: dict[str, datetime] = Field(default_factory=dict)
+    # Approximate bytes this run has added to its state (arguments, results, refused payloads).
+    # Past a limit the run checkpoints, so no history event or report nears Temporal's 2 MB cap.
+    segment_bytes: int = 0
     earlier_calls: int = 0
     timeline_offset: int = 0
 
@@ -68,9 +71,14 @@ class RunMemory(BaseModel):
 
     def checkpoint(self) -> RunMemory:
         """The state the next run of the chain starts from."""
+        # Scripted proposals already made are dropped: a long script must not ride along twice.
+        model = self.input.model.model_copy(update={"script": self.input.model.script[self.script_position :]})
         return self.model_copy(
             update={
+                "input": self.input.model_copy(update={"model": model}),
+                "script_position": 0,
                 "calls": [],
+                "segment_bytes": 0,
                 "timeline": [],
                 "cost_by_step": [],
                 "refused_votes": [],

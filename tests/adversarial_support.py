@@ -1,0 +1,155 @@
+"""Shared by the `test_adversarial_*` files: spotting a stuck run, settling a run, and a scripted
+OpenAI-compatible server for prompt-injection scenarios.
+
+A run is *stuck* when its workflow task fails: Temporal retries a failed workflow task forever, so
+the run looks alive and never moves. Temporal writes every such failure into the history as a
+WORKFLOW_TASK_FAILED event, and `describe()` shows the pending task's attempt count climbing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from activities.openai_provider import OpenAIProvider, PriceTable
+from airlock.models import FINAL_STATES, RunReport, RunState, Status, TimelineEntry
+from airlock.settings import DEFAULT_PRICES, Settings
+from tests.conftest import Runs
+from tools.registry import load_registry
+
+# What a refused vote's reason must look like to "name what is wrong": one of the fixed reasons
+# Airlock gives, each naming the payload field, the approval or the person at fault.
+VOTE_REASONS = re.compile(
+    r"^(malformed payload: .+"
+    r"|unknown approval id .+"
+    r"|approval \S+ is already decided"
+    r"|.+ is not a person in the policy"
+    r"|self-approval: .+ requested this run"
+    r"|.+ lacks the role this tier needs \(one of: .+\)"
+    r"|.+ has already voted on this approval"
+    r"|the last approval must come from someone with role \S+)$",
+    re.S,
+)
+
+
+async def chain_histories(client: Client, workflow_id: str, first_run_id: str | None) -> list[Any]:
+    """Every history of a run's continue-as-new chain, first to last."""
+    histories = []
+    run_id = first_run_id
+    for _ in range(50):
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1] if history.events else None
+        if last is None or last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            break
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return histories
+
+
+async def workflow_task_failures(client: Client, handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """The message of every failed workflow task in the run's chain (empty when none failed)."""
+    failures = []
+    for history in await chain_histories(client, handle.id, handle.first_execution_run_id or handle.run_id):
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                failures.append(event.workflow_task_failed_event_attributes.failure.message)
+    return failures
+
+
+async def assert_not_stuck(client: Client, handle: WorkflowHandle[Any, Any]) -> None:
+    """No workflow task of the run ever failed, and none is being retried now."""
+    failures = await workflow_task_failures(client, handle)
+    assert not failures, f"workflow task failed {len(failures)}x: {failures[:3]}"
+    latest = await client.get_workflow_handle(handle.id).describe()
+    attempt = latest.raw_description.pending_workflow_task.attempt
+    assert attempt <= 1, f"workflow task is on attempt {attempt}"
+
+
+async def settle(runs: Runs, handle: WorkflowHandle[Any, Any], timeout: float = 15.0) -> Status:
+    """Waits until the run is in a final state or cleanly waiting for a person: an approval with
+    its pending call listed, or a pause."""
+    return await runs.wait_for(
+        handle,
+        lambda s: s.state in FINAL_STATES
+        or s.state is RunState.PAUSED
+        or (s.state is RunState.AWAITING_APPROVAL and bool(s.pending_approvals)),
+        timeout=timeout,
+    )
+
+
+async def outcome(handle: WorkflowHandle[Any, RunReport], timeout: float = 15.0) -> RunReport | ApplicationError:
+    """The run's report, or the non-retryable error it failed with; anything else fails the test."""
+    try:
+        return await asyncio.wait_for(handle.result(), timeout)
+    except WorkflowFailureError as failure:
+        cause = failure.cause
+        assert isinstance(cause, ApplicationError), f"failed with {type(cause).__name__}: {cause}"
+        assert cause.non_retryable, f"retryable failure: {cause.message}"
+        return cause
+
+
+async def timeline(handle: WorkflowHandle[Any, Any]) -> list[TimelineEntry]:
+    return await handle.query("timeline", result_type=list[TimelineEntry])
+
+
+# --- a scripted OpenAI-compatible server ---------------------------------------------------------
+
+
+def completion(
+    *, tool_calls: list[tuple[str, str, dict[str, Any]]] | None = None, content: str | None = None
+) -> dict[str, Any]:
+    """A Chat Completions response body: tool calls `(id, function name, arguments)` or an answer."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+            for cid, name, args in tool_calls
+        ]
+    return {
+        "id": "chatcmpl-adversarial",
+        "object": "chat.completion",
+        "created": 1767225600,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tool_calls else "stop"}
+        ],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 20, "total_tokens": 320},
+    }
+
+
+class ScriptedOpenAI:
+    """Answers the n-th Chat Completions request with the n-th response, and keeps every request
+    body so the test can check afterwards what the model was shown. It never raises inside the
+    transport (that would become a retried model call), it only records."""
+
+    def __init__(self, responses: list[dict[str, Any]] | Callable[[int, dict[str, Any]], dict[str, Any]]) -> None:
+        self._responses = responses
+        self.requests: list[dict[str, Any]] = []
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content) if request.content else {}
+        self.requests.append(body)
+        index = len(self.requests) - 1
+        if callable(self._responses):
+            return httpx2.Response(200, json=self._responses(index, body))
+        if index >= len(self._responses):
+            return httpx2.Response(200, json=completion(content="(no more scripted responses)"))
+        return httpx2.Response(200, json=self._responses[index])
+
+    def provider(self, settings: Settings) -> OpenAIProvider:
+        return OpenAIProvider(
+            api_key="sk-test-airlock-0123456789abcdef",
+            base_url="https://api.openai.test/v1",
+            timeout_s=5,
+            prices=PriceTable.load(DEFAULT_PRICES),
+            registry=load_registry(settings.tool_module_list),
+            http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle)),
+        )

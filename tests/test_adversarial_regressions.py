@@ -1,0 +1,186 @@
+"""Regressions for what the adversarial suites found: each test names the behaviour that once
+failed (a stuck workflow task, an exception where a named error belongs, a lost pause or vote)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from airlock.models import DecideResult, Effect, Mode, RunReport, RunState, Status, Tier
+from airlock.settings import EXAMPLE_POLICY, Settings
+from policy import CallContext, PolicyError, decide, parse_policy
+from tests.adversarial_support import assert_not_stuck, workflow_task_failures
+from tests.conftest import Runs, call, count_rows, run_input
+from tools.backoffice.db import refunds
+from worker import build_worker
+
+TEXT = EXAMPLE_POLICY.read_text()
+
+
+# --- F1: decide() raises decimal.InvalidOperation on a NaN-like string ---------------------------
+
+NAN_RULE = TEXT + """
+  tickets.create_ticket:
+    rules:
+      - id: ticket.numeric
+        effect: require_approval
+        when: {arg: subject, gt: 10}
+"""
+
+
+@pytest.mark.parametrize("value", ["NaN", "sNaN", "-nan"])
+def test_f1_decide_fails_closed_on_nan(value: str) -> None:
+    """A value that is not a comparable number must count as matching (fail closed), not raise."""
+    policy = parse_policy(NAN_RULE)
+    ctx = CallContext(workspace="acme", agent="support", requested_by="u_alice", mode=Mode.AUTO,
+                      tool="tickets.create_ticket", effect=Effect.WRITE, tier=Tier.LOW, args={"subject": value})
+    assert decide(policy, ctx).rule == "ticket.numeric"
+
+
+async def test_f1_a_nan_argument_leaves_the_workflow_task_failing(client: Client, settings: Settings, tmp_path: Path) -> None:
+    """End to end: the run waits for approval; it once failed its workflow task forever."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(NAN_RULE)
+    settings = settings.model_copy(update={"policy_path": policy})
+    async with build_worker(client, settings):
+        runs = Runs(client, settings)
+        handle = await runs.start(script=[call("tickets.create_ticket", subject="NaN")])
+        await asyncio.sleep(3)
+        try:
+            await assert_not_stuck(client, handle)
+        finally:
+            with contextlib.suppress(Exception):
+                await handle.terminate()
+
+
+# --- F2: the policy loader lets non-PolicyError exceptions escape --------------------------------
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "? [a, b]\n: c\n",                       # TypeError: unhashable key (loader._duplicate_keys)
+        "people:\n  ? {a: 1}\n  : {roles: []}\n",  # TypeError, same place
+        "version: !!python/name:os.system\n",    # yaml ConstructorError (yaml.safe_load)
+        "version: !!int abc\n",                  # ValueError without file:line
+        "version: !!timestamp nope\n",           # AttributeError
+        "<<: 5\nversion: 1\n",                   # yaml ConstructorError
+        "x: " + "[" * 1200 + "]" * 1200 + "\n",  # RecursionError (yaml.compose)
+    ],
+    ids=["seq-key", "map-key", "python-tag", "bad-int", "bad-timestamp", "bad-merge", "deep-nesting"],
+)
+def test_f2_loader_raises_policy_error_with_line(text: str) -> None:
+    with pytest.raises(PolicyError) as error:
+        parse_policy(text, "p.yaml")
+    assert str(error.value).startswith("p.yaml:")
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(at=st.integers(0, len(TEXT)), token=st.sampled_from(["!!int x", "!!python/object:os.system", "? [a]\n: ", "<<: 1\n", "!!timestamp x"]))
+def test_f2_property_with_tags_and_complex_keys(at: int, token: str) -> None:
+    try:
+        parse_policy(TEXT[:at] + token + TEXT[at:], "example.yaml")
+    except PolicyError:
+        pass
+
+
+# --- F3: an infinite budget is accepted, and the report/status become unreadable ---------------------
+
+async def test_f3_infinite_budget_is_refused_naming_the_field(runs: Runs) -> None:
+    """`--input '{..., "budget": {"max_cost_usd": 1e999}}'` from the CLI gives inf. It should be
+    refused (`budget.max_cost_usd: ...`); it once ran with no USD limit and a report no typed client
+    could decode."""
+    from temporalio.client import WorkflowFailureError
+
+    handle = await runs.start_raw({**run_input(), "budget": {"max_cost_usd": float("inf")}})
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(handle.result(), 10)
+    assert "budget.max_cost_usd: Input should be a finite number" in str(failure.value.cause)
+
+
+# --- F4: payloads over Temporal's 2 MB limit wedge the run --------------------------------------------
+
+async def test_f4_large_refused_votes_wedge_the_run_at_completion(runs: Runs, db: Engine) -> None:
+    """Anyone who can signal once could wedge a run: two ~1.1 MB refused votes were stored whole in
+    `refused_votes`; at completion the report exceeds 2 MB, the SDK fails the workflow task
+    (TMPRL1103). Refused payloads are now bounded text and the run completes."""
+    handle = await runs.start(mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="d")])
+    pending = (await runs.pending(handle)).pending_approvals[0]
+    for _ in range(2):
+        await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_mallory", "comment": "z" * 1_100_000})
+    await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})
+    try:
+        await asyncio.wait_for(handle.result(), 10)
+    finally:
+        print("refund rows:", count_rows(db, refunds), "task failures:", (await workflow_task_failures(runs.client, handle))[:1])
+        await assert_not_stuck(runs.client, handle)
+        with contextlib.suppress(Exception):
+            await handle.terminate()
+
+
+async def test_f4_large_report_in_suggest_mode_wedges_the_run(runs: Runs) -> None:
+    """A 1.1 MB input (60 suggested emails of 19 KB) once gave a report over 2 MB; the run now
+    checkpoints by size and completes."""
+    script = [call("email.send", to="dana@example.com", subject=f"d{i}", body="y" * 19_000) for i in range(60)]
+    handle = await runs.start(mode="suggest", script=script, budget={"max_steps": 100, "max_tool_calls": 100})
+    try:
+        await asyncio.wait_for(handle.result(), 10)
+    finally:
+        await assert_not_stuck(runs.client, handle)
+        with contextlib.suppress(Exception):
+            await handle.terminate()
+
+
+# --- F5: a pause that arrives before the run's first task is dropped ----------------------------------
+
+async def test_f5_pause_sent_with_start_holds_the_run(runs: Runs, client: Client, db: Engine) -> None:
+    """signal-with-start `pause`: the run is paused before its first tool call (a pause that
+    arrived before the run had started was once dropped, and the refund executed)."""
+    handle = await client.start_workflow(
+        "AgentRun", run_input(script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=20, reason="x")]),
+        id=f"pause-{uuid.uuid4().hex[:8]}", task_queue=runs.settings.task_queue, result_type=RunReport,
+        start_signal="pause", start_signal_args=[{"by": "u_ops", "reason": "freeze"}],
+    )
+    status = await runs.wait_for(handle, lambda s: s.state in (RunState.PAUSED, RunState.COMPLETED))
+    executed = count_rows(db, refunds)
+    with contextlib.suppress(Exception):
+        await handle.terminate()
+    assert status.state is RunState.PAUSED and executed == 0, (status.state, executed)
+
+
+# --- F6: a counted vote on a call still pending when the run stops is missing from the report ---------
+
+async def test_f6_partial_votes_survive_a_stop(client: Client, settings: Settings, tmp_path: Path) -> None:
+    """The first of two critical-tier votes is in the report of a run stopped before the second."""
+    text = TEXT.replace("  crm.update_customer:\n    rules:", "  crm.update_customer:\n    tier: critical\n    rules:")
+    (tmp_path / "c.yaml").write_text(text)
+    settings = settings.model_copy(update={"policy_path": tmp_path / "c.yaml"})
+    async with build_worker(client, settings):
+        runs = Runs(client, settings)
+        handle = await runs.start(script=[call("crm.update_customer", customer_id="C-100", changes={"phone": "1"})])
+        pending = (await runs.pending(handle)).pending_approvals[0]
+        vote = {"approval_id": pending.approval_id, "approver": "u_bob", "decision": "approve", "comment": "fine by me"}
+        assert (await handle.execute_update("decide", vote, result_type=DecideResult)).accepted
+        await handle.cancel()
+        report = await handle.result()
+    assert [(v.approver, v.comment) for v in report.calls[0].votes] == [("u_bob", "fine by me")]
+
+
+# --- F7 the call that trips the loop detector once had no error -------------
+
+async def test_f7_loop_detector_names_the_stopped_call(runs: Runs) -> None:
+    """The call that trips the loop detector says why it did not run."""
+    handle = await runs.start(script=[call("orders.get_order", order_id="ORD-1001")] * 5)
+    report = await handle.result()
+    assert report.state is RunState.BUDGET_EXHAUSTED
+    last = report.calls[-1]
+    assert last.error, (last.status, last.error)
