@@ -53,7 +53,9 @@ def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], Pre
     @activity.defn(name=prepare_activity_name(name))
     def prepare(call: ToolCallInput) -> PrepareOutcome:
         with _bound(call), tracer.start_as_current_span(f"tool.{name}.prepare") as span:
-            span.set_attributes({"airlock.run_id": call.workflow_id, "airlock.tool": name})
+            span.set_attributes(
+                {"airlock.run_id": call.workflow_id, "airlock.workspace": call.workspace, "airlock.tool": name}
+            )
             outcome = runner.prepare(name, call.args, call.workflow_id, call.step)
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info("tool.prepared", outcome=outcome.kind)

@@ -70,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from tools.registry import CatalogEntry
     from tools.runner import describe_validation_error
     from workflows.approvals import ApprovalDesk, VoteResult, parse_vote
-    from workflows import telemetry
+    import workflows.telemetry as telemetry
     from workflows.budget import exhausted, remaining
     from workflows.memory import RunMemory
 
