@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test chaos install worker clean
+.PHONY: demo test chaos bench install worker clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,15 @@ worker: $(STAMP)
 # pytest exits 5 when it collects no test; that fails here like any other non-zero exit.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,bench]'
+	touch $(BENCH_STAMP)
+
+# Figures side by side on one local dev server; nothing asserts on time.
+# `make bench BENCH_ARGS=--quick` takes about a minute and a half.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The fault suites in full (the test command runs a short version of each).
 chaos: $(STAMP)

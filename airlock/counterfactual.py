@@ -20,7 +20,7 @@ from activities.model_decide import ModelProvider
 from airlock.model_io import ModelRequest, TranscriptItem
 from airlock.models import CallRecord, CallStatus, Decision, Outcome
 from airlock.recorder import Recording
-from policy.decide import CallContext, decide, vote_refusal
+from policy.engine import CallContext, decide, vote_refusal
 from policy.model import Policy
 
 

@@ -21,12 +21,28 @@ from typing import Any
 from temporalio.client import Client
 
 from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
+from airlock.models import RunReport
 from airlock.settings import Settings
-from bench.common import CALLS, HistorySize, drive_approvals, history_size, new_id, run_input
+from bench.common import CALLS, HistorySize, drive_approvals, history_size, new_id, result_or_stuck, run_input
 from worker import build_worker
 
 PLAN_PREFIX = "bench-plan"
 JOB = ["read", "write", "denied"]
+EXPECTED = {"read": "executed", "write": "executed", "denied": "denied"}
+
+
+def check(report: RunReport, kinds: list[str]) -> None:
+    """A figure is only worth printing if the run did what it was meant to: every call ended as
+    intended and the run completed. Anything else (a loop guard, a budget) is raised, not measured."""
+    calls = list(report.calls)
+    got = [str(c.status) for c in calls][-len(kinds) :] if kinds else []
+    want = [EXPECTED[k] for k in kinds]
+    earlier = int(getattr(report, "earlier_calls", 0) or 0)
+    if str(report.state) != "completed" or len(calls) + earlier != len(kinds) or got != want:
+        raise RuntimeError(
+            f"{report.workflow_id}: expected {len(kinds)} calls {sorted(set(want))} and a completed run, got "
+            f"state {report.state} ({report.reason}), statuses {sorted(set(got))}"
+        )
 
 
 class StubProvider:
@@ -59,11 +75,15 @@ def _input(kind: str, n: int, activity_model: bool) -> dict[str, Any]:
 
 async def one_run(client: Client, task_queue: str, kind: str, n: int, activity_model: bool) -> HistorySize:
     handle = await client.start_workflow(
-        "AgentRun", _input(kind, n, activity_model), id=new_id(f"hist-{kind}-{n}"), task_queue=task_queue
+        "AgentRun",
+        _input(kind, n, activity_model),
+        id=new_id(f"hist-{kind}-{n}"),
+        task_queue=task_queue,
+        result_type=RunReport,
     )
     if kind == "write" and n:
         await drive_approvals(handle, n)
-    await handle.result()
+    check(await result_or_stuck(handle), [kind] * n)
     return await history_size(client, handle.id)
 
 
@@ -88,9 +108,11 @@ async def three_call_job(client: Client, task_queue: str, activity_model: bool) 
         raw = _input("job", 3, True)
     else:
         raw = run_input([CALLS[kind] for kind in JOB])
-    handle = await client.start_workflow("AgentRun", raw, id=new_id("hist-job"), task_queue=task_queue)
+    handle = await client.start_workflow(
+        "AgentRun", raw, id=new_id("hist-job"), task_queue=task_queue, result_type=RunReport
+    )
     await drive_approvals(handle, 1)
-    await handle.result()
+    check(await result_or_stuck(handle), JOB)
     return await history_size(client, handle.id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import shutil
@@ -21,6 +22,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig
 
 BIN = Path(sys.prefix) / "bin"
+ROOT = Path(__file__).resolve().parent.parent  # the repository: child processes run from here
 
 
 def binary(name: str) -> str:
@@ -46,6 +48,7 @@ class HistorySize:
     json_bytes: int
     proto_bytes: int
     by_type: dict[str, int] = field(default_factory=dict)
+    proto_by_type: dict[str, int] = field(default_factory=dict)
 
     def __sub__(self, other: HistorySize) -> HistorySize:
         types = set(self.by_type) | set(other.by_type)
@@ -54,6 +57,7 @@ class HistorySize:
             self.json_bytes - other.json_bytes,
             self.proto_bytes - other.proto_bytes,
             {t: self.by_type.get(t, 0) - other.by_type.get(t, 0) for t in types},
+            {t: self.proto_by_type.get(t, 0) - other.proto_by_type.get(t, 0) for t in types},
         )
 
     def per(self, n: int) -> tuple[float, float, float]:
@@ -65,11 +69,14 @@ class HistorySize:
             "json_bytes": self.json_bytes,
             "proto_bytes": self.proto_bytes,
             "by_type": self.by_type,
+            "proto_by_type": self.proto_by_type,
         }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> HistorySize:
-        return HistorySize(d["events"], d["json_bytes"], d["proto_bytes"], dict(d.get("by_type", {})))
+        return HistorySize(
+            d["events"], d["json_bytes"], d["proto_bytes"], dict(d.get("by_type", {})), dict(d.get("proto_by_type", {}))
+        )
 
 
 def _short_type(event: Any) -> str:
@@ -83,49 +90,18 @@ async def history_size(client: Client, workflow_id: str, run_id: str | None = No
     """Events, bytes of `temporal workflow show --output json` style JSON, and protobuf bytes."""
     history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
     by_type: dict[str, int] = {}
+    proto_by_type: dict[str, int] = {}
     for e in history.events:
         t = _short_type(e)
         by_type[t] = by_type.get(t, 0) + 1
+        proto_by_type[t] = proto_by_type.get(t, 0) + e.ByteSize()
     return HistorySize(
         events=len(history.events),
         json_bytes=len(history.to_json().encode()),
         proto_bytes=History(events=list(history.events)).ByteSize(),
         by_type=by_type,
+        proto_by_type=proto_by_type,
     )
-
-
-async def chain_sizes(client: Client, workflow_id: str, first_run_id: str) -> list[HistorySize]:
-    """Sizes of every run of a continue-as-new chain, oldest first."""
-    sizes: list[HistorySize] = []
-    run_id: str | None = first_run_id
-    while run_id:
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        by_type: dict[str, int] = {}
-        for e in history.events:
-            t = _short_type(e)
-            by_type[t] = by_type.get(t, 0) + 1
-        sizes.append(
-            HistorySize(
-                len(history.events),
-                len(history.to_json().encode()),
-                History(events=list(history.events)).ByteSize(),
-                by_type,
-            )
-        )
-        last = history.events[-1]
-        run_id = (
-            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-            if last.HasField("workflow_execution_continued_as_new_event_attributes")
-            else None
-        )
-    return sizes
-
-
-def largest_events(history_json: dict[str, Any], top: int = 3) -> list[tuple[str, int]]:
-    import json
-
-    sized = [(e.get("eventType", "?"), len(json.dumps(e))) for e in history_json.get("events", [])]
-    return sorted(sized, key=lambda x: -x[1])[:top]
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -162,6 +138,24 @@ CALLS = {"read": READ, "write": WRITE, "denied": DENIED}
 APPROVER = "u_bob"
 
 
+def kb_reads(count: int) -> list[dict[str, Any]]:
+    """`count` allowed reads that all differ (a knowledge-base search each), for runs longer than
+    the loop guard lets one call repeat."""
+    return [{"tool": "kb.search", "args": {"query": f"refund policy {i}"}} for i in range(count)]
+
+
+def budget_fields() -> set[str]:
+    from airlock.models import Budget
+
+    return set(Budget.model_fields)
+
+
+# The figures repeat one call N times on purpose. Airlock ends a run that proposes the same call
+# more than `max_identical_calls` times (a loop guard, default 3); the bench raises it to the most
+# it may be, where the field exists. The guard is checked in workflow code: it costs no event.
+MAX_IDENTICAL_CALLS = 1000
+
+
 def run_input(script: list[dict[str, Any]], *, steps_per_history: int = 200, **over: Any) -> dict[str, Any]:
     n = len(script) + 5
     base: dict[str, Any] = {
@@ -180,6 +174,8 @@ def run_input(script: list[dict[str, Any]], *, steps_per_history: int = 200, **o
         },
         "steps_per_history": steps_per_history,
     }
+    if "max_identical_calls" in budget_fields():
+        base["budget"]["max_identical_calls"] = MAX_IDENTICAL_CALLS
     base.update(over)
     return base
 
@@ -188,26 +184,130 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+class RunStuck(RuntimeError):
+    """A run whose workflow task keeps failing: Temporal retries it forever, so say so and stop."""
+
+
+async def stuck_reason(handle: WorkflowHandle[Any, Any]) -> str | None:
+    """Why the run's workflow task keeps failing, or None while it does not."""
+    try:
+        desc = await handle.describe()
+    except Exception:
+        return None
+    pending = desc.raw_description.pending_workflow_task
+    if pending.attempt < 2:
+        return None
+    reason = f"workflow task failing, attempt {pending.attempt}"
+    try:
+        # A handle from start_workflow has no run id: this is the newest run of a chain.
+        async for event in handle.fetch_history_events():
+            if event.HasField("workflow_task_failed_event_attributes"):
+                failure = event.workflow_task_failed_event_attributes.failure
+                reason += f": {failure.message}"[:400]
+                break
+            if event.HasField("workflow_task_timed_out_event_attributes"):
+                reason += ": the worker never completed it (timed out)"
+                break
+    except Exception:
+        pass
+    if CORE_LOG.errors:
+        reason += f"; worker said: {CORE_LOG.errors[-1]}"[:600]
+    return reason
+
+
+class CoreLogTap(logging.Handler):
+    """Keeps the last error lines of the Temporal core (forwarded to Python logging by run.py):
+    the reason a workflow task cannot be completed is logged there, not recorded in history."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.errors = [*self.errors[-9:], record.getMessage()[:500]]
+
+
+CORE_LOG = CoreLogTap()
+
+
+async def result_or_stuck(handle: WorkflowHandle[Any, Any], timeout: float = 300.0) -> Any:
+    """The run's result; raises RunStuck if its workflow task keeps failing, TimeoutError if late."""
+    task = asyncio.ensure_future(handle.result())
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=2.0)
+            if done:
+                return task.result()
+            reason = await stuck_reason(handle)
+            if reason:
+                raise RunStuck(f"{handle.id}: {reason}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{handle.id}: no result within {timeout:.0f}s")
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def results_or_stuck(handles: Sequence[WorkflowHandle[Any, Any]], timeout: float = 600.0) -> list[Any]:
+    """Results of many runs; the first unfinished one is watched for a failing workflow task."""
+    task = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=3.0)
+            if done:
+                return task.result()
+            reason = await stuck_reason(handles[0])
+            if reason:
+                raise RunStuck(f"{handles[0].id}: {reason}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(handles)} runs: not all finished within {timeout:.0f}s")
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 async def pending_approval(handle: WorkflowHandle[Any, Any], seen: set[str], timeout: float = 60.0) -> str:
-    """The id of a pending approval not seen before, read through the `status` query."""
+    """The id of a pending approval not seen before.
+
+    It waits on the server's view of the run (describe: its search attributes and whether a
+    workflow task is pending), which does not involve the worker, and asks the `status` query
+    only once the run is idle and waiting. A query that arrives while a workflow task is running
+    local activities makes the worker complete that task early, which adds workflow-task events
+    (3 per query) to the history being measured.
+    """
     from airlock.models import Status
+    from workflows.agent_run import PENDING, STATE
 
     deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + 2.0
     while True:
         try:
-            status = await handle.query("status", result_type=Status)
-            for p in status.pending_approvals:
-                if p.approval_id not in seen:
-                    seen.add(p.approval_id)
-                    return p.approval_id
+            desc = await handle.describe()
+            attrs = desc.typed_search_attributes
+            idle = not desc.raw_description.HasField("pending_workflow_task")
+            if idle and attrs.get(STATE) == "awaiting_approval" and (attrs.get(PENDING) or 0) > 0:
+                status = await handle.query("status", result_type=Status)
+                for p in status.pending_approvals:
+                    if p.approval_id not in seen:
+                        seen.add(p.approval_id)
+                        return p.approval_id
         except Exception:  # not started yet
             pass
+        if time.monotonic() > next_check:
+            next_check = time.monotonic() + 2.0
+            reason = await stuck_reason(handle)
+            if reason:
+                raise RunStuck(f"{handle.id}: {reason}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{handle.id}: no new pending approval within {timeout}s")
         await asyncio.sleep(0.01)
 
 
-async def drive_approvals(handle: WorkflowHandle[Any, Any], count: int, on_send: Callable[[str], None] | None = None) -> None:
+async def drive_approvals(
+    handle: WorkflowHandle[Any, Any], count: int, on_send: Callable[[str], None] | None = None
+) -> None:
     """Approves `count` calls of a run as they come up."""
     seen: set[str] = set()
     for _ in range(count):

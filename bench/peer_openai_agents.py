@@ -34,9 +34,9 @@ with workflow.unsafe.imports_passed_through():
         ToolInputGuardrailData,
         tool_input_guardrail,
     )
+    from temporalio.contrib.openai_agents.workflow import activity_as_tool
 
     from bench import peer_tools
-    from temporalio.contrib.openai_agents.workflow import activity_as_tool
 
 NAME = "openai-agents"
 TOOL_TIMEOUT = timedelta(seconds=30)
@@ -107,7 +107,7 @@ class OpenAIAgentsJob:
             for item in result.interruptions:
                 call_id = item.raw_item.call_id  # type: ignore[union-attr]
                 self.pending.append(call_id)
-                await workflow.wait_condition(lambda: call_id in self.approved)
+                await workflow.wait_condition(lambda c=call_id: c in self.approved)
                 self.pending.remove(call_id)
                 state.approve(item)
             result = await Runner.run(agent, state, max_turns=10_000)
@@ -129,9 +129,7 @@ def _make_model() -> Any:
 
         async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> Any:
             items = [{"role": "user", "content": input}] if isinstance(input, str) else list(input)
-            prompt = next(
-                i.get("content") for i in items if isinstance(i, dict) and i.get("role") == "user"
-            )
+            prompt = next(i.get("content") for i in items if isinstance(i, dict) and i.get("role") == "user")
             done = sum(1 for i in items if isinstance(i, dict) and i.get("type") == "function_call_output")
             plan = peer_tools.plan_of(prompt)
             if done >= len(plan):
@@ -143,7 +141,7 @@ def _make_model() -> Any:
 
 
 async def _drive(client: Any, task_queue: str, prompt: str, approvals: int) -> Any:
-    from bench.common import history_size, new_id
+    from bench.common import history_size, new_id, result_or_stuck
 
     handle = await client.start_workflow(OpenAIAgentsJob.run, prompt, id=new_id("oa"), task_queue=task_queue)
     seen: set[str] = set()
@@ -156,7 +154,7 @@ async def _drive(client: Any, task_queue: str, prompt: str, approvals: int) -> A
         if time.monotonic() > deadline:
             raise TimeoutError("no approval request came up")
         await asyncio.sleep(0.01)
-    await handle.result()
+    await result_or_stuck(handle)
     return await history_size(client, handle.id)
 
 
@@ -203,7 +201,8 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=10)
     a = parser.parse_args()
     try:
-        result = {"ok": True, "versions": versions(), "sizes": asyncio.run(measure(a.address, a.n))}
+        sizes = asyncio.run(measure(a.address, a.n))
+        result = {"ok": True, "versions": versions(), "sizes": sizes, "tool_outcomes": dict(peer_tools.OUTCOMES)}
     except BaseException as e:  # report, do not crash the whole bench
         import traceback
 

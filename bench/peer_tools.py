@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from typing import Any
 
 from temporalio import activity
@@ -17,6 +18,8 @@ from tools.registry import load_registry
 from tools.runner import ToolRunner
 
 _runner: ToolRunner | None = None
+# How each tool call ended, to check that the peers did what the figures claim.
+OUTCOMES: Counter[str] = Counter()
 _tmp: tempfile.TemporaryDirectory[str] | None = None
 
 
@@ -43,6 +46,7 @@ def run_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
     info = activity.info()
     key = f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
     outcome = runner().execute(name, args, key, info.workflow_id, 0)
+    OUTCOMES[f"{name}: {outcome.kind}"] += 1
     return json.loads(outcome.model_dump_json())
 
 
@@ -50,7 +54,11 @@ def run_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
 READ_ARGS = {"order_id": "ORD-1001"}
 WRITE_ARGS = {"order_id": "ORD-1002", "amount_usd": 10, "reason": "damaged"}
 DENIED_ARGS = {"order_id": "ORD-1002", "amount_usd": 500, "reason": "damaged"}
-CALL_ARGS = {"read": ("get_order", READ_ARGS), "write": ("create_refund", WRITE_ARGS), "denied": ("create_refund", DENIED_ARGS)}
+CALL_ARGS = {
+    "read": ("get_order", READ_ARGS),
+    "write": ("create_refund", WRITE_ARGS),
+    "denied": ("create_refund", DENIED_ARGS),
+}
 JOB = ["read", "write", "denied"]
 REFUND_LIMIT_USD = 200
 DENIAL = "refunds above 200 USD are not issued by agents"

@@ -1,6 +1,6 @@
 """The capability policy: a file a reviewer reads, and pure functions that decide with it."""
 
-from policy.decide import CallContext, decide, effective_mode, may_start, vote_refusal
+from policy.engine import CallContext, decide, effective_mode, may_start, vote_refusal
 from policy.loader import PolicyError, load_policy, parse_policy
 from policy.model import Policy
 

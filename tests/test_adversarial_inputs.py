@@ -46,7 +46,7 @@ from airlock.models import (
 )
 from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
 from policy import Policy, PolicyError, load_policy, parse_policy
-from policy.decide import may_start
+from policy.engine import may_start
 from tests.adversarial_support import (
     VOTE_REASONS,
     assert_not_stuck,

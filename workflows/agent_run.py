@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         TimelineKind,
         summarize,
     )
-    from policy.decide import CallContext, decide, effective_mode, may_start
+    from policy.engine import CallContext, decide, effective_mode, may_start
     from tools.registry import CatalogEntry
     from tools.runner import describe_validation_error
     from workflows.approvals import ApprovalDesk, VoteResult, parse_vote
@@ -478,7 +478,7 @@ class AgentRun:
     def _loop_reason(self, call: ProposedCall) -> str | None:
         """Why this proposal is a loop (the same call proposed too often), or None."""
         m = self._memory
-        key = call_hash(call.tool, call.args)
+        key = call_hash(call.tool, call.args)[:16]  # a short hash: this map rides along in checkpoints
         seen = m.proposals_seen.get(key, 0) + 1
         m.proposals_seen[key] = seen
         limit = m.input.budget.max_identical_calls

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from airlock.models import DecideRequest, PendingApproval, Vote
-from policy.decide import vote_refusal
+from policy.engine import vote_refusal
 from policy.model import Policy
 from tools.runner import describe_validation_error
 
