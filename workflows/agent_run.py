@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         TimelineKind,
         summarize,
     )
-    from policy.engine import CallContext, decide, effective_mode, may_start
+    from policy.engine import decide, effective_mode, may_start
     from tools.registry import CatalogEntry
     from tools.runner import describe_validation_error
     from workflows.approvals import ApprovalDesk, VoteResult, parse_vote
@@ -376,16 +376,7 @@ class AgentRun:
             return self._reject_invalid(record, call, f"unknown tool {call.tool!r}; available: {known}")
         record.effect = entry.effect
 
-        context = CallContext(
-            workspace=m.input.workspace,
-            agent=m.input.agent,
-            requested_by=m.input.requested_by,
-            mode=m.input.mode,
-            tool=call.tool,
-            effect=entry.effect,
-            tier=entry.tier,
-            args=call.args,
-        )
+        context = m.call_context(entry, call.args)
         if call.tool not in self._capabilities():
             # Least privilege: a tool outside the agent's capabilities is not even previewed.
             return self._refuse(record, call, decide(m.context.policy, context))

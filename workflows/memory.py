@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from airlock.activity_io import RunContext
 from airlock.model_io import TranscriptItem
@@ -19,6 +19,8 @@ from airlock.models import (
     StepCost,
     TimelineEntry,
 )
+from policy.engine import CallContext
+from tools.registry import CatalogEntry
 
 
 # What a checkpoint keeps of the conversation and of decided approval ids: enough for the model's
@@ -64,6 +66,22 @@ class RunMemory(BaseModel):
     segment_bytes: int = 0
     earlier_calls: int = 0
     timeline_offset: int = 0
+
+    def call_context(
+        self, entry: CatalogEntry, args: dict[str, JsonValue], facts: dict[str, JsonValue] | None = None
+    ) -> CallContext:
+        """What the policy looks at to decide on a call of this run."""
+        return CallContext(
+            workspace=self.input.workspace,
+            agent=self.input.agent,
+            requested_by=self.input.requested_by,
+            mode=self.input.mode,
+            tool=entry.name,
+            effect=entry.effect,
+            tier=entry.tier,
+            args=args,
+            facts=facts or {},
+        )
 
     def executed_writes(self) -> list[CallRecord]:
         current = [c for c in self.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ]
