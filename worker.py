@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Interceptor, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
@@ -38,6 +39,23 @@ from workflows.agent_run import SEARCH_ATTRIBUTES, AgentRun
 from workflows.undo_run import UndoRun
 
 log = structlog.get_logger("airlock.worker")
+
+# Airlock's own modules that workflow code imports are pure (models, the policy engine, budget
+# and vote arithmetic) or replay-safe (telemetry); passing them through the sandbox keeps it from
+# re-importing them, and rebuilding their pydantic models, for every run. Workflow modules
+# themselves (`workflows.agent_run`, `workflows.undo_run`) are still sandboxed.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "airlock",
+        "policy",
+        "tools",
+        "activities",
+        "workflows.approvals",
+        "workflows.budget",
+        "workflows.memory",
+        "workflows.telemetry",
+    )
+)
 
 async def connect_client(settings: Settings) -> Client:
     return await Client.connect(
@@ -105,6 +123,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[AgentRun, UndoRun],
+        workflow_runner=SANDBOX,
         activities=[
             model.decide,
             context.pin_context,

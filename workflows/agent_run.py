@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -141,6 +142,7 @@ class AgentRun:
         self._desk: ApprovalDesk | None = None
         self._published: tuple[Any, ...] | None = None
         self._early_refusals: list[RefusedVote] = []
+        self._catalog_cache: dict[str, CatalogEntry] | None = None
         # A pause or resume that arrived before the run had started (e.g. sent with the start).
         self._early_pause: PauseSignal | None = None
         self._early_pausing = False
@@ -689,7 +691,9 @@ class AgentRun:
 
     @property
     def _catalog(self) -> dict[str, CatalogEntry]:
-        return {e.name: e for e in self._memory.context.catalog}
+        if self._catalog_cache is None:
+            self._catalog_cache = {e.name: e for e in self._memory.context.catalog}
+        return self._catalog_cache
 
     def _capabilities(self) -> list[str]:
         m = self._memory
@@ -801,7 +805,10 @@ class AgentRun:
             data=data,
         )
         m.timeline.append(entry)
-        # The worker's log stream carries the same audit events an export rebuilds later.
+        # The worker's log stream carries the same audit events an export rebuilds later. They
+        # are built only when someone will read them: not on replay, not below INFO.
+        if not workflow.logger.isEnabledFor(logging.INFO):
+            return
         seq = m.timeline_offset + len(m.timeline) - 1
         for event in events_for(seq, entry, self._run_facts(), m.calls):
             workflow.logger.info(event.type, extra={"airlock": event.model_dump(mode="json", exclude_none=True)})
