@@ -13,16 +13,16 @@ import os
 import random
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from temporalio.client import Client
 
-from airlock.models import FINAL_STATES, CallStatus, RunReport
+from airlock.models import FINAL_STATES, CallStatus
 from airlock.recorder import record_of
 from airlock.settings import Settings
+from chaos.runs import start_scripted
 from tools.backoffice.db import connect, refunds, tool_calls
 from worker import build_worker
 
@@ -76,22 +76,7 @@ async def crash_suite(client: Client, settings: Settings, runs: int, rounds: int
         "AIRLOCK_DB": settings.db,
         "AIRLOCK_LOG_LEVEL": "ERROR",
     }
-    handles = [
-        await client.start_workflow(
-            "AgentRun",
-            {
-                "goal": "chaos",
-                "workspace": "acme",
-                "requested_by": "u_alice",
-                "mode": "auto",
-                "model": {"provider": "scripted", "script": script(i)},
-            },
-            id=f"crash-{uuid.uuid4().hex[:8]}-{i}",
-            task_queue=settings.task_queue,
-            result_type=RunReport,
-        )
-        for i in range(runs)
-    ]
+    handles = [await start_scripted(client, settings.task_queue, f"crash-{i}", script(i)) for i in range(runs)]
     crashes = 0
     for _ in range(rounds):
         k = rng.randint(1, 3)

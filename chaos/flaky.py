@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +20,11 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from airlock.models import FINAL_STATES, CallStatus, Effect, RunReport, Tier
+from airlock.models import FINAL_STATES, CallStatus, Effect, Tier
 from airlock.settings import Settings
 from tools.backoffice.db import connect, customers, tool_calls
 from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
+from chaos.runs import start_scripted
 from worker import build_worker
 
 HANG_S = 65.0  # past the 60 s start-to-close timeout of a write
@@ -117,23 +117,14 @@ async def flaky_suite(
     client: Client, settings: Settings, runs: int, calls_per_run: int, hang_s: float = HANG_S
 ) -> FlakyResult:
     async with build_worker(client, settings, extra_interceptors=[Misbehave(hang_s)]):
+        budget = {"max_steps": calls_per_run + 1, "max_tool_calls": calls_per_run, "max_wall_clock_s": 3600}
         handles = [
-            await client.start_workflow(
-                "AgentRun",
-                {
-                    "goal": "chaos",
-                    "workspace": "acme",
-                    "requested_by": "u_alice",
-                    "mode": "auto",
-                    "budget": {"max_steps": calls_per_run + 1, "max_tool_calls": calls_per_run, "max_wall_clock_s": 3600},
-                    "model": {
-                        "provider": "scripted",
-                        "script": [{"tool": "chaos.flaky_note", "args": {"run": f"{r}-{c}"}} for c in range(calls_per_run)],
-                    },
-                },
-                id=f"flaky-{uuid.uuid4().hex[:8]}-{r}",
-                task_queue=settings.task_queue,
-                result_type=RunReport,
+            await start_scripted(
+                client,
+                settings.task_queue,
+                f"flaky-{r}",
+                [{"tool": "chaos.flaky_note", "args": {"run": f"{r}-{c}"}} for c in range(calls_per_run)],
+                budget=budget,
             )
             for r in range(runs)
         ]
