@@ -27,6 +27,7 @@ from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities
 from activities.undo_plan import UndoActivities
+from activities.workspace import WorkspaceActivities
 from activities.tool_calls import tool_activities
 from airlock.logging import configure_logging
 from airlock.settings import Settings
@@ -37,6 +38,7 @@ from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
 from workflows.agent_run import SEARCH_ATTRIBUTES, AgentRun
 from workflows.undo_run import UndoRun
+from workflows.workspace_control import WorkspaceControl
 
 log = structlog.get_logger("airlock.worker")
 
@@ -122,12 +124,13 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[AgentRun, UndoRun],
+        workflows=[AgentRun, UndoRun, WorkspaceControl],
         workflow_runner=SANDBOX,
         activities=[
             model.decide,
             context.pin_context,
             UndoActivities(client).plan,
+            WorkspaceActivities(client, settings.control_task_queue).register,
             *tool_activities(registry, runner),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=32),

@@ -34,6 +34,7 @@ EventType = Literal[
     "run_resumed",
     "run_continued",
     "circuit_open",
+    "workspace_switch",
     "run_finished",
 ]
 
@@ -53,6 +54,7 @@ _TYPES: dict[str, EventType] = {
     "resumed": "run_resumed",
     "continued_as_new": "run_continued",
     "circuit_open": "circuit_open",
+    "workspace_switch": "workspace_switch",
     "run_finished": "run_finished",
 }
 

@@ -9,6 +9,8 @@
                                          what a new policy or model would have decided differently
     airlock audit export --since T [--workspace W]
                                          one JSON line per audit event, for a SIEM
+    airlock workspace pause|resume|safe-mode-on|safe-mode-off NAME --by ADMIN [--reason R]
+    airlock workspace status NAME        a workspace's switches and who acknowledged them
 
 Exit status: 0 on success, 1 when a replay is not deterministic or a command fails, 2 on bad
 usage or input.
@@ -188,6 +190,51 @@ def _print_undo(report: Any, out: TextIO) -> None:
         print(f"  NOT undone step {n.step} {n.tool}: {n.reason}", file=out)
 
 
+# ---- workspace -----------------------------------------------------------------------------
+
+
+async def workspace(args: argparse.Namespace, out: TextIO) -> int:
+    from temporalio.client import WithStartWorkflowOperation
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+
+    settings = Settings()
+    client = await _client(settings)
+    control_id = control_workflow_id(args.name)
+    if args.workspace_command == "status":
+        try:
+            view = await client.get_workflow_handle(control_id).query("state", result_type=WorkspaceView)
+        except Exception as e:
+            raise CommandError(f"no control workflow for workspace {args.name!r} yet ({e})") from None
+        print(view.model_dump_json(indent=2), file=out)
+        return 0
+    switch, on = {
+        "pause": ("kill_switch", True),
+        "resume": ("kill_switch", False),
+        "safe-mode-on": ("safe_mode", True),
+        "safe-mode-off": ("safe_mode", False),
+    }[args.workspace_command]
+    start = WithStartWorkflowOperation(
+        "WorkspaceControl",
+        args.name,
+        id=control_id,
+        task_queue=settings.control_task_queue or settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    result: SwitchResult = await client.execute_update_with_start_workflow(
+        "switch",
+        {"switch": switch, "on": on, "by": args.by, "reason": args.reason},
+        start_workflow_operation=start,
+        result_type=SwitchResult,
+    )
+    if not result.accepted:
+        raise CommandError(f"refused: {result.reason}")
+    print(f"{args.name}: {switch} {'on' if on else 'off'} (generation {result.generation}); "
+          f"{result.runs_notified} runs notified; `airlock workspace status {args.name}` shows their acknowledgements", file=out)
+    return 0
+
+
 # ---- audit export ---------------------------------------------------------------------------
 
 
@@ -272,6 +319,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="counterfactual: propose again with PROVIDER[:NAME]")
     r.add_argument("--json", action="store_true")
 
+    w = sub.add_parser("workspace", help="a workspace's switches: kill switch and safe mode")
+    wsub = w.add_subparsers(dest="workspace_command", required=True)
+    for name, text in [
+        ("status", "switches, registered runs and acknowledgements"),
+        ("pause", "kill switch: no new tool call starts in any run of the workspace"),
+        ("resume", "lift the kill switch"),
+        ("safe-mode-on", "read-only: every write and external call is refused with reason safe_mode"),
+        ("safe-mode-off", "lift safe mode"),
+    ]:
+        cmd = wsub.add_parser(name, help=text)
+        cmd.add_argument("name", help="workspace name, e.g. acme")
+        if name != "status":
+            cmd.add_argument("--by", required=True, help="who throws the switch (needs the admin role)")
+            cmd.add_argument("--reason", default="")
+
     a = sub.add_parser("audit", help="audit events")
     asub = a.add_subparsers(dest="audit_command", required=True)
     e = asub.add_parser("export", help="one JSON line per event")
@@ -287,6 +349,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
     "undo": undo,
     "replay": replay,
     "audit": audit_export,
+    "workspace": workspace,
 }
 
 

@@ -258,6 +258,7 @@ TimelineKind = Literal[
     "resumed",
     "continued_as_new",
     "circuit_open",
+    "workspace_switch",
     "run_finished",
 ]
 

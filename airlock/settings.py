@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     temporal_address: str = Field("127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
     namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
     task_queue: str = Field("airlock", validation_alias="AIRLOCK_TASK_QUEUE")
+    # Where workspace control workflows run; by default the same queue as the runs.
+    control_task_queue: str | None = Field(None, validation_alias="AIRLOCK_CONTROL_TASK_QUEUE")
     policy_path: Path = Field(EXAMPLE_POLICY, validation_alias="AIRLOCK_POLICY")
     db: str = Field(".airlock/backoffice.db", validation_alias="AIRLOCK_DB")
     default_model: str = Field("scripted", validation_alias="AIRLOCK_MODEL")

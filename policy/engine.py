@@ -120,7 +120,9 @@ def _reason(rule: Rule) -> str:
     return rule.reason or f"rule {rule.id}"
 
 
-def decide(policy: Policy, call: CallContext) -> Decision:
+def decide(policy: Policy, call: CallContext, *, safe_mode: bool = False) -> Decision:
+    """The decision on one call. `safe_mode` is the workspace's live switch (the control plane),
+    on top of what the policy file says."""
     tier = tool_tier(policy, call.tool, call.tier)
     requirement = policy.tiers[tier]
 
@@ -148,7 +150,7 @@ def decide(policy: Policy, call: CallContext) -> Decision:
             "agent.capabilities",
             f"agent {call.agent!r} has no capability for {call.tool}",
         )
-    if workspace.safe_mode and call.effect is not Effect.READ:
+    if (workspace.safe_mode or safe_mode) and call.effect is not Effect.READ:
         return verdict(Outcome.DENY, "workspace.safe_mode", "safe_mode")
 
     tool_policy = policy.tools.get(call.tool)

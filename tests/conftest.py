@@ -39,14 +39,29 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         await environment.shutdown()
 
 
+CONTROL_QUEUE = "airlock-control-test"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def control_worker(env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Worker]:
+    """One worker for the workspace control workflows, which outlive any single test."""
+    settings = Settings(db=str(tmp_path_factory.mktemp("control") / "bo.db"), task_queue=CONTROL_QUEUE)
+    async with build_worker(env.client, settings) as worker:
+        yield worker
+
+
 @pytest.fixture
-def client(env: WorkflowEnvironment) -> Client:
+def client(env: WorkflowEnvironment, control_worker: Worker) -> Client:
     return env.client
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(db=str(tmp_path / "backoffice.db"), task_queue=f"airlock-test-{uuid.uuid4().hex[:8]}")
+    return Settings(
+        db=str(tmp_path / "backoffice.db"),
+        task_queue=f"airlock-test-{uuid.uuid4().hex[:8]}",
+        control_task_queue=CONTROL_QUEUE,
+    )
 
 
 @pytest.fixture

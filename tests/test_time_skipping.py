@@ -33,6 +33,8 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 async def test_unanswered_approval_is_a_deny(skipping_env: WorkflowEnvironment, settings: Settings, db: Engine) -> None:
     """No answer within the tier's timeout (a day, in the shipped policy) denies the call."""
     refund = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
+    # This server is not the session's: its workspace control runs on this worker's own queue.
+    settings = settings.model_copy(update={"control_task_queue": None})
     async with build_worker(skipping_env.client, settings):
         report = await skipping_env.client.execute_workflow(
             "AgentRun",

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCallInput,
     )
     from airlock.audit import RunFacts, events_for
+    from airlock.workspace_io import Ack, RegisterRequest, Switches, control_workflow_id
     from airlock.hashing import call_hash, canonical_json
     from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
     from airlock.models import (
@@ -143,6 +144,9 @@ class AgentRun:
         self._published: tuple[Any, ...] | None = None
         self._early_refusals: list[RefusedVote] = []
         self._catalog_cache: dict[str, CatalogEntry] | None = None
+        # Workspace switches (kill switch, safe mode) as last told, and the acks still in flight.
+        self._switches = Switches()
+        self._acks: list[asyncio.Task[None]] = []
         # A pause or resume that arrived before the run had started (e.g. sent with the start).
         self._early_pause: PauseSignal | None = None
         self._early_pausing = False
@@ -153,10 +157,16 @@ class AgentRun:
     async def run(self, raw: Any, carried: RunMemory | None = None) -> RunReport:
         # `raw` is loosely typed on purpose: input that does not fit RunInput must fail the run
         # with a message naming the field, not fail decoding (a workflow task retried forever).
-        m = carried or await self._start(raw)
+        # Decided before the first await, so the patch marker is among the first workflow task's
+        # commands however that task is split (a query can complete it early).
+        joins_workspace = carried is None and workflow.patched("workspace-control")
+        m = carried or await self._start(raw, joins_workspace)
         self._m = m
         self._desk = ApprovalDesk(m.context.policy, m.input.requested_by, m.decided_approvals)
         m.refused_votes.extend(self._early_refusals)
+        if self._switches.generation > m.switches.generation:
+            m.switches = self._switches
+        self._switches = m.switches
         if self._early_pause is not None:
             m.paused_by = self._early_pause.by if self._early_pausing else None
             kind: TimelineKind = "paused" if self._early_pausing else "resumed"
@@ -193,7 +203,7 @@ class AgentRun:
             # The model's local activity gave up (its last failure surfaces as is).
             return await self._finish(RunState.FAILED, f"model.decide failed: {e}")
 
-    async def _start(self, raw: Any) -> RunMemory:
+    async def _start(self, raw: Any, joins_workspace: bool) -> RunMemory:
         try:
             run_input = RunInput.model_validate(raw)
         except ValidationError as e:
@@ -220,6 +230,17 @@ class AgentRun:
             mode=effective_mode(context.policy, run_input.workspace, run_input.mode),
             started_at=workflow.now(),
         )
+        if joins_workspace:
+            # Join the workspace's control plane: learn the switches in force, and be told of
+            # every later change (kill switch, safe mode).
+            m.switches = await workflow.execute_local_activity(
+                "workspace.register",
+                RegisterRequest(workspace=run_input.workspace, run_id=self._workflow_id),
+                result_type=Switches,
+                summary=f"join workspace {run_input.workspace}",
+                **LOCAL,
+            )
+            m.registered = True
         self._m = m
         self._record(
             "run_started",
@@ -237,6 +258,8 @@ class AgentRun:
     async def _continue_as_new(self) -> None:
         m = self._memory
         self._record("continued_as_new", message=f"history checkpoint after step {m.used.steps}")
+        if self._acks:
+            await asyncio.gather(*self._acks, return_exceptions=True)
         await workflow.wait_condition(workflow.all_handlers_finished)
         # The input travels inside the checkpoint; sending it twice could pass the 2 MB cap.
         workflow.continue_as_new(args=[None, m.checkpoint()])
@@ -255,6 +278,7 @@ class AgentRun:
         telemetry.run_finished(
             **self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd
         )
+        await self._leave_workspace()
         await workflow.wait_condition(workflow.all_handlers_finished)
         executed_writes = m.executed_writes()
         return RunReport(
@@ -355,6 +379,7 @@ class AgentRun:
 
     async def _govern(self, call: ProposedCall, index: int) -> None:
         m = self._memory
+        await self._wait_while_paused()
         step = m.used.steps
         m.used.tool_calls += 1
         size = len(canonical_json(call.args).encode())
@@ -381,7 +406,7 @@ class AgentRun:
         context = m.call_context(entry, call.args)
         if call.tool not in self._capabilities():
             # Least privilege: a tool outside the agent's capabilities is not even previewed.
-            return self._refuse(record, call, decide(m.context.policy, context))
+            return self._refuse(record, call, decide(m.context.policy, context, safe_mode=self._switches.safe_mode))
 
         if (until := m.open_circuits.get(call.tool)) is not None:
             if workflow.now() < until:
@@ -395,7 +420,9 @@ class AgentRun:
             return self._reject_invalid(record, call, prepared.error)
         record.args, record.diff, record.facts = prepared.args, prepared.diff, prepared.facts
         decision = decide(
-            m.context.policy, context.model_copy(update={"args": prepared.args, "facts": prepared.facts})
+            m.context.policy,
+            context.model_copy(update={"args": prepared.args, "facts": prepared.facts}),
+            safe_mode=self._switches.safe_mode,
         )
         if decision.outcome is Outcome.DENY:
             return self._refuse(record, call, decision)
@@ -420,6 +447,15 @@ class AgentRun:
         return outcome
 
     async def _execute(self, record: CallRecord, call: ProposedCall, entry: CatalogEntry) -> None:
+        # The last gate: a switch may have been thrown while the call was being checked.
+        await self._wait_while_paused()
+        if self._switches.safe_mode and entry.effect is not Effect.READ:
+            if not record.votes:
+                decision = decide(self._memory.context.policy, self._memory.call_context(entry, record.args), safe_mode=True)
+                return self._refuse(record, call, decision)
+            # A call people already approved is held, not dropped, until safe mode ends.
+            await workflow.wait_condition(lambda: not self._switches.safe_mode)
+            await self._wait_while_paused()
         first_run = workflow.info().first_execution_run_id
         key = f"{self._workflow_id}/{first_run}/s{record.step}/c{record.index}"
         if entry.effect is not Effect.READ:
@@ -640,11 +676,58 @@ class AgentRun:
 
     async def _wait_while_paused(self) -> None:
         m = self._memory
-        if m.paused_by is None:
+        if m.paused_by is None and not self._switches.paused:
             return
         self._set_state(RunState.PAUSED)
-        await workflow.wait_condition(lambda: m.paused_by is None)
+        await workflow.wait_condition(lambda: m.paused_by is None and not self._switches.paused)
         self._set_state(RunState.RUNNING)
+
+    # ---- the workspace control plane --------------------------------------------------------
+
+    @workflow.signal(name="workspace_switch")
+    def workspace_switch(self, payload: Any) -> None:
+        try:
+            switches = Switches.model_validate(payload)
+        except ValidationError:
+            return
+        if switches.generation <= self._switches.generation:
+            return
+        self._switches = switches
+        if self._m is not None:
+            self._m.switches = switches
+            self._record(
+                "workspace_switch",
+                actor=switches.by,
+                outcome=f"paused={switches.paused} safe_mode={switches.safe_mode}",
+                message=switches.reason,
+            )
+            self._publish_pause_state()
+        # Acknowledged from here on: every tool call checks these switches before it starts.
+        self._acks.append(asyncio.create_task(self._ack(switches.generation)))
+
+    def _publish_pause_state(self) -> None:
+        m = self._memory
+        if self._state in (RunState.RUNNING, RunState.PAUSED):
+            paused = m.paused_by is not None or self._switches.paused
+            self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
+
+    async def _ack(self, generation: int) -> None:
+        m = self._m
+        if m is None:
+            return
+        control = workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace))
+        with contextlib.suppress(FailureError):
+            await control.signal("ack", Ack(run_id=self._workflow_id, generation=generation))
+
+    async def _leave_workspace(self) -> None:
+        m = self._memory
+        if self._acks:
+            await asyncio.gather(*self._acks, return_exceptions=True)
+        if not m.registered:
+            return
+        control = workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace))
+        with contextlib.suppress(FailureError):
+            await control.signal("unregister", self._workflow_id)
 
     # ---- queries ----------------------------------------------------------------------------
 
@@ -661,7 +744,7 @@ class AgentRun:
             left=remaining(m.input.budget, used),
             limits=m.input.budget,
             pending_approvals=list(self._desk_.pending.values()),
-            paused_by=m.paused_by,
+            paused_by=m.paused_by or (f"{self._switches.by} (workspace kill switch)" if self._switches.paused else None),
             last_error=m.last_error,
             policy_hash=m.context.policy_hash,
             open_circuits={t: u for t, u in m.open_circuits.items() if u > workflow.now()},

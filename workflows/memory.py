@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, JsonValue
 
 from airlock.activity_io import RunContext
 from airlock.model_io import TranscriptItem
+from airlock.workspace_io import Switches
 from airlock.models import (
     BudgetUse,
     CallRecord,
@@ -64,6 +65,9 @@ class RunMemory(BaseModel):
     # Approximate bytes this run has added to its state (arguments, results, refused payloads).
     # Past a limit the run checkpoints, so no history event or report nears Temporal's 2 MB cap.
     segment_bytes: int = 0
+    # The workspace control plane: whether this run joined it, and the switches last told.
+    registered: bool = False
+    switches: Switches = Field(default_factory=Switches)
     earlier_calls: int = 0
     timeline_offset: int = 0
 

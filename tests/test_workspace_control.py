@@ -1,0 +1,141 @@
+"""The workspace control plane: a kill switch and safe mode that reach runs already in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from airlock import cli
+from airlock.models import CallStatus, RunState
+from airlock.settings import Settings
+from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+from tests.conftest import Runs, call, count_rows
+from tools.backoffice.db import refunds
+
+REFUND_120 = call("payments.create_refund", order_id="ORD-1002", amount_usd=120, reason="late")
+REFUND_20 = call("payments.create_refund", order_id="ORD-1002", amount_usd=20, reason="late")
+
+
+async def switch(client: Client, switch: str, on: bool, by: str = "u_carol") -> SwitchResult:
+    handle = client.get_workflow_handle(control_workflow_id("acme"))
+    return await handle.execute_update(
+        "switch", {"switch": switch, "on": on, "by": by, "reason": "incident 7"}, result_type=SwitchResult
+    )
+
+
+async def acknowledged(client: Client, generation: int, runs: int) -> WorkspaceView:
+    handle = client.get_workflow_handle(control_workflow_id("acme"))
+    for _ in range(400):
+        view = await handle.query("state", result_type=WorkspaceView)
+        if view.switches.generation == generation and view.acknowledged >= runs:
+            return view
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"not acknowledged: {view}")
+
+
+@pytest.fixture
+async def clean_switches(client: Client, runs: Runs) -> Any:
+    """The control workflow outlives tests: start each from switches off, and leave them off."""
+    warm = await runs.start(script=[])
+    await warm.result()
+    await switch(client, "kill_switch", False)
+    await switch(client, "safe_mode", False)
+    yield
+    await switch(client, "kill_switch", False)
+    await switch(client, "safe_mode", False)
+
+
+async def test_kill_switch_stops_writes_in_runs_started_before_it(runs: Runs, client: Client, db: Engine, clean_switches: Any) -> None:
+    """After every run acknowledged the switch, an approved write does not start; resume lets it."""
+    handles = [await runs.start(mode="approve", script=[REFUND_120]) for _ in range(3)]
+    pendings = [await runs.pending(h) for h in handles]
+    result = await switch(client, "kill_switch", True)
+    assert result.accepted and result.runs_notified >= 3
+    view = await acknowledged(client, result.generation, 3)
+    assert view.last_ack_after_s is not None
+    for h, p in zip(handles, pendings, strict=True):
+        await h.signal("approve", {"approval_id": p.pending_approvals[0].approval_id, "approver": "u_bob"})
+    status = await runs.wait_for(handles[0], lambda s: s.state is RunState.PAUSED)
+    assert "workspace kill switch" in (status.paused_by or "")
+    await asyncio.sleep(0.3)
+    assert count_rows(db, refunds) == 0
+    await switch(client, "kill_switch", False)
+    reports = [await h.result() for h in handles]
+    assert all(r.calls[0].status is CallStatus.EXECUTED for r in reports)
+    assert count_rows(db, refunds) == 3
+
+
+async def test_safe_mode_refuses_writes_holds_approvals_and_lets_reads_through(
+    runs: Runs, client: Client, db: Engine, clean_switches: Any
+) -> None:
+    """Writes decided after the switch are refused with reason safe_mode; a write approved while
+    safe mode is on waits for it to end; reads go on."""
+    held = await runs.start(mode="approve", script=[REFUND_120])
+    approval = (await runs.pending(held)).pending_approvals[0].approval_id
+    result = await switch(client, "safe_mode", True)
+    await acknowledged(client, result.generation, 1)
+    await held.signal("approve", {"approval_id": approval, "approver": "u_bob"})
+    refused = await runs.start(script=[REFUND_20, call("orders.get_order", order_id="ORD-1002")])
+    report = await refused.result()
+    assert report.calls[0].status is CallStatus.DENIED and report.calls[0].error == "safe_mode"
+    assert report.calls[0].decision.rule == "workspace.safe_mode"
+    assert report.calls[1].status is CallStatus.EXECUTED
+    await asyncio.sleep(0.3)
+    assert count_rows(db, refunds) == 0
+    await switch(client, "safe_mode", False)
+    held_report = await held.result()
+    assert held_report.calls[0].status is CallStatus.EXECUTED
+    assert count_rows(db, refunds) == 1
+
+
+async def test_only_an_admin_throws_a_switch(client: Client, runs: Runs, clean_switches: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch, env: Any) -> None:
+    """u_bob is an approver, not an admin: refused, recorded, nothing changes."""
+    refused = await switch(client, "kill_switch", True, by="u_bob")
+    assert not refused.accepted and refused.reason == "u_bob lacks the admin role that workspace switches need"
+    view = await client.get_workflow_handle(control_workflow_id("acme")).query("state", result_type=WorkspaceView)
+    assert not view.switches.paused and "u_bob lacks the admin role" in view.refused[-1]
+    monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
+    monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", settings.control_task_queue or "")
+    out = io.StringIO()
+    status = await asyncio.to_thread(cli.run, ["workspace", "pause", "acme", "--by", "u_dave"], out)
+    assert status == 1
+    status = await asyncio.to_thread(cli.run, ["workspace", "status", "acme"], out)
+    assert status == 0 and '"paused": false' in out.getvalue()
+
+
+async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client: Client, settings: Settings) -> None:
+    """Switches, registered runs and refusals survive the control workflow's history checkpoints."""
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+    from airlock.activity_io import RunContext
+    from airlock.settings import EXAMPLE_POLICY
+    from policy import load_policy
+    from tools.registry import load_registry
+    from workflows.workspace_control import ControlState
+
+    policy = load_policy(EXAMPLE_POLICY)
+    context = RunContext(policy=policy, policy_hash=policy.content_hash(), catalog=load_registry().catalog())
+    control_id = control_workflow_id("sandbox")
+    handle = await client.start_workflow(
+        "WorkspaceControl",
+        args=["sandbox", ControlState(workspace="sandbox", context=context, events_per_history=30)],
+        id=control_id,
+        task_queue=settings.control_task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+    )
+    first_run = handle.result_run_id
+    for i in range(8):
+        body = {"switch": "safe_mode", "on": i % 2 == 0, "by": "u_carol" if i != 3 else "u_dave", "reason": f"r{i}"}
+        await client.get_workflow_handle(control_id).execute_update("switch", body, result_type=SwitchResult)
+    described = await client.get_workflow_handle(control_id).describe()
+    assert described.run_id != first_run
+    view = await client.get_workflow_handle(control_id).query("state", result_type=WorkspaceView)
+    assert view.switches.generation == 7 and view.switches.safe_mode is False
+    assert any("u_dave lacks the admin role" in r for r in view.refused)
+    await client.get_workflow_handle(control_id).terminate("test done")
