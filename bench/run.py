@@ -14,6 +14,7 @@ Sections:
   throughput  governed Airlock runs per second against a bare Temporal workflow
   policy      time of `policy.engine` on the shipped policy, and its share of a step
   latency     approval round trip: signal sent -> tool execution started
+  kill        kill switch: switch -> every in-flight run acknowledged
   idle        N runs waiting for approval: worker memory and CPU while idle
   long        a long run through continue-as-new: size of each history of the chain
 """
@@ -36,16 +37,16 @@ from typing import Any
 
 from bench.common import CORE_LOG, ROOT, HistorySize, binary, fmt, section, server_address, table
 
-SECTIONS = ("history", "throughput", "policy", "latency", "idle", "long")
+SECTIONS = ("history", "throughput", "policy", "latency", "kill", "idle", "long")
 PEERS = {"openai-agents": "bench.peer_openai_agents", "pydantic-ai": "bench.peer_pydantic_ai"}
 
 QUICK = dict(
-    n=4, tp_runs=30, tp_steps=10, tp_rounds=2, policy_iterations=10_000, latency_samples=20,
+    n=4, tp_runs=30, tp_steps=10, tp_rounds=2, policy_iterations=10_000, latency_samples=20, kill_runs=50,
     idle_runs=100, idle_caches="10,1000", idle_seconds=3.0, idle_approve=5,
     long_steps=1000, long_timeout=90.0,
 )  # fmt: skip
 FULL = dict(
-    n=10, tp_runs=150, tp_steps=10, tp_rounds=3, policy_iterations=50_000, latency_samples=100,
+    n=10, tp_runs=150, tp_steps=10, tp_rounds=3, policy_iterations=50_000, latency_samples=100, kill_runs=200,
     idle_runs=1000, idle_caches="20,1000", idle_seconds=10.0, idle_approve=20,
     long_steps=5000, long_timeout=420.0,
 )  # fmt: skip
@@ -64,6 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tp-rounds", type=int, help="throughput: batches of each kind, alternating")
     p.add_argument("--policy-iterations", type=int, help="policy: timed decisions per call kind")
     p.add_argument("--latency-samples", type=int, help="latency: approvals per way (signal, update)")
+    p.add_argument("--kill-runs", type=int, help="kill: runs in flight when the kill switch is thrown")
     p.add_argument("--idle-runs", type=int, help="idle: runs left waiting for approval")
     p.add_argument("--idle-caches", help="idle: comma-separated max_cached_workflows values to compare")
     p.add_argument("--idle-seconds", type=float, help="idle: length of the idle interval measured")
@@ -483,6 +485,19 @@ async def section_latency(client: Any, a: argparse.Namespace, results: dict[str,
     results["latency"] = r
 
 
+async def section_kill(client: Any, a: argparse.Namespace, results: dict[str, Any]) -> None:
+    from bench import kill_switch
+
+    print(section(f"4b. Kill switch: switch -> every one of {a.kill_runs} in-flight runs acknowledged"), flush=True)
+    r = await kill_switch.measure(client, a.kill_runs)
+    print(table(
+        ["runs in flight", "notified", "switch update ms", "last ack after s (control clock)", "all acknowledged s (driver)"],
+        [[r["runs"], r["notified"], r["switch_update_ms"], r["last_ack_after_s_control_clock"], r["all_acknowledged_wall_s"]]],
+    ))
+    print("Acknowledged = the run has applied the switch; from then on it starts no new tool call.")
+    results["kill"] = r
+
+
 # ---- figure 5: runs waiting for approval ------------------------------------------------------
 
 
@@ -642,6 +657,8 @@ async def main(a: argparse.Namespace, log: Any, log_path: str) -> int:
                     section_policy(a, results)
                 elif name == "latency":
                     await section_latency(client, a, results)
+                elif name == "kill":
+                    await section_kill(client, a, results)
                 elif name == "idle":
                     await section_idle(client, a, log, results)
                 elif name == "long":

@@ -233,12 +233,15 @@ class AgentRun:
         if joins_workspace:
             # Join the workspace's control plane: learn the switches in force, and be told of
             # every later change (kill switch, safe mode).
-            m.switches = await workflow.execute_local_activity(
+            # A full activity, not a local one: it waits on the control workflow, and a local
+            # activity would hold this run's workflow task (and the worker's slot) meanwhile.
+            m.switches = await workflow.execute_activity(
                 "workspace.register",
                 RegisterRequest(workspace=run_input.workspace, run_id=self._workflow_id),
                 result_type=Switches,
                 summary=f"join workspace {run_input.workspace}",
-                **LOCAL,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
             )
             m.registered = True
         self._m = m
@@ -690,19 +693,22 @@ class AgentRun:
             switches = Switches.model_validate(payload)
         except ValidationError:
             return
-        if switches.generation <= self._switches.generation:
+        if switches.generation < self._switches.generation:
             return
-        self._switches = switches
-        if self._m is not None:
-            self._m.switches = switches
-            self._record(
-                "workspace_switch",
-                actor=switches.by,
-                outcome=f"paused={switches.paused} safe_mode={switches.safe_mode}",
-                message=switches.reason,
-            )
-            self._publish_pause_state()
-        # Acknowledged from here on: every tool call checks these switches before it starts.
+        if switches.generation > self._switches.generation:
+            self._switches = switches
+            if self._m is not None:
+                self._m.switches = switches
+                self._record(
+                    "workspace_switch",
+                    actor=switches.by,
+                    outcome=f"paused={switches.paused} safe_mode={switches.safe_mode}",
+                    message=switches.reason,
+                )
+                self._publish_pause_state()
+        # Acknowledged from here on: every tool call checks these switches before it starts. A
+        # generation already read at registration is acknowledged too: the control workflow may
+        # have counted the registration before the switch.
         self._acks.append(asyncio.create_task(self._ack(switches.generation)))
 
     def _publish_pause_state(self) -> None:
@@ -712,9 +718,9 @@ class AgentRun:
             self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
 
     async def _ack(self, generation: int) -> None:
-        m = self._m
-        if m is None:
-            return
+        # A switch can arrive before the run has started; the ack waits for it.
+        await workflow.wait_condition(lambda: self._m is not None)
+        m = self._memory
         control = workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace))
         with contextlib.suppress(FailureError):
             await control.signal("ack", Ack(run_id=self._workflow_id, generation=generation))

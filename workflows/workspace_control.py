@@ -1,8 +1,8 @@
 """`WorkspaceControl`: one long-lived workflow per workspace (id `workspace:NAME`) that holds its
 switches and tells every live run of the workspace when they change.
 
-Runs register when they start (an update, which also starts this workflow on first use) and
-learn the current switches in the answer. A switch change is an update: only a person with the
+Runs register when they start (a signal-with-start, which also starts this workflow on first use)
+and read the current switches with a query. A switch change is an update: only a person with the
 admin role may make it; refusals are answered and recorded. Every registered run is then
 signalled, and acknowledges; from the acknowledgement on, that run starts no new tool call
 (kill switch) or refuses every write and external call with reason `safe_mode` (safe mode).
@@ -82,11 +82,24 @@ class WorkspaceControl:
         assert self._s is not None
         return self._s
 
-    @workflow.update(name="register")
-    async def register(self, request: RegisterRequest) -> Switches:
+    @workflow.signal(name="register")
+    async def register(self, payload: Any) -> None:
+        # A signal, not an update: a burst of run starts must never hit the server's cap on
+        # concurrent in-flight updates. The run reads the switches with the `switches` query.
+        try:
+            request = RegisterRequest.model_validate(payload)
+        except ValidationError:
+            return
         s = await self._state()
-        s.runs[request.run_id] = s.runs.get(request.run_id, -1)
-        return s.switches
+        # A run that joins after a switch reads it (the `switches` query) before its first tool
+        # call: joining is its acknowledgement.
+        s.runs[request.run_id] = s.switches.generation
+
+    @workflow.query(name="switches")
+    def current_switches(self) -> Switches:
+        if self._s is None:
+            raise ApplicationError("the workspace control is starting; ask again in a moment")
+        return self._s.switches
 
     @workflow.signal(name="unregister")
     def unregister(self, run_id: Any) -> None:
