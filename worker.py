@@ -11,6 +11,7 @@ import concurrent.futures
 import signal
 import sys
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from temporalio.api.operatorservice.v1 import (
@@ -105,6 +106,11 @@ def openai_provider(settings: Settings, registry: ToolRegistry) -> ModelProvider
     return OpenAIProvider.from_settings(settings, registry)
 
 
+def _workspace_activities(client: Client, settings: Settings) -> list[Any]:
+    workspace = WorkspaceActivities(client, settings.control_task_queue)
+    return [workspace.register, workspace.live_runs]
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -130,7 +136,7 @@ def build_worker(
             model.decide,
             context.pin_context,
             UndoActivities(client).plan,
-            WorkspaceActivities(client, settings.control_task_queue).register,
+            *_workspace_activities(client, settings),
             *tool_activities(registry, runner),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=32),

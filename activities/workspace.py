@@ -36,3 +36,8 @@ class WorkspaceActivities:
                 # A control workflow on its first task has not pinned its policy yet.
                 await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
         return await handle.query("switches", result_type=Switches)
+
+    @activity.defn(name="workspace.live_runs")
+    async def live_runs(self, workspace: str) -> list[str]:
+        query = f'WorkflowType="AgentRun" AND ExecutionStatus="Running" AND AirlockWorkspace="{workspace}"'
+        return [w.id async for w in self._client.list_workflows(query)]

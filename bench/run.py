@@ -37,6 +37,7 @@ from typing import Any
 
 from bench.common import CORE_LOG, ROOT, HistorySize, binary, fmt, section, server_address, table
 
+CONTROL_QUEUE = "bench-workspace-control"
 SECTIONS = ("history", "throughput", "policy", "latency", "kill", "idle", "long")
 PEERS = {"openai-agents": "bench.peer_openai_agents", "pydantic-ai": "bench.peer_pydantic_ai"}
 
@@ -641,6 +642,15 @@ async def main(a: argparse.Namespace, log: Any, log_path: str) -> int:
         os.dup2(saved, 1)
         os.close(saved)
     failures = 0
+    # Workspace control workflows outlive each section's worker: one worker serves them all, on
+    # a queue every Airlock worker of the bench points its runs at.
+    from airlock.settings import Settings
+    from worker import build_worker
+
+    os.environ["AIRLOCK_CONTROL_TASK_QUEUE"] = CONTROL_QUEUE
+    control_dir = tempfile.TemporaryDirectory()
+    control = build_worker(env.client, Settings(db=f"{control_dir.name}/bo.db", task_queue=CONTROL_QUEUE))
+    await control.__aenter__()
     try:
         client = env.client
         print(f"dev server: {server_address(client)}")
@@ -670,6 +680,8 @@ async def main(a: argparse.Namespace, log: Any, log_path: str) -> int:
                 results[name] = {"error": f"{type(e).__name__}: {e}"}
             print(f"  ({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
     finally:
+        await control.__aexit__(None, None, None)
+        control_dir.cleanup()
         await env.shutdown()
     print(f"\nTotal {time.perf_counter() - started:.0f} s. Logs: {log_path}")
     if a.json:

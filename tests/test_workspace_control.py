@@ -133,7 +133,11 @@ async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client:
     for i in range(8):
         body = {"switch": "safe_mode", "on": i % 2 == 0, "by": "u_carol" if i != 3 else "u_dave", "reason": f"r{i}"}
         await client.get_workflow_handle(control_id).execute_update("switch", body, result_type=SwitchResult)
-    described = await client.get_workflow_handle(control_id).describe()
+    for _ in range(200):  # the checkpoint first asks visibility which runs still live
+        described = await client.get_workflow_handle(control_id).describe()
+        if described.run_id != first_run:
+            break
+        await asyncio.sleep(0.05)
     assert described.run_id != first_run
     view = await client.get_workflow_handle(control_id).query("state", result_type=WorkspaceView)
     assert view.switches.generation == 7 and view.switches.safe_mode is False

@@ -261,8 +261,7 @@ class AgentRun:
     async def _continue_as_new(self) -> None:
         m = self._memory
         self._record("continued_as_new", message=f"history checkpoint after step {m.used.steps}")
-        if self._acks:
-            await asyncio.gather(*self._acks, return_exceptions=True)
+        await self._settle_acks()
         await workflow.wait_condition(workflow.all_handlers_finished)
         # The input travels inside the checkpoint; sending it twice could pass the 2 MB cap.
         workflow.continue_as_new(args=[None, m.checkpoint()])
@@ -281,7 +280,7 @@ class AgentRun:
         telemetry.run_finished(
             **self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd
         )
-        await self._leave_workspace()
+        await self._settle_acks()
         await workflow.wait_condition(workflow.all_handlers_finished)
         executed_writes = m.executed_writes()
         return RunReport(
@@ -725,15 +724,12 @@ class AgentRun:
         with contextlib.suppress(FailureError):
             await control.signal("ack", Ack(run_id=self._workflow_id, generation=generation))
 
-    async def _leave_workspace(self) -> None:
-        m = self._memory
+    async def _settle_acks(self) -> None:
+        """Acknowledgements still in flight are sent before the run ends or continues as new.
+        Runs do not unregister: it would cost each of them two events and the control workflow
+        a task; the control workflow forgets runs that have ended."""
         if self._acks:
             await asyncio.gather(*self._acks, return_exceptions=True)
-        if not m.registered:
-            return
-        control = workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace))
-        with contextlib.suppress(FailureError):
-            await control.signal("unregister", self._workflow_id)
 
     # ---- queries ----------------------------------------------------------------------------
 

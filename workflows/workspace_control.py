@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
 ADMIN_ROLE = "admin"
 # Continue as new before the history grows large; registrations and acks are small but endless.
 EVENTS_PER_HISTORY = 5_000
+RECENT = timedelta(minutes=10)
 REFUSALS_KEPT = 50
 
 
@@ -43,8 +44,9 @@ class ControlState(BaseModel):
     context: RunContext
     switches: Switches = Field(default_factory=Switches)
     switched_at: datetime | None = None
-    # run id -> the generation it has acknowledged (-1: registered, nothing to acknowledge yet)
+    # run id -> the generation it has acknowledged, and when it registered
     runs: dict[str, int] = Field(default_factory=dict)
+    registered_at: dict[str, datetime] = Field(default_factory=dict)
     last_ack_after_s: float | None = None
     refused: list[str] = Field(default_factory=list)
     events_per_history: int = EVENTS_PER_HISTORY
@@ -75,7 +77,28 @@ class WorkspaceControl:
             or workflow.info().is_continue_as_new_suggested()
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._forget_finished_runs()
         workflow.continue_as_new(args=[workspace, self._s])
+
+    async def _forget_finished_runs(self) -> None:
+        """Runs do not unregister (it would cost each run two events and this workflow a task);
+        before a checkpoint, runs that visibility no longer lists as running are forgotten.
+        Recent registrations are kept whatever visibility says: it lags behind."""
+        s = self._s
+        assert s is not None
+        live: list[str] = await workflow.execute_activity(
+            "workspace.live_runs",
+            s.workspace,
+            result_type=list[str],
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        )
+        keep = set(live)
+        recent = workflow.now() - RECENT
+        for run_id in list(s.runs):
+            if run_id not in keep and s.registered_at.get(run_id, recent) < recent:
+                s.runs.pop(run_id, None)
+                s.registered_at.pop(run_id, None)
 
     async def _state(self) -> ControlState:
         await self._started.wait()
@@ -94,17 +117,13 @@ class WorkspaceControl:
         # A run that joins after a switch reads it (the `switches` query) before its first tool
         # call: joining is its acknowledgement.
         s.runs[request.run_id] = s.switches.generation
+        s.registered_at[request.run_id] = workflow.now()
 
     @workflow.query(name="switches")
     def current_switches(self) -> Switches:
         if self._s is None:
             raise ApplicationError("the workspace control is starting; ask again in a moment")
         return self._s.switches
-
-    @workflow.signal(name="unregister")
-    def unregister(self, run_id: Any) -> None:
-        if self._s is not None and isinstance(run_id, str):
-            self._s.runs.pop(run_id, None)
 
     @workflow.signal(name="ack")
     def ack(self, payload: Any) -> None:
@@ -149,8 +168,9 @@ class WorkspaceControl:
         )
         for run_id, result in zip(run_ids, results, strict=True):
             if isinstance(result, BaseException):
-                # The run has ended without unregistering (terminated, say): forget it.
+                # The run has ended: forget it.
                 s.runs.pop(run_id, None)
+                s.registered_at.pop(run_id, None)
         return sum(not isinstance(r, BaseException) for r in results)
 
     def _refuse(self, s: ControlState, reason: str) -> SwitchResult:
