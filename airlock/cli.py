@@ -11,6 +11,8 @@
                                          one JSON line per audit event, for a SIEM
     airlock workspace pause|resume|safe-mode-on|safe-mode-off NAME --by ADMIN [--reason R]
     airlock workspace status NAME        a workspace's switches and who acknowledged them
+    airlock inbox --as PERSON [--workspace W]
+                                         what PERSON may approve now, across runs, with diffs
 
 Exit status: 0 on success, 1 when a replay is not deterministic or a command fails, 2 on bad
 usage or input.
@@ -21,9 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -235,6 +238,52 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# ---- inbox ---------------------------------------------------------------------------------
+
+
+async def inbox(args: argparse.Namespace, out: TextIO) -> int:
+    """What this person may approve now, across runs, each with its diff."""
+    from airlock.models import Status
+    from airlock.recorder import ReplayFailed, record_of
+    from policy.engine import vote_refusal
+
+    client = await _client(Settings())
+    query = 'WorkflowType="AgentRun" AND ExecutionStatus="Running" AND AirlockState="awaiting_approval"'
+    if args.workspace:
+        query += f' AND AirlockWorkspace="{args.workspace}"'
+    shown = 0
+    async for wf in client.list_workflows(query):
+        try:
+            # A run whose worker is gone cannot answer; the inbox moves on rather than wait.
+            status = await client.get_workflow_handle(wf.id).query(
+                "status", result_type=Status, rpc_timeout=timedelta(seconds=2)
+            )
+            rec = await record_of(client, wf.id)
+        except (ReplayFailed, Exception):  # the run moved on between the list and the query
+            continue
+        policy = rec.memory.context.policy
+        for p in status.pending_approvals:
+            refusal = vote_refusal(
+                policy,
+                approver=args.as_person,
+                requested_by=rec.memory.input.requested_by,
+                approver_roles=p.approver_roles,
+                required_role=p.required_role,
+                approvals_still_needed=p.approvals_still_needed,
+                earlier_voters=[v.approver for v in p.votes],
+            )
+            if refusal is not None:
+                continue
+            shown += 1
+            print(f"{wf.id}  {p.approval_id}  {p.tool}  tier {p.tier.value}, {p.approvals_still_needed} more needed, "
+                  f"requested by {rec.memory.input.requested_by}, until {p.deadline.isoformat()}", file=out)
+            print(f"  args: {json.dumps(p.args)}", file=out)
+            for d in p.diff:
+                print(f"  {d.field}: {d.before} -> {d.after}", file=out)
+    print(f"{shown} approval(s) {args.as_person} may give", file=out)
+    return 0
+
+
 # ---- audit export ---------------------------------------------------------------------------
 
 
@@ -334,6 +383,10 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--by", required=True, help="who throws the switch (needs the admin role)")
             cmd.add_argument("--reason", default="")
 
+    i = sub.add_parser("inbox", help="what a person may approve now, across runs, with diffs")
+    i.add_argument("--as", dest="as_person", required=True, help="the approver, e.g. u_bob")
+    i.add_argument("--workspace")
+
     a = sub.add_parser("audit", help="audit events")
     asub = a.add_subparsers(dest="audit_command", required=True)
     e = asub.add_parser("export", help="one JSON line per event")
@@ -350,6 +403,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
     "replay": replay,
     "audit": audit_export,
     "workspace": workspace,
+    "inbox": inbox,
 }
 
 

@@ -179,3 +179,29 @@ async def test_inbox_query_finds_runs_awaiting_approval(runs: Runs, client: Clie
 
     assert attrs.get(PENDING) == 1
     await handle.cancel()
+
+
+async def test_inbox_lists_what_a_person_may_approve_with_the_diff(
+    runs: Runs, monkeypatch: pytest.MonkeyPatch, env: Any
+) -> None:
+    """u_bob sees the pending refund with its diff; u_alice (the requester) and u_dave (no role)
+    see nothing to approve."""
+    import asyncio
+    import io
+
+    from airlock import cli
+
+    handle, approval_id = await start_refund(runs)
+    monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
+    outputs = {}
+    for person in ("u_bob", "u_alice", "u_dave"):
+        for _ in range(100):  # the inbox reads visibility, which trails the run by a moment
+            out = io.StringIO()
+            assert await asyncio.to_thread(cli.run, ["inbox", "--as", person, "--workspace", "acme"], out) == 0
+            outputs[person] = out.getvalue()
+            if person != "u_bob" or approval_id in outputs[person]:
+                break
+            await asyncio.sleep(0.1)
+    assert approval_id in outputs["u_bob"] and "orders[ORD-1001].refunded_usd: 0.00 -> 120.00" in outputs["u_bob"]
+    assert approval_id not in outputs["u_alice"] and approval_id not in outputs["u_dave"]
+    await handle.cancel()
