@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -75,11 +74,6 @@ async def worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
     w = build_worker(client, settings)
     async with w:
         yield w
-    # Runs a test left open would linger with no worker (and show up in inboxes): end them.
-    query = f'TaskQueue="{settings.task_queue}" AND ExecutionStatus="Running"'
-    async for wf in client.list_workflows(query):
-        with contextlib.suppress(Exception):
-            await client.get_workflow_handle(wf.id).terminate("test finished")
 
 
 class Runs:
