@@ -244,7 +244,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
 async def inbox(args: argparse.Namespace, out: TextIO) -> int:
     """What this person may approve now, across runs, each with its diff."""
     from airlock.models import Status
-    from airlock.recorder import ReplayFailed, record_of
+    from airlock.recorder import ReplayFailed, fetch_history, reconstruct
     from policy.engine import vote_refusal
 
     client = await _client(Settings())
@@ -258,7 +258,8 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
             status = await client.get_workflow_handle(wf.id).query(
                 "status", result_type=Status, rpc_timeout=timedelta(seconds=2)
             )
-            rec = await record_of(client, wf.id)
+            # The pinned policy and the requester ride in the last run's history: no chain needed.
+            rec = await reconstruct(await fetch_history(client, wf.id))
         except (ReplayFailed, Exception):  # the run moved on between the list and the query
             continue
         policy = rec.memory.context.policy
@@ -310,7 +311,7 @@ async def audit_export(args: argparse.Namespace, out: TextIO) -> int:
     try:
         async for wf in client.list_workflows(" AND ".join(query)):
             try:
-                rec = await record_of(client, wf.id)
+                rec = await record_of(client, wf.id, undo_links=False)
             except ReplayFailed as e:
                 print(f"airlock: skipping {wf.id}: {e}", file=sys.stderr)
                 continue

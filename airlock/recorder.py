@@ -173,13 +173,15 @@ def _previous_run(history: WorkflowHistory) -> str | None:
     return first.workflow_execution_started_event_attributes.continued_execution_run_id or None
 
 
-async def record_of(client: Client, workflow_id: str) -> Recording:
-    """A run and every run before it in its continue-as-new chain, with the undo runs that
-    point back at it."""
+async def record_of(client: Client, workflow_id: str, *, undo_links: bool = True) -> Recording:
+    """A run and every run before it in its continue-as-new chain, with (unless asked not to:
+    it costs a visibility query) the undo runs that point back at it."""
     histories = [await fetch_history(client, workflow_id)]
     while (previous := _previous_run(histories[0])) is not None:
         histories.insert(0, await fetch_history(client, workflow_id, previous))
     recording = merge([await reconstruct(h) for h in histories])
+    if not undo_links:
+        return recording
     query = f'AirlockUndoOf="{workflow_id}"'
     try:
         recording.undone_by = [w.id async for w in client.list_workflows(query)]
