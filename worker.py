@@ -57,6 +57,7 @@ SANDBOX = SandboxedWorkflowRunner(
         "workflows.budget",
         "workflows.memory",
         "workflows.telemetry",
+        "cryptography",
     )
 )
 

@@ -13,6 +13,10 @@
     airlock workspace status NAME        a workspace's switches and who acknowledged them
     airlock inbox --as PERSON [--workspace W]
                                          what PERSON may approve now, across runs, with diffs
+    airlock approve RUN_ID APPROVAL_ID --as PERSON [--comment C]
+    airlock deny RUN_ID APPROVAL_ID --as PERSON [--reason R]
+                                         a vote on the exact call shown, signed with PERSON's key
+    airlock keys new --as PERSON         create PERSON's signing key; prints the policy line
 
 Exit status: 0 on success, 1 when a replay is not deterministic or a command fails, 2 on bad
 usage or input.
@@ -238,6 +242,36 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# ---- votes ---------------------------------------------------------------------------------
+
+
+async def approve(args: argparse.Namespace, out: TextIO) -> int:
+    return await _vote(args, "approve", out)
+
+
+async def deny(args: argparse.Namespace, out: TextIO) -> int:
+    return await _vote(args, "deny", out)
+
+
+async def _vote(args: argparse.Namespace, decision: Any, out: TextIO) -> int:
+    from airlock.votes import VoteError, vote
+
+    client = await _client(Settings())
+    try:
+        return await vote(client, args, decision, out)
+    except VoteError as e:
+        raise CommandError(str(e)) from None
+
+
+async def keys(args: argparse.Namespace, out: TextIO) -> int:
+    from airlock.votes import VoteError, keys_new
+
+    try:
+        return keys_new(args, out)
+    except VoteError as e:
+        raise CommandError(str(e)) from None
+
+
 # ---- inbox ---------------------------------------------------------------------------------
 
 
@@ -388,6 +422,21 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--as", dest="as_person", required=True, help="the approver, e.g. u_bob")
     i.add_argument("--workspace")
 
+    for name, text, note in [
+        ("approve", "approve a pending call, signed with your key", ("--comment", "comment")),
+        ("deny", "deny a pending call, signed with your key", ("--reason", "comment")),
+    ]:
+        v = sub.add_parser(name, help=text)
+        v.add_argument("run_id", help="workflow id of the run")
+        v.add_argument("approval_id", help="e.g. apr-2-0-3f9c1a2b7d (from `airlock inbox`)")
+        v.add_argument("--as", dest="as_person", required=True, help="the approver, e.g. u_bob")
+        v.add_argument(note[0], dest=note[1], default="")
+
+    k = sub.add_parser("keys", help="approvers' signing keys")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kn = ksub.add_parser("new", help="create a signing key; prints the public key for the policy")
+    kn.add_argument("--as", dest="as_person", required=True)
+
     a = sub.add_parser("audit", help="audit events")
     asub = a.add_subparsers(dest="audit_command", required=True)
     e = asub.add_parser("export", help="one JSON line per event")
@@ -405,6 +454,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
     "audit": audit_export,
     "workspace": workspace,
     "inbox": inbox,
+    "approve": approve,
+    "deny": deny,
+    "keys": keys,
 }
 
 

@@ -29,6 +29,9 @@ class Record(BaseModel):
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 # Free text a person types into a signal; bounded so that no payload can bloat a run's state.
 Comment = Annotated[str, StringConstraints(max_length=2000)]
+CallHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# base64 of a 64-byte Ed25519 signature
+Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
 
 
 # --- run input -------------------------------------------------------------------------------
@@ -113,6 +116,11 @@ class DecideRequest(Strict):
     approver: Name
     decision: Literal["approve", "deny"]
     comment: Comment = ""
+    # Binds the vote to the exact call (sha256 of tool and arguments); refused if it differs.
+    call_hash: CallHash | None = None
+    # Ed25519 signature by the approver's key (`airlock approve`); required where the workspace
+    # asks for signed approvals, and always checked when present.
+    signature: Signature | None = None
 
 
 class DecideResult(Record):
@@ -192,6 +200,8 @@ class Vote(Record):
     decision: Literal["approve", "deny"]
     at: datetime
     comment: str = ""
+    # Kept as evidence: anyone holding the policy's public keys can check it again later.
+    signature: str | None = None
 
 
 class CallStatus(StrEnum):
@@ -240,6 +250,12 @@ class PendingApproval(Record):
     requested_at: datetime
     deadline: datetime
     votes: list[Vote] = Field(default_factory=list)
+    # What a vote binds to and, where the workspace requires it, signs.
+    call_hash: str | None = None
+    signed_votes_required: bool = False
+    # When the tier's escalation adds a role, and which.
+    escalates_at: datetime | None = None
+    escalated_to: str | None = None
 
 
 TimelineKind = Literal[
@@ -251,6 +267,7 @@ TimelineKind = Literal[
     "approval_requested",
     "approval_vote",
     "approval_refused",
+    "approval_escalated",
     "approval_resolved",
     "tool_result",
     "tool_error",
@@ -327,6 +344,8 @@ class Status(Record):
     policy_hash: str
     # Tools this run has stopped calling for a while after repeated failures, and until when.
     open_circuits: dict[str, datetime] = Field(default_factory=dict)
+    # The first run of the workflow's continue-as-new chain: signed votes name it.
+    chain_run_id: str | None = None
 
 
 class RunReport(Record):

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias="AIRLOCK_LOG_LEVEL")
     # Tool results larger than this (bytes of JSON) are stored by reference, not in histories.
     blob_threshold: int = Field(4096, ge=256, validation_alias="AIRLOCK_BLOB_THRESHOLD")
+    # Approvers' private signing keys on this machine (`airlock keys new`, `airlock approve`).
+    keys_dir: Path = Field(Path.home() / ".config" / "airlock" / "keys", validation_alias="AIRLOCK_KEYS_DIR")
 
     @cached_property
     def tool_module_list(self) -> list[str]:

@@ -33,12 +33,21 @@ class CallContext(BaseModel):
     facts: dict[str, JsonValue] = Field(default_factory=dict)
 
 
-def effective_mode(policy: Policy, workspace: str, requested: Mode) -> Mode:
-    """A run never gets more autonomy than its workspace allows."""
+def effective_mode(policy: Policy, workspace: str, requested: Mode, requested_by: str | None = None) -> Mode:
+    """A run never gets more autonomy than its workspace allows, nor than the requester's roles
+    allow there. Of several listed roles the highest counts, so a second listed role never takes
+    autonomy away; a requester holding none of them (or not named) is capped by `max_autonomy`
+    alone."""
     ws = policy.workspaces.get(workspace)
     if ws is None:
         return Mode.SUGGEST
-    return requested if requested.rank <= ws.max_autonomy.rank else ws.max_autonomy
+    cap = ws.max_autonomy
+    if requested_by is not None:
+        held = policy.roles_of(requested_by)
+        by_role = [mode for role, mode in ws.autonomy_by_role.items() if role in held]
+        if by_role:
+            cap = min(cap, max(by_role, key=lambda m: m.rank), key=lambda m: m.rank)
+    return requested if requested.rank <= cap.rank else cap
 
 
 def may_start(policy: Policy, workspace: str, agent: str, requested_by: str) -> str | None:
@@ -77,39 +86,46 @@ def _number(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def matches(cond: Condition, call: CallContext) -> bool:
-    """Whether a condition holds. One that cannot be evaluated (a missing argument or fact, a
-    value of the wrong kind) counts as holding: rules deny or demand approval, so failing closed
-    means the stricter outcome."""
+def _holds(cond: Condition, call: CallContext) -> bool | None:
+    """Whether a condition holds, or None when it cannot be evaluated (a missing argument or
+    fact, a value of the wrong kind)."""
     op = cond.operator
     if op == "always":
         return True
     assert cond.arg is not None  # the model validator guarantees it for every other operator
     value = _lookup(call.args, cond.arg)
     if value is _MISSING:
-        return True
+        return None
     if op in ("gt", "gte", "lt", "gt_fact"):
         n = _number(value)
         if n is None:
-            return True
+            return None
         if op == "gt_fact":
             assert cond.gt_fact is not None
             limit = _number(call.facts.get(cond.gt_fact))
-            return limit is None or n > limit
+            return None if limit is None else n > limit
         limit = getattr(cond, op)
         return {"gt": n > limit, "gte": n >= limit, "lt": n < limit}[op]
     if op == "domain_not_in":
         if not isinstance(value, str) or "@" not in value:
-            return True
+            return None
         domain = value.rsplit("@", 1)[1].lower()
         return domain not in {d.lower().lstrip("@") for d in cond.domain_not_in or []}
     if op == "keys_not_in":
         if not isinstance(value, dict):
-            return True
+            return None
         return any(k not in (cond.keys_not_in or []) for k in value)
     if op == "not_in":
         return str(value) not in (cond.not_in or [])
-    return True
+    return None
+
+
+def matches(cond: Condition, call: CallContext, *, lifts: bool = False) -> bool:
+    """Whether a rule's condition counts as matching. One that cannot be evaluated fails closed:
+    it matches a rule that denies or demands approval, and does not match a rule that lifts
+    (`auto`), so either way the stricter outcome follows."""
+    holds = _holds(cond, call)
+    return (not lifts) if holds is None else holds
 
 
 def _applies(rule: Rule, workspace: str) -> bool:
@@ -158,12 +174,12 @@ def decide(policy: Policy, call: CallContext, *, safe_mode: bool = False) -> Dec
         (r for r in (tool_policy.rules if tool_policy else []) if _applies(r, call.workspace)),
         key=lambda r: r.id,
     )
-    matched = [r for r in rules if matches(r.when, call)]
+    matched = [r for r in rules if matches(r.when, call, lifts=r.effect == "auto")]
     denies = [r for r in matched if r.effect == "deny"]
     if denies:
         return verdict(Outcome.DENY, denies[0].id, _reason(denies[0]), [r.id for r in denies])
 
-    mode = effective_mode(policy, call.workspace, call.mode)
+    mode = effective_mode(policy, call.workspace, call.mode, call.requested_by)
     if mode is Mode.SUGGEST:
         return verdict(
             Outcome.DENY,
@@ -175,6 +191,11 @@ def decide(policy: Policy, call: CallContext, *, safe_mode: bool = False) -> Dec
         return verdict(Outcome.APPROVE, approvals[0].id, _reason(approvals[0]), [r.id for r in approvals])
     if requirement.always_approve:
         return verdict(Outcome.APPROVE, f"tier.{tier.value}", f"every {tier.value}-tier call is approved by a person")
+    # A lift comes only here: after every deny, suggest mode, every demand for approval and the
+    # tier's own demand have had their say, so it can waive approve mode's wait and nothing else.
+    lifts = [r for r in matched if r.effect == "auto"]
+    if lifts:
+        return verdict(Outcome.ALLOW, lifts[0].id, _reason(lifts[0]), [r.id for r in lifts])
     if mode is Mode.APPROVE and call.effect is not Effect.READ:
         return verdict(Outcome.APPROVE, "mode.approve", "approve mode: every write waits for approval")
     return verdict(Outcome.ALLOW, "agent.capabilities", f"agent {call.agent!r} may call {call.tool}")

@@ -1,14 +1,19 @@
 """The capability policy, as a security reviewer reads it: frozen models that reject unknown keys.
 
-    workspaces   how much autonomy each workspace allows at most, and whether it is in safe mode
+    workspaces   how much autonomy each workspace allows at most, overall and per requester role
+                 (autonomy_by_role), and whether it is in safe mode
     people       who holds which roles (requester, approver, admin, ...)
     tiers        for each risk tier, how many approvers of which roles a call needs, and how long
                  an approval may wait before it counts as a deny
     agents       which tools each agent may call at all (deny by default)
-    tools        per-tool rules over arguments and previewed facts: deny, or require approval
+    tools        per-tool rules over arguments and previewed facts: deny, require approval, or
+                 auto (run without approval even in approve mode)
 
 Rules never depend on their order: every rule that matches is collected, a deny beats a demand
-for approval, which beats an allow.
+for approval, which beats an allow. An `auto` rule only waives approve mode's wait for approval:
+it never executes anything in suggest mode, never lifts a tier that always needs approval, and
+never beats safe mode or an agent's capabilities. To lower a single capability instead, give it
+a `require_approval` rule.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 from decimal import Decimal
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from airlock.models import Mode, Tier
 
@@ -27,13 +32,39 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Limits(Frozen):
+    """What a whole workspace may spend and run at once; the workspace control workflow holds the
+    ledger and refuses what would pass a cap."""
+
+    daily_spend_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_concurrent_runs: int | None = Field(None, ge=1)
+    # Reserved before each call to a paid model, then reconciled with what the call cost. A run
+    # reserves the larger of this and the dearest model call it has made so far.
+    model_call_estimate_usd: float = Field(0.01, ge=0, allow_inf_nan=False)
+
+
+RoleName = Annotated[str, StringConstraints(min_length=1)]
+
+
 class Workspace(Frozen):
     max_autonomy: Mode = Mode.APPROVE
+    # The most autonomy a run may have when its requester holds the role; of several listed roles
+    # the highest counts. A requester holding none of them is capped by max_autonomy alone, which
+    # also caps every entry here.
+    autonomy_by_role: dict[RoleName, Mode] = Field(default_factory=dict)
     safe_mode: bool = False
+    # Votes must carry the approver's Ed25519 signature over run, approval, decision and call.
+    signed_approvals: bool = False
+    limits: Limits = Field(default_factory=Limits)
+
+
+KEY_PATTERN = r"^ed25519:[A-Za-z0-9+/]{43}=$"
 
 
 class Person(Frozen):
     roles: list[str] = Field(default_factory=list)
+    # Public keys that sign this person's votes (`airlock keys new`): ed25519:<base64 of 32 bytes>.
+    keys: list[Annotated[str, StringConstraints(pattern=KEY_PATTERN)]] = Field(default_factory=list)
 
 
 class TierRule(Frozen):
@@ -44,6 +75,18 @@ class TierRule(Frozen):
     timeout_s: int = Field(86_400, ge=1)
     # Calls of this tier wait for approval in every mode that executes anything.
     always_approve: bool = False
+    # A pending approval still open after `escalate_after_s` may also be decided by holders of
+    # `escalate_to`; at `timeout_s` it counts as denied.
+    escalate_after_s: int | None = Field(None, ge=1)
+    escalate_to: str | None = None
+
+    @model_validator(mode="after")
+    def _escalation(self) -> Self:
+        if (self.escalate_after_s is None) != (self.escalate_to is None):
+            raise ValueError("escalate_after_s and escalate_to go together")
+        if self.escalate_after_s is not None and self.escalate_after_s >= self.timeout_s:
+            raise ValueError(f"escalate_after_s ({self.escalate_after_s}) must be below timeout_s ({self.timeout_s})")
+        return self
 
 
 class Agent(Frozen):
@@ -85,7 +128,9 @@ class Condition(Frozen):
 
 class Rule(Frozen):
     id: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    effect: Literal["deny", "require_approval"]
+    # `auto` lifts: a matching call runs without approval even in approve mode, unless a deny or
+    # a demand for approval also matches, the run is in suggest mode, or its tier always approves.
+    effect: Literal["deny", "require_approval", "auto"]
     when: Condition
     reason: str = ""
     # Limit a rule to some workspaces; by default it applies in all of them.
@@ -125,7 +170,9 @@ class Policy(Frozen):
 
     def content_hash(self) -> str:
         """Identifies what the policy decides, not how the file is laid out."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Settings left at their defaults are left out, so a newer Airlock that adds a setting
+        # gives an unchanged file the same hash.
+        canonical = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     def roles_of(self, person: str) -> frozenset[str]:

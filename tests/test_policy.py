@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from airlock.models import Effect, Mode, Outcome, Tier
 from airlock.settings import EXAMPLE_POLICY
 from policy import CallContext, Policy, PolicyError, decide, load_policy, parse_policy, vote_refusal
-from policy.model import Condition, Rule, ToolPolicy
+from policy import effective_mode
+from policy.model import Condition, Rule, ToolPolicy, Workspace
 
 POLICY = load_policy(EXAMPLE_POLICY)
 TEXT = EXAMPLE_POLICY.read_text()
+PRODUCTION_POLICY = Path(__file__).parent.parent / "policy" / "production-example.yaml"
 
 
 def ctx(tool: str = "payments.create_refund", **kw: object) -> CallContext:
@@ -144,6 +146,129 @@ def test_missing_policy_file_is_named(tmp_path: Path) -> None:
         load_policy(tmp_path / "nope.yaml")
 
 
+# ---- autonomy per role ------------------------------------------------------------------------
+
+
+def with_roles(autonomy_by_role: dict[str, Mode], max_autonomy: Mode = Mode.AUTO) -> Policy:
+    acme = POLICY.workspaces["acme"].model_copy(update={"max_autonomy": max_autonomy, "autonomy_by_role": autonomy_by_role})
+    people = {**POLICY.people, "u_erin": POLICY.people["u_alice"].model_copy(update={"roles": ["requester", "lead"]})}
+    return POLICY.model_copy(update={"workspaces": {**POLICY.workspaces, "acme": acme}, "people": people})
+
+
+def test_a_role_capped_at_approve_turns_auto_into_approve() -> None:
+    policy = with_roles({"requester": Mode.APPROVE})
+    assert effective_mode(policy, "acme", Mode.AUTO, "u_alice") is Mode.APPROVE
+    assert effective_mode(policy, "acme", Mode.SUGGEST, "u_alice") is Mode.SUGGEST
+    d = decide(policy, ctx(mode=Mode.AUTO, requested_by="u_alice"))
+    assert (d.outcome, d.rule) == (Outcome.APPROVE, "mode.approve")
+
+
+def test_of_several_listed_roles_the_highest_counts() -> None:
+    """A second listed role never takes autonomy away: u_erin holds requester (approve) and lead (auto)."""
+    policy = with_roles({"requester": Mode.APPROVE, "lead": Mode.AUTO})
+    assert effective_mode(policy, "acme", Mode.AUTO, "u_alice") is Mode.APPROVE
+    assert effective_mode(policy, "acme", Mode.AUTO, "u_erin") is Mode.AUTO
+    assert decide(policy, ctx(mode=Mode.AUTO, requested_by="u_erin")).outcome is Outcome.ALLOW
+
+
+@pytest.mark.parametrize(("max_autonomy", "expected"), [(Mode.AUTO, Mode.AUTO), (Mode.APPROVE, Mode.APPROVE)])
+def test_a_requester_holding_no_listed_role_is_capped_by_max_autonomy_alone(max_autonomy: Mode, expected: Mode) -> None:
+    policy = with_roles({"lead": Mode.SUGGEST}, max_autonomy)
+    assert effective_mode(policy, "acme", Mode.AUTO, "u_alice") is expected
+    # Without a requester the role map cannot apply; callers that know one pass it.
+    assert effective_mode(policy, "acme", Mode.AUTO) is expected
+
+
+def test_a_role_never_gets_more_than_max_autonomy() -> None:
+    policy = with_roles({"requester": Mode.AUTO, "lead": Mode.AUTO}, max_autonomy=Mode.APPROVE)
+    assert effective_mode(policy, "acme", Mode.AUTO, "u_erin") is Mode.APPROVE
+    assert decide(policy, ctx(mode=Mode.AUTO, requested_by="u_erin")).rule == "mode.approve"
+
+
+def test_autonomy_by_role_needs_role_names() -> None:
+    with pytest.raises(ValueError, match="autonomy_by_role"):
+        Workspace.model_validate({"autonomy_by_role": {"": "auto"}})
+    with pytest.raises(PolicyError, match="workspaces.acme.autonomy_by_role.intern: Input should be"):
+        parse_policy(TEXT.replace("    max_autonomy: auto ", "    autonomy_by_role: {intern: yolo}\n    max_autonomy: auto ", 1))
+
+
+# ---- the `auto` effect: lifting one capability --------------------------------------------------
+
+UNDER_20 = Rule(
+    id="refund.under-20-auto", effect="auto", when=Condition(arg="amount_usd", lt=Decimal(20)),
+    workspaces=["acme"], reason="refunds under 20 USD run on their own in acme",
+)
+
+
+def lifted(*extra: Rule) -> Policy:
+    # The sandbox may leave suggest mode here, so that only the rule's scope keeps it unlifted.
+    sandbox = POLICY.workspaces["sandbox"].model_copy(update={"max_autonomy": Mode.AUTO})
+    refunds = POLICY.tools["payments.create_refund"]
+    tool = refunds.model_copy(update={"rules": [*refunds.rules, UNDER_20, *extra]})
+    return POLICY.model_copy(
+        update={"workspaces": {**POLICY.workspaces, "sandbox": sandbox}, "tools": {**POLICY.tools, "payments.create_refund": tool}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "workspace", "mode", "outcome", "rule"),
+    [
+        ("15", "acme", Mode.APPROVE, Outcome.ALLOW, "refund.under-20-auto"),
+        ("15", "acme", Mode.AUTO, Outcome.ALLOW, "refund.under-20-auto"),
+        ("25", "acme", Mode.APPROVE, Outcome.APPROVE, "mode.approve"),
+        ("15", "sandbox", Mode.APPROVE, Outcome.APPROVE, "mode.approve"),
+        ("15", "acme", Mode.SUGGEST, Outcome.DENY, "mode.suggest"),
+    ],
+)
+def test_an_auto_rule_lifts_approve_mode_where_it_applies(
+    amount: str, workspace: str, mode: Mode, outcome: Outcome, rule: str
+) -> None:
+    d = decide(lifted(), ctx(workspace=workspace, mode=mode, args={"amount_usd": amount}))
+    assert (d.outcome, d.rule) == (outcome, rule)
+    if rule == UNDER_20.id:
+        assert d.reason == UNDER_20.reason and d.approvals_required == 0
+
+
+def test_a_demand_for_approval_beats_an_auto_rule() -> None:
+    small = Rule(id="refund.any-approval", effect="require_approval", when=Condition(arg="amount_usd", lt=Decimal(100)))
+    d = decide(lifted(small), ctx(mode=Mode.APPROVE, args={"amount_usd": "15"}))
+    assert (d.outcome, d.rule) == (Outcome.APPROVE, "refund.any-approval")
+
+
+def test_an_auto_rule_never_beats_a_deny_safe_mode_capabilities_or_an_always_approve_tier() -> None:
+    policy = lifted()
+    assert decide(policy, ctx(mode=Mode.APPROVE, args={"amount_usd": "15"}, facts={"refundable_usd": "10"})).rule == "refund.within-refundable"
+    assert decide(policy, ctx(mode=Mode.APPROVE, args={"amount_usd": "15"}), safe_mode=True).rule == "workspace.safe_mode"
+    assert decide(policy, ctx(agent="undo", mode=Mode.APPROVE, args={"amount_usd": "15"})).rule == "agent.capabilities"
+    assert decide(policy, ctx(tier=Tier.CRITICAL, mode=Mode.AUTO, args={"amount_usd": "15"})).rule == "tier.critical"
+
+
+@pytest.mark.parametrize("args", [{}, {"amount_usd": "fifteen"}, {"amount_usd": "NaN"}])
+def test_an_auto_rule_that_cannot_be_evaluated_does_not_lift(args: dict[str, str]) -> None:
+    """Failing closed for a lift means not lifting: an unreadable amount is not under 20. (Alone,
+    so the shipped denies, which match an unreadable amount, do not decide it first.)"""
+    d = decide(with_rules([UNDER_20]), ctx(mode=Mode.APPROVE, args=args))
+    assert (d.outcome, d.rule) == (Outcome.APPROVE, "mode.approve")
+
+
+def test_production_example_lifts_small_refunds_and_keeps_interns_to_suggestions() -> None:
+    policy = load_policy(PRODUCTION_POLICY)
+    assert set(policy.workspaces) == set(POLICY.workspaces) and set(POLICY.people) < set(policy.people)
+    assert policy.agents == POLICY.agents and set(policy.tools) == set(POLICY.tools)
+
+    def refund(amount: str, **kw: object) -> tuple[Outcome, str]:
+        d = decide(policy, ctx(**{"mode": Mode.APPROVE, "args": {"order_id": "ORD-1001", "amount_usd": amount}, **kw}))
+        return d.outcome, d.rule
+
+    assert refund("15") == (Outcome.ALLOW, "refund.under-20-auto")
+    assert refund("19.99", mode=Mode.AUTO) == (Outcome.ALLOW, "refund.under-20-auto")
+    assert refund("20") == (Outcome.APPROVE, "mode.approve")
+    assert refund("15", workspace="sandbox") == (Outcome.DENY, "mode.suggest")
+    assert refund("15", requested_by="u_intern", mode=Mode.AUTO) == (Outcome.DENY, "mode.suggest")
+    assert refund("60", mode=Mode.AUTO) == (Outcome.APPROVE, "refund.over-50-approval")
+    assert effective_mode(policy, "acme", Mode.AUTO, "u_alice") is Mode.AUTO
+
+
 # ---- policy laws, as properties ---------------------------------------------------------------
 
 amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("100000"), places=2)
@@ -157,7 +282,7 @@ def with_rules(rules: list[Rule]) -> Policy:
 rule_strategy = st.builds(
     Rule,
     id=st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True),
-    effect=st.sampled_from(["deny", "require_approval"]),
+    effect=st.sampled_from(["deny", "require_approval", "auto"]),
     when=st.one_of(
         st.builds(Condition, arg=st.just("amount_usd"), gt=amounts),
         st.builds(Condition, arg=st.just("amount_usd"), lt=amounts),
@@ -183,14 +308,70 @@ def test_a_matching_deny_always_wins(rules: list[Rule], amount: Decimal, mode: M
     assert decide(with_rules([*rules, deny]), call).outcome is Outcome.DENY
 
 
+STRICTNESS = {Outcome.ALLOW: 0, Outcome.APPROVE: 1, Outcome.DENY: 2}
+
+
 @settings(max_examples=200, deadline=None)
-@given(rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id), amount=amounts)
-def test_removing_a_rule_never_makes_a_decision_stricter(rules: list[Rule], amount: Decimal) -> None:
-    """Rules only restrict: fewer rules can only keep or loosen a decision (deny by default
-    lives in capabilities, not rules)."""
-    strictness = {Outcome.ALLOW: 0, Outcome.APPROVE: 1, Outcome.DENY: 2}
-    call = ctx(args={"amount_usd": str(amount)})
+@given(rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id), amount=amounts, mode=modes)
+def test_removing_a_rule_moves_a_decision_only_its_own_way(rules: list[Rule], amount: Decimal, mode: Mode) -> None:
+    """A deny or a demand for approval only restricts, so removing one can only keep or loosen a
+    decision; an `auto` rule only lifts, so removing one can only keep or tighten it (deny by
+    default lives in capabilities, not rules)."""
+    call = ctx(mode=mode, args={"amount_usd": str(amount)})
     full = decide(with_rules(rules), call)
-    for i in range(len(rules)):
+    for i, rule in enumerate(rules):
         fewer = decide(with_rules(rules[:i] + rules[i + 1 :]), call)
-        assert strictness[fewer.outcome] <= strictness[full.outcome]
+        if rule.effect == "auto":
+            assert STRICTNESS[fewer.outcome] >= STRICTNESS[full.outcome]
+        else:
+            assert STRICTNESS[fewer.outcome] <= STRICTNESS[full.outcome]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id),
+    lift=rule_strategy.map(lambda r: r.model_copy(update={"id": "zz-auto", "effect": "auto"})),
+    amount=amounts,
+    mode=modes,
+    tier=st.sampled_from(list(Tier)),
+)
+def test_an_auto_rule_lifts_only_approve_mode(rules: list[Rule], lift: Rule, amount: Decimal, mode: Mode, tier: Tier) -> None:
+    """Adding an `auto` rule never turns a deny into anything else, never lifts a call in suggest
+    mode or of an always_approve tier, and never overrides a demand for approval: the only
+    decisions it changes are approve mode's wait and which rule an allow names."""
+    call = ctx(mode=mode, tier=tier, args={"amount_usd": str(amount)})
+    before = decide(with_rules(rules), call)
+    after = decide(with_rules([*rules, lift]), call)
+    if before.outcome is Outcome.DENY or mode is Mode.SUGGEST or POLICY.tiers[tier].always_approve:
+        assert after == before
+    elif before.outcome is Outcome.APPROVE and before.rule != "mode.approve":
+        assert after == before
+    else:
+        assert after.outcome in (before.outcome, Outcome.ALLOW)
+        assert STRICTNESS[after.outcome] <= STRICTNESS[before.outcome]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    by_role=st.dictionaries(st.sampled_from(["requester", "lead", "intern"]), modes, max_size=3),
+    roles=st.sets(st.sampled_from(["requester", "lead", "intern", "approver"])),
+    extra=st.sampled_from(["requester", "lead", "intern", "approver"]),
+    max_autonomy=modes,
+    requested=modes,
+)
+def test_autonomy_by_role_only_caps_and_a_further_role_never_takes_autonomy_away(
+    by_role: dict[str, Mode], roles: set[str], extra: str, max_autonomy: Mode, requested: Mode
+) -> None:
+    def mode_with(held: set[str]) -> Mode:
+        acme = POLICY.workspaces["acme"].model_copy(update={"max_autonomy": max_autonomy, "autonomy_by_role": by_role})
+        people = {**POLICY.people, "u_x": POLICY.people["u_alice"].model_copy(update={"roles": sorted(held)})}
+        policy = POLICY.model_copy(update={"workspaces": {**POLICY.workspaces, "acme": acme}, "people": people})
+        return effective_mode(policy, "acme", requested, "u_x")
+
+    mode = mode_with(roles)
+    assert mode.rank <= min(requested.rank, max_autonomy.rank)
+    if roles & set(by_role):
+        # Once a listed role caps the requester, another role can only lift the cap.
+        assert mode_with(roles | {extra}).rank >= mode.rank
+    else:
+        assert mode.rank == min(requested.rank, max_autonomy.rank)

@@ -71,7 +71,7 @@ with workflow.unsafe.imports_passed_through():
     from policy.engine import decide, effective_mode, may_start
     from tools.registry import CatalogEntry
     from tools.runner import describe_validation_error
-    from workflows.approvals import ApprovalDesk, VoteResult, parse_vote
+    from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
     import workflows.telemetry as telemetry
     from workflows.budget import exhausted, remaining
     from workflows.memory import RunMemory
@@ -162,7 +162,12 @@ class AgentRun:
         joins_workspace = carried is None and workflow.patched("workspace-control")
         m = carried or await self._start(raw, joins_workspace)
         self._m = m
-        self._desk = ApprovalDesk(m.context.policy, m.input.requested_by, m.decided_approvals)
+        self._desk = ApprovalDesk(
+            m.context.policy,
+            m.input.requested_by,
+            m.decided_approvals,
+            RunBinding(workflow_id=self._workflow_id, run_id=self._chain_run_id),
+        )
         m.refused_votes.extend(self._early_refusals)
         if self._switches.generation > m.switches.generation:
             m.switches = self._switches
@@ -227,7 +232,7 @@ class AgentRun:
         m = RunMemory(
             input=run_input,
             context=context,
-            mode=effective_mode(context.policy, run_input.workspace, run_input.mode),
+            mode=effective_mode(context.policy, run_input.workspace, run_input.mode, run_input.requested_by),
             started_at=workflow.now(),
         )
         if joins_workspace:
@@ -555,7 +560,13 @@ class AgentRun:
             diff=record.diff,
             requested_at=now,
             deadline=now + timedelta(seconds=wait_s),
+            call_hash=call_hash(call.tool, record.args),
+            signed_votes_required=m.context.policy.workspaces[m.input.workspace].signed_approvals,
         )
+        tier = m.context.policy.tiers[decision.tier]
+        escalate_s = tier.escalate_after_s if tier.escalate_after_s is not None and tier.escalate_after_s < wait_s else None
+        if escalate_s is not None:
+            pending.escalates_at = now + timedelta(seconds=escalate_s)
         # The call's record shares the vote list, so votes counted before a stop are reported.
         record.votes = pending.votes
         desk = self._desk_
@@ -568,7 +579,10 @@ class AgentRun:
         )
         self._set_state(RunState.AWAITING_APPROVAL)
         try:
-            await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s))
+            if escalate_s is None:
+                await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s))
+            else:
+                await self._wait_with_escalation(pending, escalate_s, wait_s, tier.escalate_to or "")
         except asyncio.TimeoutError:
             desk.resolutions[approval_id] = ("denied", "")
             if wait_s < decision.timeout_s:
@@ -594,6 +608,27 @@ class AgentRun:
         record.error = reason
         self._tell_agent(call, f"the call was not approved: {reason}")
         return False
+
+    async def _wait_with_escalation(self, pending: PendingApproval, escalate_s: int, wait_s: float, role: str) -> None:
+        """Waits for the votes; past `escalate_s` holders of `role` may decide too (recorded).
+        Raises TimeoutError at `wait_s`, like the plain wait."""
+        desk = self._desk_
+        approval_id = pending.approval_id
+        try:
+            await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=escalate_s))
+            return
+        except asyncio.TimeoutError:
+            pass
+        desk.escalate(approval_id, role)
+        self._record(
+            "approval_escalated", tool=pending.tool, index=pending.index, approval_id=approval_id,
+            message=f"no decision within {escalate_s}s: holders of role {role} may now decide "
+            f"(roles: {', '.join(pending.approver_roles)}); denied at {pending.deadline.isoformat()}",
+        )
+        telemetry.approval_escalated(**self._tags(), tool=pending.tool)
+        await workflow.wait_condition(
+            lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s - escalate_s)
+        )
 
     @workflow.signal(name="approve")
     def approve(self, payload: Any) -> None:
@@ -750,6 +785,7 @@ class AgentRun:
             last_error=m.last_error,
             policy_hash=m.context.policy_hash,
             open_circuits={t: u for t, u in m.open_circuits.items() if u > workflow.now()},
+            chain_run_id=self._chain_run_id,
         )
 
     @workflow.query(name="timeline")
@@ -768,6 +804,11 @@ class AgentRun:
     def _desk_(self) -> ApprovalDesk:
         assert self._desk is not None
         return self._desk
+
+    @property
+    def _chain_run_id(self) -> str:
+        info = workflow.info()
+        return info.first_execution_run_id or info.run_id
 
     @property
     def _workflow_id(self) -> str:

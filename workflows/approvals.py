@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from airlock.models import DecideRequest, PendingApproval, Vote
+from airlock.signing import verifies, vote_message
 from policy.engine import vote_refusal
 from policy.model import Policy
 from tools.runner import describe_validation_error
@@ -50,10 +51,21 @@ def parse_vote(payload: Any, decision: Literal["approve", "deny"] | None) -> Dec
         return "malformed payload: " + describe_validation_error(e)
 
 
+@dataclass(frozen=True)
+class RunBinding:
+    """What a signed vote names besides the call: this workflow and the first run of its chain."""
+
+    workflow_id: str
+    run_id: str
+
+
 class ApprovalDesk:
-    def __init__(self, policy: Policy, requested_by: str, decided: dict[str, str]) -> None:
+    def __init__(
+        self, policy: Policy, requested_by: str, decided: dict[str, str], binding: RunBinding
+    ) -> None:
         self._policy = policy
         self._requested_by = requested_by
+        self._binding = binding
         # approval id -> how it ended; shared with the run's memory so it survives continue-as-new
         self._decided = decided
         self.pending: dict[str, PendingApproval] = {}
@@ -75,6 +87,8 @@ class ApprovalDesk:
             if request.approval_id in self._decided or request.approval_id in self.resolutions:
                 return refuse(f"approval {request.approval_id} is already decided")
             return refuse(f"unknown approval id {request.approval_id!r}")
+        if (binding := self._binding_refusal(request, approval)) is not None:
+            return refuse(binding)
         earlier = [v.approver for v in approval.votes]
         refusal = vote_refusal(
             self._policy,
@@ -88,7 +102,13 @@ class ApprovalDesk:
         if refusal:
             return refuse(refusal)
         approval.votes.append(
-            Vote(approver=request.approver, decision=request.decision, at=at, comment=request.comment)
+            Vote(
+                approver=request.approver,
+                decision=request.decision,
+                at=at,
+                comment=request.comment,
+                signature=request.signature,
+            )
         )
         if request.decision == "deny":
             reason = f"denied by {request.approver}" + (f": {request.comment}" if request.comment else "")
@@ -100,3 +120,41 @@ class ApprovalDesk:
             self.resolutions[approval.approval_id] = ("approved", f"approved by {names}")
             return VoteResult(True, None, approval.approval_id, request.approver, 0, "approved")
         return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed)
+
+    def _binding_refusal(self, request: DecideRequest, approval: PendingApproval) -> str | None:
+        """Why this vote is not bound to this exact call, or not signed as the workspace requires."""
+        if request.call_hash is not None and request.call_hash != approval.call_hash:
+            return (
+                f"the vote is bound to call {request.call_hash[:12]}…, "
+                f"but {approval.approval_id} is for call {(approval.call_hash or '')[:12]}…"
+            )
+        if request.signature is None:
+            if approval.signed_votes_required:
+                return (
+                    "unsigned vote: this workspace requires signed approvals "
+                    f"(airlock approve {self._binding.workflow_id} {approval.approval_id} --as {request.approver})"
+                )
+            return None
+        keys = self._policy.people[request.approver].keys if request.approver in self._policy.people else []
+        if not keys:
+            return f"{request.approver} has no signing key in the policy"
+        message = vote_message(
+            workflow_id=self._binding.workflow_id,
+            run_id=self._binding.run_id,
+            approval_id=approval.approval_id,
+            decision=request.decision,
+            call_hash=approval.call_hash or "",
+        )
+        if not verifies(keys, message, request.signature):
+            return (
+                f"bad signature: it does not verify with {request.approver}'s key over this run, "
+                f"approval, decision ({request.decision}) and call"
+            )
+        return None
+
+    def escalate(self, approval_id: str, role: str) -> None:
+        approval = self.pending.get(approval_id)
+        if approval is not None and role not in approval.approver_roles:
+            approval.approver_roles.append(role)
+        if approval is not None:
+            approval.escalated_to = role

@@ -76,6 +76,11 @@ def approval_resolved(
     run_metrics().approval_wait.record(waited_s, {"workspace": workspace, "tool": tool, "outcome": outcome})
 
 
+def approval_escalated(*, workflow_id: str, workspace: str, agent: str, tool: str) -> None:
+    """A pending approval passed its tier's escalation time."""
+    _span("airlock.approval_escalated", {**_run(workflow_id, workspace, agent), "airlock.tool": tool})
+
+
 def model_charged(
     *, workflow_id: str, workspace: str, agent: str, model: str, tokens: int, cost_usd: float
 ) -> None:
