@@ -1,5 +1,10 @@
-"""`workspace.register`: a starting run joins its workspace's control workflow (starting it on
-first use, with a signal) and reads the switches in force."""
+"""The run's side of the workspace control plane.
+
+`workspace.register`: a starting run joins its workspace's control workflow (starting it on first
+use, with a signal) and reads its admission: the switches in force, and under a concurrency cap
+whether it may run at all. `workspace.reserve`: a run holds the estimated cost of its next paid
+model call against the workspace's daily spend cap.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,15 @@ import asyncio
 from temporalio import activity
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
-from airlock.workspace_io import RegisterRequest, Switches, control_workflow_id
+from airlock.workspace_io import (
+    Admission,
+    RegisterRequest,
+    ReserveRequest,
+    ReserveResult,
+    control_workflow_id,
+)
 
 
 class WorkspaceActivities:
@@ -18,7 +30,7 @@ class WorkspaceActivities:
         self._task_queue = control_task_queue
 
     @activity.defn(name="workspace.register")
-    async def register(self, request: RegisterRequest) -> Switches:
+    async def register(self, request: RegisterRequest) -> Admission:
         handle = await self._client.start_workflow(
             "WorkspaceControl",
             request.workspace,
@@ -28,14 +40,28 @@ class WorkspaceActivities:
             start_signal="register",
             start_signal_args=[request],
         )
-        # The query sees the registration: it is answered after the signal is applied.
+        # Asked until answered: a control workflow on its first task has not pinned its policy
+        # yet, and an admission under a cap may wait on a visibility check.
+        # A control workflow on a queue whose worker has only just started polling is refused
+        # ("no poller seen") for a moment: asked again too.
         for attempt in range(50):
             try:
-                return await handle.query("switches", result_type=Switches)
+                return await handle.query("admission", request.run_id, result_type=Admission)
             except WorkflowQueryFailedError:
-                # A control workflow on its first task has not pinned its policy yet.
-                await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
-        return await handle.query("switches", result_type=Switches)
+                pass
+            except RPCError as e:
+                if e.status is not RPCStatusCode.FAILED_PRECONDITION:
+                    raise
+            await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
+        return await handle.query("admission", request.run_id, result_type=Admission)
+
+    @activity.defn(name="workspace.reserve")
+    async def reserve(self, request: ReserveRequest) -> ReserveResult:
+        # Retried by the activity's policy when refused as not ready or over the server's limit
+        # of in-flight updates; a retry after the update was applied gets the same answer.
+        return await self._client.get_workflow_handle(control_workflow_id(request.workspace)).execute_update(
+            "reserve", request, result_type=ReserveResult
+        )
 
     @activity.defn(name="workspace.live_runs")
     async def live_runs(self, workspace: str) -> list[str]:

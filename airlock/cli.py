@@ -11,6 +11,8 @@
                                          one JSON line per audit event, for a SIEM
     airlock workspace pause|resume|safe-mode-on|safe-mode-off NAME --by ADMIN [--reason R]
     airlock workspace status NAME        a workspace's switches and who acknowledged them
+    airlock workspace spend NAME [--json]
+                                         model spend by day, agent, requester and run
     airlock inbox --as PERSON [--workspace W]
                                          what PERSON may approve now, across runs, with diffs
     airlock approve RUN_ID APPROVAL_ID --as PERSON [--comment C]
@@ -216,6 +218,15 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
             raise CommandError(f"no control workflow for workspace {args.name!r} yet ({e})") from None
         print(view.model_dump_json(indent=2), file=out)
         return 0
+    if args.workspace_command == "spend":
+        from airlock.workspace_io import SpendView
+
+        try:
+            spend = await client.get_workflow_handle(control_id).query("spend", result_type=SpendView)
+        except Exception as e:
+            raise CommandError(f"no control workflow for workspace {args.name!r} yet ({e})") from None
+        _print_spend(spend, out, as_json=args.json)
+        return 0
     switch, on = {
         "pause": ("kill_switch", True),
         "resume": ("kill_switch", False),
@@ -240,6 +251,21 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     print(f"{args.name}: {switch} {'on' if on else 'off'} (generation {result.generation}); "
           f"{result.runs_notified} runs notified; `airlock workspace status {args.name}` shows their acknowledgements", file=out)
     return 0
+
+
+def _print_spend(spend: Any, out: TextIO, *, as_json: bool) -> None:
+    if as_json:
+        print(spend.model_dump_json(indent=2), file=out)
+        return
+    print(f"workspace {spend.workspace}: {spend.reserved_usd:.6f} USD reserved for model calls in flight", file=out)
+    if not spend.days:
+        print("no model spend recorded", file=out)
+    for day in spend.days:
+        cap = f" of {day.cap_usd:.6f} cap" if day.cap_usd is not None else ""
+        print(f"{day.day}: {day.spent_usd:.6f} USD{cap}; {day.refused} model call(s) refused", file=out)
+        for title, ledger in (("agent", day.by_agent), ("requester", day.by_requester), ("run", day.by_run)):
+            for name, usd in sorted(ledger.items(), key=lambda kv: -kv[1])[:20]:
+                print(f"  {title:<9} {name:<40} {usd:.6f}", file=out)
 
 
 # ---- votes ---------------------------------------------------------------------------------
@@ -407,6 +433,7 @@ def parser() -> argparse.ArgumentParser:
     wsub = w.add_subparsers(dest="workspace_command", required=True)
     for name, text in [
         ("status", "switches, registered runs and acknowledgements"),
+        ("spend", "model spend by day, agent, requester and run, against the daily cap"),
         ("pause", "kill switch: no new tool call starts in any run of the workspace"),
         ("resume", "lift the kill switch"),
         ("safe-mode-on", "read-only: every write and external call is refused with reason safe_mode"),
@@ -414,7 +441,9 @@ def parser() -> argparse.ArgumentParser:
     ]:
         cmd = wsub.add_parser(name, help=text)
         cmd.add_argument("name", help="workspace name, e.g. acme")
-        if name != "status":
+        if name == "spend":
+            cmd.add_argument("--json", action="store_true")
+        elif name != "status":
             cmd.add_argument("--by", required=True, help="who throws the switch (needs the admin role)")
             cmd.add_argument("--reason", default="")
 

@@ -1,4 +1,4 @@
-"""The workspace control plane's messages: switches, registrations, acknowledgements."""
+"""The workspace control plane's messages: switches, registrations, acknowledgements, spend."""
 
 from __future__ import annotations
 
@@ -27,6 +27,69 @@ class Switches(BaseModel):
 class RegisterRequest(BaseModel):
     workspace: str
     run_id: str
+    agent: str = ""
+    requested_by: str = ""
+    # The cap in the run's pinned policy; the control workflow holds the count.
+    max_concurrent_runs: int | None = None
+
+
+class Admission(Switches):
+    """Answer to a registration: the switches in force and whether the run may go on."""
+
+    admitted: bool = True
+    refusal: str | None = None
+    # A run admitted under a concurrency cap tells the control workflow when it ends.
+    signs_off: bool = False
+
+
+class ReserveRequest(BaseModel):
+    """Payload of the `reserve` update: hold the estimated cost of a run's next model call."""
+
+    workspace: str
+    run_id: str
+    reservation_id: str = Field(min_length=1)
+    agent: str
+    requested_by: str
+    usd: float = Field(ge=0, allow_inf_nan=False)
+    cap_usd: float = Field(gt=0, allow_inf_nan=False)
+
+
+class ReserveResult(BaseModel):
+    granted: bool
+    reason: str | None = None
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+
+
+class Settle(BaseModel):
+    """What a reserved model call really cost (0 when it failed)."""
+
+    reservation_id: str
+    usd: float = Field(ge=0, allow_inf_nan=False)
+
+
+class Leave(BaseModel):
+    run_id: str
+
+
+class DaySpend(BaseModel):
+    """One UTC day of a workspace's model spend, attributed as the report needs it."""
+
+    day: str
+    spent_usd: float = 0.0
+    cap_usd: float | None = None
+    refused: int = 0
+    by_agent: dict[str, float] = Field(default_factory=dict)
+    by_requester: dict[str, float] = Field(default_factory=dict)
+    by_run: dict[str, float] = Field(default_factory=dict)
+
+
+class SpendView(BaseModel):
+    """Answer of the control workflow's `spend` query: today first, then earlier days."""
+
+    workspace: str
+    reserved_usd: float
+    days: list[DaySpend]
 
 
 class SwitchRequest(Strict):
@@ -60,3 +123,4 @@ class WorkspaceView(BaseModel):
     acknowledged: int
     last_ack_after_s: float | None = None
     refused: list[str] = Field(default_factory=list)
+    max_concurrent_runs: int | None = None

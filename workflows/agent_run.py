@@ -45,7 +45,17 @@ with workflow.unsafe.imports_passed_through():
         ToolCallInput,
     )
     from airlock.audit import RunFacts, events_for
-    from airlock.workspace_io import Ack, RegisterRequest, Switches, control_workflow_id
+    from airlock.workspace_io import (
+        Ack,
+        Admission,
+        Leave,
+        RegisterRequest,
+        ReserveRequest,
+        ReserveResult,
+        Settle,
+        Switches,
+        control_workflow_id,
+    )
     from airlock.hashing import call_hash, canonical_json
     from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
     from airlock.models import (
@@ -180,6 +190,8 @@ class AgentRun:
         self._publish()
         steps_here = 0
         try:
+            if m.refused_admission is not None:
+                raise RunEnded(RunState.BUDGET_EXHAUSTED, m.refused_admission)
             while True:
                 await self._wait_while_paused()
                 self._check_budget("model_call")
@@ -240,15 +252,25 @@ class AgentRun:
             # every later change (kill switch, safe mode).
             # A full activity, not a local one: it waits on the control workflow, and a local
             # activity would hold this run's workflow task (and the worker's slot) meanwhile.
-            m.switches = await workflow.execute_activity(
+            limits = context.policy.workspaces[run_input.workspace].limits
+            admission: Admission = await workflow.execute_activity(
                 "workspace.register",
-                RegisterRequest(workspace=run_input.workspace, run_id=self._workflow_id),
-                result_type=Switches,
+                RegisterRequest(
+                    workspace=run_input.workspace,
+                    run_id=self._workflow_id,
+                    agent=run_input.agent,
+                    requested_by=run_input.requested_by,
+                    max_concurrent_runs=limits.max_concurrent_runs,
+                ),
+                result_type=Admission,
                 summary=f"join workspace {run_input.workspace}",
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
             )
+            m.switches = Switches.model_validate(admission.model_dump(include=set(Switches.model_fields)))
             m.registered = True
+            m.signs_off = admission.signs_off
+            m.refused_admission = None if admission.admitted else admission.refusal
         self._m = m
         self._record(
             "run_started",
@@ -286,6 +308,11 @@ class AgentRun:
             **self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd
         )
         await self._settle_acks()
+        if m.signs_off:
+            # Frees this run's slot under the workspace's concurrency cap.
+            await workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace)).signal(
+                "leave", Leave(run_id=self._workflow_id)
+            )
         await workflow.wait_condition(workflow.all_handlers_finished)
         executed_writes = m.executed_writes()
         return RunReport(
@@ -340,14 +367,24 @@ class AgentRun:
             )
             m.script_position += 1
         else:
-            decision = await workflow.execute_activity(
-                "model.decide",
-                request,
-                result_type=ModelDecision,
-                start_to_close_timeout=MODEL_TIMEOUT,
-                retry_policy=MODEL_RETRY,
-                summary=f"step {request.step}: {spec.name}",
-            )
+            reservation = await self._reserve_spend(request.step)
+            cost = 0.0
+            try:
+                decision = await workflow.execute_activity(
+                    "model.decide",
+                    request,
+                    result_type=ModelDecision,
+                    start_to_close_timeout=MODEL_TIMEOUT,
+                    retry_policy=MODEL_RETRY,
+                    summary=f"step {request.step}: {spec.name}",
+                )
+                cost = decision.cost_usd
+            finally:
+                if reservation is not None:
+                    await workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace)).signal(
+                        "settle", Settle(reservation_id=reservation, usd=cost)
+                    )
+            m.dearest_model_call_usd = max(m.dearest_model_call_usd, cost)
         m.used.tokens += decision.prompt_tokens + decision.completion_tokens
         m.used.cost_usd = round(m.used.cost_usd + decision.cost_usd, 6)
         m.cost_by_step.append(
@@ -383,6 +420,35 @@ class AgentRun:
             if decision.answer and not decision.calls:
                 m.transcript.append(TranscriptItem(role="assistant", content=decision.answer))
         return decision
+
+    async def _reserve_spend(self, step: int) -> str | None:
+        """Holds the next paid model call's estimated cost against the workspace's daily cap;
+        ends the run `budget_exhausted` when the cap would be passed. Returns the reservation
+        to settle, or None when the workspace has no spend cap."""
+        m = self._memory
+        limits = m.context.policy.workspaces[m.input.workspace].limits
+        if limits.daily_spend_usd is None or not m.registered:
+            return None
+        reservation_id = f"{self._workflow_id}/{self._chain_run_id}/step-{step}"
+        result: ReserveResult = await workflow.execute_activity(
+            "workspace.reserve",
+            ReserveRequest(
+                workspace=m.input.workspace,
+                run_id=self._workflow_id,
+                reservation_id=reservation_id,
+                agent=m.input.agent,
+                requested_by=m.input.requested_by,
+                usd=max(limits.model_call_estimate_usd, m.dearest_model_call_usd),
+                cap_usd=limits.daily_spend_usd,
+            ),
+            result_type=ReserveResult,
+            summary=f"reserve spend for step {step}",
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=20),
+        )
+        if not result.granted:
+            raise RunEnded(RunState.BUDGET_EXHAUSTED, result.reason or "workspace daily spend cap")
+        return reservation_id
 
     async def _govern(self, call: ProposedCall, index: int) -> None:
         m = self._memory

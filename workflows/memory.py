@@ -68,6 +68,11 @@ class RunMemory(BaseModel):
     # The workspace control plane: whether this run joined it, and the switches last told.
     registered: bool = False
     switches: Switches = Field(default_factory=Switches)
+    # Admitted under a concurrency cap: the run tells the control workflow when it ends.
+    signs_off: bool = False
+    refused_admission: str | None = None
+    # The dearest model call so far: what the next one is expected to cost at most.
+    dearest_model_call_usd: float = 0.0
     earlier_calls: int = 0
     timeline_offset: int = 0
 

@@ -6,6 +6,12 @@ and read the current switches with a query. A switch change is an update: only a
 admin role may make it; refusals are answered and recorded. Every registered run is then
 signalled, and acknowledges; from the acknowledgement on, that run starts no new tool call
 (kill switch) or refuses every write and external call with reason `safe_mode` (safe mode).
+
+Caps. Under a concurrency cap, registration admits a run or refuses it; an admitted run signs off
+when it ends. Under a daily spend cap, a run reserves the estimated cost of each paid model call
+(the `reserve` update) and settles the real cost after it. Both decisions are made in this one
+workflow, one message at a time, so two runs racing for the last slot or the last dollars never
+both get them.
 """
 
 from __future__ import annotations
@@ -24,7 +30,14 @@ with workflow.unsafe.imports_passed_through():
     from airlock.activity_io import RunContext
     from airlock.workspace_io import (
         Ack,
+        Admission,
+        DaySpend,
+        Leave,
         RegisterRequest,
+        ReserveRequest,
+        ReserveResult,
+        Settle,
+        SpendView,
         SwitchRequest,
         SwitchResult,
         Switches,
@@ -37,6 +50,20 @@ ADMIN_ROLE = "admin"
 EVENTS_PER_HISTORY = 5_000
 RECENT = timedelta(minutes=10)
 REFUSALS_KEPT = 50
+REFUSED_RUNS_KEPT = 500
+DAYS_KEPT = 7
+# Past this many runs in a day, smaller spenders are summed under one line: the ledger is
+# carried across continue-as-new and must stay small.
+RUNS_PER_DAY_KEPT = 2_000
+OTHER_RUNS = "(other runs)"
+
+
+class Reservation(BaseModel):
+    run_id: str
+    agent: str
+    requested_by: str
+    usd: float
+    day: str
 
 
 class ControlState(BaseModel):
@@ -50,6 +77,14 @@ class ControlState(BaseModel):
     last_ack_after_s: float | None = None
     refused: list[str] = Field(default_factory=list)
     events_per_history: int = EVENTS_PER_HISTORY
+    # Concurrency: runs refused at registration (run id -> why), and the runs that sign off.
+    refused_runs: dict[str, str] = Field(default_factory=dict)
+    signing_off: list[str] = Field(default_factory=list)
+    max_concurrent_runs: int | None = None
+    # Spend: open reservations and the ledger of recent days (newest last).
+    reservations: dict[str, Reservation] = Field(default_factory=dict)
+    granted: dict[str, ReserveResult] = Field(default_factory=dict)
+    days: list[DaySpend] = Field(default_factory=list)
 
 
 @workflow.defn(name="WorkspaceControl")
@@ -57,6 +92,8 @@ class WorkspaceControl:
     def __init__(self) -> None:
         self._s: ControlState | None = None
         self._started = asyncio.Event()
+        # Admissions under a cap may wait on visibility; they are decided one at a time.
+        self._admitting = asyncio.Lock()
 
     @workflow.run
     async def run(self, workspace: str, carried: ControlState | None = None) -> None:
@@ -97,8 +134,7 @@ class WorkspaceControl:
         recent = workflow.now() - RECENT
         for run_id in list(s.runs):
             if run_id not in keep and s.registered_at.get(run_id, recent) < recent:
-                s.runs.pop(run_id, None)
-                s.registered_at.pop(run_id, None)
+                self._forget(s, run_id)
 
     async def _state(self) -> ControlState:
         await self._started.wait()
@@ -108,16 +144,153 @@ class WorkspaceControl:
     @workflow.signal(name="register")
     async def register(self, payload: Any) -> None:
         # A signal, not an update: a burst of run starts must never hit the server's cap on
-        # concurrent in-flight updates. The run reads the switches with the `switches` query.
+        # concurrent in-flight updates. The run reads its admission with the `admission` query.
         try:
             request = RegisterRequest.model_validate(payload)
         except ValidationError:
             return
         s = await self._state()
-        # A run that joins after a switch reads it (the `switches` query) before its first tool
+        cap = request.max_concurrent_runs
+        s.max_concurrent_runs = cap
+        if cap is None:
+            self._admit(s, request.run_id)
+            return
+        async with self._admitting:
+            if request.run_id in s.runs or request.run_id in s.refused_runs:
+                return  # a retried registration: the first answer stands
+            if len(s.runs) >= cap:
+                # Runs that ended without signing off (terminated, or started before the cap)
+                # hold no slot; visibility says which.
+                await self._forget_finished_runs()
+            if len(s.runs) >= cap:
+                reason = (
+                    f"workspace {s.workspace}: {len(s.runs)} of {cap} concurrent runs are running "
+                    "(max_concurrent_runs); start it again when one ends"
+                )
+                s.refused_runs = _bounded({**s.refused_runs, request.run_id: reason}, REFUSED_RUNS_KEPT)
+                return
+            self._admit(s, request.run_id)
+            if request.run_id not in s.signing_off:
+                s.signing_off.append(request.run_id)
+
+    def _admit(self, s: ControlState, run_id: str) -> None:
+        # A run that joins after a switch reads it (the `admission` query) before its first tool
         # call: joining is its acknowledgement.
-        s.runs[request.run_id] = s.switches.generation
-        s.registered_at[request.run_id] = workflow.now()
+        s.runs[run_id] = s.switches.generation
+        s.registered_at[run_id] = workflow.now()
+
+    @workflow.query(name="admission")
+    def admission(self, run_id: str) -> Admission:
+        s = self._s
+        if s is None:
+            raise ApplicationError("the workspace control is starting; ask again in a moment")
+        switches = s.switches.model_dump()
+        if run_id in s.refused_runs:
+            return Admission(**switches, admitted=False, refusal=s.refused_runs[run_id])
+        if run_id in s.runs:
+            return Admission(**switches, signs_off=run_id in s.signing_off)
+        raise ApplicationError(f"run {run_id} has not registered yet; ask again in a moment")
+
+    @workflow.signal(name="leave")
+    def leave(self, payload: Any) -> None:
+        try:
+            run_id = Leave.model_validate(payload).run_id
+        except ValidationError:
+            return
+        if self._s is not None:
+            self._forget(self._s, run_id)
+
+    def _forget(self, s: ControlState, run_id: str) -> None:
+        s.runs.pop(run_id, None)
+        s.registered_at.pop(run_id, None)
+        if run_id in s.signing_off:
+            s.signing_off.remove(run_id)
+        for rid, r in list(s.reservations.items()):
+            if r.run_id == run_id:
+                del s.reservations[rid]
+                s.granted.pop(rid, None)
+
+    # ---- spend ------------------------------------------------------------------------------
+
+    @workflow.update(name="reserve")
+    def reserve(self, request: ReserveRequest) -> ReserveResult:
+        s = self._s
+        assert s is not None  # the validator refused the update otherwise
+        if (earlier := s.granted.get(request.reservation_id)) is not None:
+            return earlier  # the reserving activity was retried: same answer, held once
+        today = self._today(s)
+        today.cap_usd = request.cap_usd
+        reserved = sum(r.usd for r in s.reservations.values() if r.day == today.day)
+        # Checked and held in one step with no await: no other message can run in between.
+        if today.spent_usd + reserved + request.usd > request.cap_usd + 1e-12:
+            today.refused += 1
+            return ReserveResult(
+                granted=False,
+                reason=(
+                    f"workspace {s.workspace} daily spend cap: {today.spent_usd:.6f} USD spent and "
+                    f"{reserved:.6f} reserved today; the next model call's estimated "
+                    f"{request.usd:.6f} would pass the cap of {request.cap_usd:.6f} USD"
+                ),
+                spent_usd=today.spent_usd,
+                reserved_usd=reserved,
+            )
+        s.reservations[request.reservation_id] = Reservation(
+            run_id=request.run_id,
+            agent=request.agent,
+            requested_by=request.requested_by,
+            usd=request.usd,
+            day=today.day,
+        )
+        result = ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved + request.usd)
+        s.granted[request.reservation_id] = result
+        return result
+
+    @reserve.validator
+    def _validate_reserve(self, request: ReserveRequest) -> None:
+        # Refused before it enters the history; the reserving activity retries.
+        if self._s is None:
+            raise ApplicationError("the workspace control is starting; ask again in a moment")
+
+    @workflow.signal(name="settle")
+    def settle(self, payload: Any) -> None:
+        try:
+            settle = Settle.model_validate(payload)
+        except ValidationError:
+            return
+        s = self._s
+        if s is None or (held := s.reservations.pop(settle.reservation_id, None)) is None:
+            return
+        s.granted.pop(settle.reservation_id, None)
+        day = next((d for d in s.days if d.day == held.day), None) or self._today(s)
+        usd = settle.usd
+        day.spent_usd = round(day.spent_usd + usd, 9)
+        for ledger, key in ((day.by_agent, held.agent), (day.by_requester, held.requested_by), (day.by_run, held.run_id)):
+            ledger[key] = round(ledger.get(key, 0.0) + usd, 9)
+        if len(day.by_run) > RUNS_PER_DAY_KEPT:
+            smallest = min((k for k in day.by_run if k != OTHER_RUNS), key=lambda k: day.by_run[k])
+            day.by_run[OTHER_RUNS] = round(day.by_run.get(OTHER_RUNS, 0.0) + day.by_run.pop(smallest), 9)
+
+    def _today(self, s: ControlState) -> DaySpend:
+        day = workflow.now().date().isoformat()
+        if not s.days or s.days[-1].day != day:
+            s.days = [*s.days[-(DAYS_KEPT - 1) :], DaySpend(day=day, cap_usd=s.days[-1].cap_usd if s.days else None)]
+            # Reservations from an earlier day no longer hold today's money.
+            for rid, r in list(s.reservations.items()):
+                if r.day != day:
+                    del s.reservations[rid]
+                    s.granted.pop(rid, None)
+        return s.days[-1]
+
+    @workflow.query(name="spend")
+    def spend(self) -> SpendView:
+        if self._s is None:
+            raise ApplicationError("the workspace control is starting; ask again in a moment")
+        s = self._s
+        return SpendView(
+            workspace=s.workspace,
+            reserved_usd=round(sum(r.usd for r in s.reservations.values()), 9),
+            days=list(reversed(s.days)),
+        )
 
     @workflow.query(name="switches")
     def current_switches(self) -> Switches:
@@ -169,8 +342,7 @@ class WorkspaceControl:
         for run_id, result in zip(run_ids, results, strict=True):
             if isinstance(result, BaseException):
                 # The run has ended: forget it.
-                s.runs.pop(run_id, None)
-                s.registered_at.pop(run_id, None)
+                self._forget(s, run_id)
         return sum(not isinstance(r, BaseException) for r in results)
 
     def _refuse(self, s: ControlState, reason: str) -> SwitchResult:
@@ -191,4 +363,9 @@ class WorkspaceControl:
             acknowledged=sum(1 for g in s.runs.values() if g == generation) if generation else 0,
             last_ack_after_s=s.last_ack_after_s,
             refused=s.refused,
+            max_concurrent_runs=s.max_concurrent_runs,
         )
+
+
+def _bounded(values: dict[str, str], kept: int) -> dict[str, str]:
+    return dict(list(values.items())[-kept:])

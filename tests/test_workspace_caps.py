@@ -1,0 +1,183 @@
+"""Workspace caps: concurrent runs and daily model spend, held by the workspace control workflow.
+
+Each test uses a workspace of its own (its control workflow runs on the test's worker with the
+test's policy), so spend and slots never leak between tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.openai_provider import OpenAIProvider, PriceTable
+from airlock import cli
+from airlock.models import RunReport, RunState
+from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
+from airlock.workspace_io import ReserveRequest, ReserveResult, SpendView, WorkspaceView, control_workflow_id
+from tests.conftest import Runs, call
+from tests.test_run_control import replaying
+from tools.registry import load_registry
+from worker import build_worker
+
+REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
+
+
+def capped(tmp_path: Path, settings: Settings, **limits: Any) -> tuple[str, Settings]:
+    """A fresh workspace with these limits, and settings whose worker also runs its control."""
+    workspace = f"cap-{uuid.uuid4().hex[:8]}"
+    policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
+    policy["workspaces"][workspace] = {"max_autonomy": "auto", "limits": limits}
+    path = tmp_path / "capped.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return workspace, settings.model_copy(update={"policy_path": path, "control_task_queue": None})
+
+
+async def control_view(client: Client, workspace: str) -> WorkspaceView:
+    return await client.get_workflow_handle(control_workflow_id(workspace)).query("state", result_type=WorkspaceView)
+
+
+async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_end(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    """Five runs start at once under a cap of two: exactly two run; the three others end
+    `budget_exhausted` with the reason before any step. A slot frees when a run ends."""
+    workspace, settings = capped(tmp_path, settings, max_concurrent_runs=2)
+    async with build_worker(client, settings):
+        runs = Runs(client, settings)
+        handles = await asyncio.gather(
+            *(runs.start(workspace=workspace, mode="approve", script=[REFUND_120]) for _ in range(5))
+        )
+
+        async def outcome(h: WorkflowHandle[Any, RunReport]) -> RunReport | None:
+            while True:
+                status = await runs.wait_for(h, lambda s: True)
+                if status.pending_approvals:
+                    return None
+                try:
+                    return await asyncio.wait_for(asyncio.shield(h.result()), 0.2)
+                except TimeoutError:
+                    continue
+
+        outcomes = await asyncio.gather(*(outcome(h) for h in handles))
+        refused = [r for r in outcomes if r is not None]
+        admitted = [h for h, r in zip(handles, outcomes, strict=True) if r is None]
+        assert len(admitted) == 2 and len(refused) == 3
+        for report in refused:
+            assert report.state is RunState.BUDGET_EXHAUSTED
+            assert report.reason == (
+                f"workspace {workspace}: 2 of 2 concurrent runs are running (max_concurrent_runs); "
+                "start it again when one ends"
+            )
+            assert report.calls == [] and report.used.steps == 0
+
+        await admitted[0].cancel()
+        assert (await admitted[0].result()).state is RunState.STOPPED
+        view = await control_view(client, workspace)
+        assert view.runs == 1 and view.max_concurrent_runs == 2
+        latecomer = await runs.start(workspace=workspace, mode="approve", script=[REFUND_120])
+        assert (await runs.pending(latecomer)).pending_approvals
+        for h in (admitted[1], latecomer):
+            await h.cancel()
+            await h.result()
+        assert (await control_view(client, workspace)).runs == 0
+
+
+async def test_racing_reservations_never_pass_the_daily_cap(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    """Eight reservations of 0.30 USD race for a 1.00 USD cap: exactly three are granted. The
+    reservation that would pass the cap is refused, and nothing before it."""
+    workspace, settings = capped(tmp_path, settings, daily_spend_usd=1.0)
+    async with build_worker(client, settings):
+        control = await client.start_workflow(
+            "WorkspaceControl", workspace, id=control_workflow_id(workspace), task_queue=settings.task_queue
+        )
+
+        def request(n: int, usd: float, agent: str = "support") -> ReserveRequest:
+            return ReserveRequest(
+                workspace=workspace, run_id=f"run-{n}", reservation_id=f"r-{n}", agent=agent,
+                requested_by="u_alice", usd=usd, cap_usd=1.0,
+            )
+
+        async def reserve(req: ReserveRequest) -> ReserveResult:
+            for _ in range(100):
+                try:
+                    return await control.execute_update("reserve", req, result_type=ReserveResult)
+                except Exception:  # the control workflow has not pinned its policy yet
+                    await asyncio.sleep(0.05)
+            raise AssertionError("the control workflow never answered")
+
+        results = await asyncio.gather(*(reserve(request(n, 0.30)) for n in range(8)))
+        granted = [n for n, r in enumerate(results) if r.granted]
+        assert len(granted) == 3
+        refusal = next(r for r in results if not r.granted)
+        assert refusal.reason is not None and "would pass the cap of 1.000000 USD" in refusal.reason
+
+        # A retried reservation is answered as the first time and held once.
+        assert (await reserve(request(granted[0], 0.30))).granted
+        assert (await control.query("spend", result_type=SpendView)).reserved_usd == pytest.approx(0.90)
+
+        for n, actual in zip(granted, (0.25, 0.25, 0.0), strict=True):
+            await control.signal("settle", {"reservation_id": f"r-{n}", "usd": actual})
+        assert not (await reserve(request(100, 0.51))).granted  # 0.50 spent + 0.51 > 1.00
+        assert (await reserve(request(101, 0.50, agent="triage"))).granted  # exactly at the cap
+        await control.signal("settle", {"reservation_id": "r-101", "usd": 0.5})
+
+        spend = await control.query("spend", result_type=SpendView)
+    today = spend.days[0]
+    assert spend.reserved_usd == 0
+    assert today.spent_usd == pytest.approx(1.0) and today.cap_usd == 1.0
+    assert today.refused == 5 + 1
+    assert today.by_agent == pytest.approx({"support": 0.5, "triage": 0.5})
+    assert today.by_requester == pytest.approx({"u_alice": 1.0})
+    assert today.by_run == pytest.approx({f"run-{granted[0]}": 0.25, f"run-{granted[1]}": 0.25, f"run-{granted[2]}": 0.0, "run-101": 0.5})
+
+
+async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
+    env: WorkflowEnvironment, client: Client, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every paid model call reserves its estimate first and settles its real cost after. The
+    third call's estimate would pass the cap: it is never made, and the run ends
+    `budget_exhausted` with the reason; `airlock workspace spend` attributes what was spent."""
+    workspace, settings = capped(tmp_path, settings, daily_spend_usd=0.00025, model_call_estimate_usd=0.0001)
+    model = OpenAIProvider(
+        api_key="sk-test-airlock-0123456789abcdef",
+        base_url="https://api.openai.test/v1",
+        timeout_s=5,
+        prices=PriceTable.load(DEFAULT_PRICES),
+        registry=load_registry(settings.tool_module_list),
+        http_client=replaying("tool_call_proposal.json"),
+    )
+    async with build_worker(client, settings, openai=model):
+        handle = await Runs(client, settings).start(
+            workspace=workspace,
+            mode="auto",
+            model={"provider": "openai", "name": "gpt-4o-mini"},
+            budget={"max_steps": 10, "max_identical_calls": 10},
+        )
+        report = await handle.result()
+        spend = await client.get_workflow_handle(control_workflow_id(workspace)).query("spend", result_type=SpendView)
+        monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
+        out = io.StringIO()
+        assert await asyncio.to_thread(cli.run, ["workspace", "spend", workspace], out) == 0
+    assert report.state is RunState.BUDGET_EXHAUSTED
+    assert report.reason is not None and report.reason.startswith(f"workspace {workspace} daily spend cap")
+    assert len(report.cost_by_step) == 2  # the third model call was refused, not made
+    today = spend.days[0]
+    assert today.spent_usd == pytest.approx(report.used.cost_usd) and today.refused == 1
+    assert today.by_run == pytest.approx({handle.id: report.used.cost_usd})
+    assert today.by_agent == pytest.approx({"support": report.used.cost_usd})
+    assert spend.reserved_usd == 0
+
+    text = out.getvalue()
+    assert f"{report.used.cost_usd:.6f} USD of 0.000250 cap; 1 model call(s) refused" in text
+    assert any(line.split()[:2] == ["requester", "u_alice"] for line in text.splitlines())
+    assert any(line.split()[:2] == ["run", handle.id] for line in text.splitlines())
