@@ -1,6 +1,7 @@
 """Runs that exercise every branch of AgentRun, for recording histories that replay tests keep.
 
-`python -m tests.history_scenarios` records them into tests/histories/ on a throwaway dev server.
+`python -m tests.history_scenarios [NAME ...]` records them (all, or the named ones) into
+tests/histories/ on a throwaway dev server.
 Re-record only for a deliberate, versioned change to the workflow: the committed histories are
 what proves that today's code still replays yesterday's runs.
 """
@@ -17,7 +18,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from airlock.settings import Settings
+import yaml
+
+from airlock.settings import EXAMPLE_POLICY, Settings
+from airlock.signing import new_key, public_key_text, sign, vote_message
 from tests.conftest import Runs, binary, call
 from worker import build_worker
 from workflows.agent_run import SEARCH_ATTRIBUTES
@@ -66,12 +70,50 @@ async def continued(runs: Runs) -> WorkflowHandle[Any, Any]:
     )
 
 
+async def governed(runs: Runs) -> WorkflowHandle[Any, Any]:
+    """The production controls: a concurrency cap (admission and sign-off), an approval that
+    escalates, an unsigned vote refused and a signed one counted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        key = new_key(Path(tmp), "u_bob")
+        policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
+        policy["workspaces"]["governed"] = {
+            "max_autonomy": "auto",
+            "signed_approvals": True,
+            "limits": {"max_concurrent_runs": 5},
+        }
+        policy["people"]["u_bob"]["keys"] = [public_key_text(key)]
+        policy["tiers"]["high"] |= {"escalate_after_s": 1, "escalate_to": "admin"}
+        path = Path(tmp) / "governed.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        settings = runs.settings.model_copy(
+            update={"policy_path": path, "control_task_queue": None, "task_queue": runs.settings.task_queue + "-governed"}
+        )
+        async with build_worker(runs.client, settings):
+            own = Runs(runs.client, settings)
+            handle = await own.start(workspace="governed", mode="approve", script=[READ, REFUND])
+            status = await own.pending(handle)
+            pending = status.pending_approvals[0]
+            await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})  # unsigned
+            await own.wait_for(handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].escalated_to == "admin")
+            message = vote_message(
+                workflow_id=handle.id, run_id=status.chain_run_id or "", approval_id=pending.approval_id,
+                decision="approve", call_hash=pending.call_hash or "",
+            )
+            await handle.signal(
+                "approve",
+                {"approval_id": pending.approval_id, "approver": "u_bob", "signature": sign(key, message)},
+            )
+            await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "approved": approved,
     "denied": denied,
     "budget_exhausted": budget_exhausted,
     "stopped": stopped,
     "continued": continued,
+    "governed": governed,
 }
 
 
@@ -92,7 +134,7 @@ async def histories_of(client: Client, handle: WorkflowHandle[Any, Any]) -> list
     return texts
 
 
-async def record(into: Path = HISTORIES) -> list[Path]:
+async def record(into: Path = HISTORIES, names: list[str] | None = None) -> list[Path]:
     into.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
@@ -106,6 +148,8 @@ async def record(into: Path = HISTORIES) -> list[Path]:
             async with build_worker(env.client, settings):
                 runs = Runs(env.client, settings)
                 for name, scenario in SCENARIOS.items():
+                    if names and name not in names:
+                        continue
                     handle = await scenario(runs)
                     for i, text in enumerate(await histories_of(env.client, handle)):
                         path = into / (f"{name}.json" if i == 0 else f"{name}.{i}.json")
@@ -117,5 +161,7 @@ async def record(into: Path = HISTORIES) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for path in asyncio.run(record()):
+    import sys
+
+    for path in asyncio.run(record(names=sys.argv[1:] or None)):
         print(path)
