@@ -13,7 +13,7 @@ from temporalio.client import Client
 from airlock import cli
 from airlock.models import CallStatus, RunState
 from airlock.settings import Settings
-from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+from airlock.workspace_io import ReserveResult, SpendView, SwitchResult, WorkspaceView, control_workflow_id
 from tests.conftest import Runs, call, count_rows
 from tools.backoffice.db import refunds
 
@@ -109,7 +109,8 @@ async def test_only_an_admin_throws_a_switch(client: Client, runs: Runs, clean_s
 
 
 async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client: Client, settings: Settings) -> None:
-    """Switches, registered runs and refusals survive the control workflow's history checkpoints."""
+    """Switches, registered runs, refusals, the spend ledger and open reservations survive the
+    control workflow's history checkpoints."""
     from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
     from airlock.activity_io import RunContext
@@ -130,6 +131,14 @@ async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client:
         id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
     )
     first_run = handle.result_run_id
+    # Spend: one call settled, one reservation still open when the checkpoint comes.
+    reserve = {"workspace": "sandbox", "agent": "support", "requested_by": "u_alice", "usd": 0.2, "cap_usd": 1.0}
+    for n in (1, 2):
+        granted = await handle.execute_update(
+            "reserve", {**reserve, "run_id": f"run-{n}", "reservation_id": f"r-{n}"}, result_type=ReserveResult
+        )
+        assert granted.granted
+    await handle.signal("settle", {"reservation_id": "r-1", "usd": 0.15})
     for i in range(8):
         body = {"switch": "safe_mode", "on": i % 2 == 0, "by": "u_carol" if i != 3 else "u_dave", "reason": f"r{i}"}
         await client.get_workflow_handle(control_id).execute_update("switch", body, result_type=SwitchResult)
@@ -142,4 +151,12 @@ async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client:
     view = await client.get_workflow_handle(control_id).query("state", result_type=WorkspaceView)
     assert view.switches.generation == 7 and view.switches.safe_mode is False
     assert any("u_dave lacks the admin role" in r for r in view.refused)
+    spend = await client.get_workflow_handle(control_id).query("spend", result_type=SpendView)
+    assert spend.reserved_usd == pytest.approx(0.2)
+    assert spend.days[0].spent_usd == pytest.approx(0.15) and spend.days[0].by_run == {"run-1": 0.15}
+    # The open reservation still holds its money: 0.15 spent + 0.2 held + 0.7 > 1.0.
+    refused = await client.get_workflow_handle(control_id).execute_update(
+        "reserve", {**reserve, "usd": 0.7, "run_id": "run-3", "reservation_id": "r-3"}, result_type=ReserveResult
+    )
+    assert not refused.granted
     await client.get_workflow_handle(control_id).terminate("test done")

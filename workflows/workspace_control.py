@@ -213,15 +213,14 @@ class WorkspaceControl:
     # ---- spend ------------------------------------------------------------------------------
 
     @workflow.update(name="reserve")
-    def reserve(self, request: ReserveRequest) -> ReserveResult:
-        s = self._s
-        assert s is not None  # the validator refused the update otherwise
+    async def reserve(self, request: ReserveRequest) -> ReserveResult:
+        s = await self._state()
         if (earlier := s.granted.get(request.reservation_id)) is not None:
             return earlier  # the reserving activity was retried: same answer, held once
         today = self._today(s)
         today.cap_usd = request.cap_usd
         reserved = sum(r.usd for r in s.reservations.values() if r.day == today.day)
-        # Checked and held in one step with no await: no other message can run in between.
+        # Checked and held with no await in between: no other message can run meanwhile.
         if today.spent_usd + reserved + request.usd > request.cap_usd + 1e-12:
             today.refused += 1
             return ReserveResult(
@@ -244,12 +243,6 @@ class WorkspaceControl:
         result = ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved + request.usd)
         s.granted[request.reservation_id] = result
         return result
-
-    @reserve.validator
-    def _validate_reserve(self, request: ReserveRequest) -> None:
-        # Refused before it enters the history; the reserving activity retries.
-        if self._s is None:
-            raise ApplicationError("the workspace control is starting; ask again in a moment")
 
     @workflow.signal(name="settle")
     def settle(self, payload: Any) -> None:
