@@ -126,6 +126,8 @@ def _print_commands(tctl: str, workflow_id: str, status: Status, ui: str) -> Non
     approve = {"approval_id": approval.approval_id, "approver": "u_bob", "comment": "damage confirmed"}
     deny = {"approval_id": approval.approval_id, "approver": "u_bob", "reason": "needs photos"}
     diff = "; ".join(f"{c.field}: {c.before} -> {c.after}" for c in approval.diff)
+    installed = Path(sys.executable).parent / "airlock"
+    cli = q(str(installed)) if installed.exists() else "airlock"
     print(
         f"""
 The demo run {workflow_id} is waiting for approval:
@@ -138,6 +140,10 @@ Approve it (u_bob holds the approver role; u_alice, who requested the run, may n
 
 Or deny it:
   {tctl} workflow signal --workflow-id {workflow_id} --name deny --input {q(json.dumps(deny))}
+
+Or vote with the airlock CLI: it shows the diff, binds the vote to this exact call (signed, once
+u_bob has a key from `airlock keys new --as u_bob`) and says at once whether it counted:
+  {cli} approve {workflow_id} {approval.approval_id} --as u_bob --comment "damage confirmed"
 
 Watch it:
   {tctl} workflow query --workflow-id {workflow_id} --name status
