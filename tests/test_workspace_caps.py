@@ -176,3 +176,19 @@ async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
     assert f"{report.used.cost_usd:.6f} USD of 0.000250 cap; 1 model call(s) refused" in text
     assert any(line.split()[:2] == ["requester", "u_alice"] for line in text.splitlines())
     assert any(line.split()[:2] == ["run", handle.id] for line in text.splitlines())
+
+
+async def test_a_run_ends_normally_when_its_control_workflow_is_gone(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    """Signing off is a courtesy to the control workflow: if it was terminated, the run still
+    ends with its report."""
+    workspace, settings = capped(tmp_path, settings, max_concurrent_runs=2)
+    async with build_worker(client, settings):
+        runs = Runs(client, settings)
+        handle = await runs.start(workspace=workspace, mode="approve", script=[REFUND_120])
+        approval_id = (await runs.pending(handle)).pending_approvals[0].approval_id
+        await client.get_workflow_handle(control_workflow_id(workspace)).terminate("operator error")
+        await handle.signal("approve", {"approval_id": approval_id, "approver": "u_bob"})
+        report = await handle.result()
+    assert report.state is RunState.COMPLETED

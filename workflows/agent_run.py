@@ -310,9 +310,7 @@ class AgentRun:
         await self._settle_acks()
         if m.signs_off:
             # Frees this run's slot under the workspace's concurrency cap.
-            await workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace)).signal(
-                "leave", Leave(run_id=self._workflow_id)
-            )
+            await self._tell_control("leave", Leave(run_id=self._workflow_id))
         await workflow.wait_condition(workflow.all_handlers_finished)
         executed_writes = m.executed_writes()
         return RunReport(
@@ -381,9 +379,7 @@ class AgentRun:
                 cost = decision.cost_usd
             finally:
                 if reservation is not None:
-                    await workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace)).signal(
-                        "settle", Settle(reservation_id=reservation, usd=cost)
-                    )
+                    await self._tell_control("settle", Settle(reservation_id=reservation, usd=cost))
             m.dearest_model_call_usd = max(m.dearest_model_call_usd, cost)
         m.used.tokens += decision.prompt_tokens + decision.completion_tokens
         m.used.cost_usd = round(m.used.cost_usd + decision.cost_usd, 6)
@@ -420,6 +416,15 @@ class AgentRun:
             if decision.answer and not decision.calls:
                 m.transcript.append(TranscriptItem(role="assistant", content=decision.answer))
         return decision
+
+    async def _tell_control(self, signal: str, payload: Leave | Settle) -> None:
+        """A message to the workspace's control workflow that the run does not wait on: if the
+        control workflow is gone, its replacement starts without this run's slot or reservation."""
+        handle = workflow.get_external_workflow_handle(control_workflow_id(self._memory.input.workspace))
+        try:
+            await handle.signal(signal, payload)
+        except Exception as e:  # noqa: BLE001 - a lost sign-off must not fail the run
+            workflow.logger.warning("workspace control did not take %s: %s", signal, e)
 
     async def _reserve_spend(self, step: int) -> str | None:
         """Holds the next paid model call's estimated cost against the workspace's daily cap;

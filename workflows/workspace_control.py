@@ -79,7 +79,7 @@ class ControlState(BaseModel):
     events_per_history: int = EVENTS_PER_HISTORY
     # Concurrency: runs refused at registration (run id -> why), and the runs that sign off.
     refused_runs: dict[str, str] = Field(default_factory=dict)
-    signing_off: list[str] = Field(default_factory=list)
+    signing_off: set[str] = Field(default_factory=set)
     max_concurrent_runs: int | None = None
     # Spend: open reservations and the ledger of recent days (newest last).
     reservations: dict[str, Reservation] = Field(default_factory=dict)
@@ -170,8 +170,7 @@ class WorkspaceControl:
                 s.refused_runs = _bounded({**s.refused_runs, request.run_id: reason}, REFUSED_RUNS_KEPT)
                 return
             self._admit(s, request.run_id)
-            if request.run_id not in s.signing_off:
-                s.signing_off.append(request.run_id)
+            s.signing_off.add(request.run_id)
 
     def _admit(self, s: ControlState, run_id: str) -> None:
         # A run that joins after a switch reads it (the `admission` query) before its first tool
@@ -203,8 +202,7 @@ class WorkspaceControl:
     def _forget(self, s: ControlState, run_id: str) -> None:
         s.runs.pop(run_id, None)
         s.registered_at.pop(run_id, None)
-        if run_id in s.signing_off:
-            s.signing_off.remove(run_id)
+        s.signing_off.discard(run_id)
         for rid, r in list(s.reservations.items()):
             if r.run_id == run_id:
                 del s.reservations[rid]
