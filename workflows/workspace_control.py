@@ -118,9 +118,10 @@ class WorkspaceControl:
         workflow.continue_as_new(args=[workspace, self._s])
 
     async def _forget_finished_runs(self) -> None:
-        """Runs do not unregister (it would cost each run two events and this workflow a task);
-        before a checkpoint, runs that visibility no longer lists as running are forgotten.
-        Recent registrations are kept whatever visibility says: it lags behind."""
+        """Runs sign off only under a concurrency cap (it costs each run two events and this
+        workflow a task). So before a checkpoint, and before refusing a run under the cap, runs
+        that visibility no longer lists as running are forgotten. Recent registrations are kept
+        whatever visibility says: it lags behind."""
         s = self._s
         assert s is not None
         live: list[str] = await workflow.execute_activity(
