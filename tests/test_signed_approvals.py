@@ -198,3 +198,17 @@ def test_a_policy_key_must_be_an_ed25519_public_key(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(policy))
     with pytest.raises(PolicyError, match="people.u_bob.keys.0"):
         load_policy(path)
+
+
+async def test_where_signatures_are_optional_an_uncheckable_one_is_not_kept_as_evidence(
+    runs: Runs, keys_dir: Path
+) -> None:
+    """In a workspace that counts unsigned votes, a vote signed by someone whose key the policy
+    does not list counts as unsigned: the report never shows a signature nobody checked."""
+    handle = await runs.start(mode="approve", script=[READ, REFUND_120])
+    status = await runs.pending(handle)
+    assert not status.pending_approvals[0].signed_votes_required
+    assert (await decide(handle, signed_vote(load_key(keys_dir, "u_bob"), status))).accepted
+    report = await handle.result()
+    assert report.calls[1].status is CallStatus.EXECUTED
+    assert report.calls[1].votes[0].approver == "u_bob" and report.calls[1].votes[0].signature is None

@@ -107,7 +107,8 @@ class ApprovalDesk:
                 decision=request.decision,
                 at=at,
                 comment=request.comment,
-                signature=request.signature,
+                # Kept only when it was verified: an unchecked signature would be false evidence.
+                signature=request.signature if self._signature_checked(request) else None,
             )
         )
         if request.decision == "deny":
@@ -137,7 +138,9 @@ class ApprovalDesk:
             return None
         keys = self._policy.people[request.approver].keys if request.approver in self._policy.people else []
         if not keys:
-            return f"{request.approver} has no signing key in the policy"
+            if approval.signed_votes_required:
+                return f"{request.approver} has no signing key in the policy"
+            return None  # nothing to check it against, and this workspace counts unsigned votes
         message = vote_message(
             workflow_id=self._binding.workflow_id,
             run_id=self._binding.run_id,
@@ -151,6 +154,10 @@ class ApprovalDesk:
                 f"approval, decision ({request.decision}) and call"
             )
         return None
+
+    def _signature_checked(self, request: DecideRequest) -> bool:
+        person = self._policy.people.get(request.approver)
+        return request.signature is not None and person is not None and bool(person.keys)
 
     def escalate(self, approval_id: str, role: str) -> None:
         approval = self.pending.get(approval_id)
