@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Interceptor, Worker
+from temporalio.worker import WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.model_decide import ModelActivities, ModelProvider
@@ -120,6 +121,7 @@ def build_worker(
     executor: concurrent.futures.Executor | None = None,
     extra_interceptors: list[Interceptor] | None = None,
     openai: ModelProvider | None = None,
+    workflow_runner: WorkflowRunner = SANDBOX,
 ) -> Worker:
     policy = load_policy(settings.policy_path)
     registry = load_registry(settings.tool_module_list)
@@ -132,7 +134,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[AgentRun, UndoRun, WorkspaceControl],
-        workflow_runner=SANDBOX,
+        workflow_runner=workflow_runner,
         activities=[
             model.decide,
             context.pin_context,

@@ -418,6 +418,17 @@ async def section_throughput(client: Any, a: argparse.Namespace, results: dict[s
     )
     results["throughput"] = r
 
+    # The same measurement with Temporal's workflow sandbox off for both workers: what is left is
+    # the cost of governance itself; the rest is the sandbox's per-run and per-activation work,
+    # which weighs more on a larger workflow module. Airlock ships with the sandbox on.
+    u = await throughput.measure(client, a.tp_runs, a.tp_steps, a.tp_rounds, sandboxed=False)
+    ratios = ", ".join(f"{x:.2f}" for x in u["round_ratios"])
+    print(
+        f"Without the workflow sandbox (both workers): Airlock / bare {u['ratio']:.2f} (rounds: {ratios}); "
+        f"worker+driver CPU ms/run {u['airlock']['worker_cpu_ms_per_run']:.0f} vs {u['bare']['worker_cpu_ms_per_run']:.0f}"
+    )
+    results["throughput_unsandboxed"] = u
+
 
 # ---- figure 3: policy decision time -----------------------------------------------------------
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 from airlock.models import RunReport
 from airlock.settings import Settings
@@ -97,11 +98,19 @@ async def _single(client: Client, kind: str, task_queue: str, steps: int) -> flo
     return 1000 * (time.perf_counter() - t0) / steps
 
 
-async def measure(client: Client, runs: int, steps: int, rounds: int, single_steps: int = 100) -> dict[str, Any]:
+async def measure(
+    client: Client, runs: int, steps: int, rounds: int, single_steps: int = 100, *, sandboxed: bool = True
+) -> dict[str, Any]:
+    """`sandboxed=False` runs both workflows outside Temporal's workflow sandbox: the difference
+    between the two measurements is what the sandbox costs, apart from governance."""
+    runner = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
         air = Settings(db=f"{tmp}/airlock.db", task_queue=new_id("bench-tp-air"))
         bare_q = new_id("bench-tp-bare")
-        async with build_worker(client, air), build_bare_worker(client, bare_q, f"{tmp}/bare.db"):
+        async with (
+            build_worker(client, air, **runner),
+            build_bare_worker(client, bare_q, f"{tmp}/bare.db", sandboxed=sandboxed),
+        ):
             queues = {"airlock": air.task_queue, "bare": bare_q}
             # Warm-up: imports, sandbox caches, connections. Not counted.
             for kind in ("bare", "airlock"):
