@@ -11,7 +11,6 @@ from typing import Any
 import jsonschema
 import pytest
 from sqlalchemy import Engine, select
-from temporalio.client import Client
 
 from airlock import cli
 from airlock.audit import AuditEvent
@@ -284,23 +283,13 @@ async def test_large_tool_results_are_stored_by_reference(
 async def test_counterfactual_model_compares_proposals_step_by_step(runs: Runs, settings: Settings) -> None:
     """Another model, asked at each recorded step with the recorded results, proposes other
     calls: each is marked, decided by the policy, and no recorded approval is reused for it."""
-    from activities.openai_provider import OpenAIProvider, PriceTable
     from airlock.counterfactual import under_model
-    from airlock.settings import DEFAULT_PRICES
-    from tests.test_run_control import replaying
-    from tools.registry import load_registry
+    from tests.test_run_control import recorded_openai_provider
 
     handle = await runs.start(script=[call("orders.get_order", order_id="ORD-1001")])
     await handle.result()
     rec = await reconstruct(await runs.client.get_workflow_handle(handle.id).fetch_history())
-    provider = OpenAIProvider(
-        api_key="sk-test-airlock-0123456789abcdef",
-        base_url="https://api.openai.test/v1",
-        timeout_s=5,
-        prices=PriceTable.load(DEFAULT_PRICES),
-        registry=load_registry(settings.tool_module_list),
-        http_client=replaying("tool_call_proposal.json"),
-    )
+    provider = recorded_openai_provider(settings)
     result = await under_model(rec, rec.memory.context.policy, provider, "openai", "gpt-4o-mini")
     labels = [(c.tool, c.before.label, c.after.label) for c in result.calls]
     assert ("orders.get_order", "allowed", "not proposed") in labels  # ORD-1001 was the recorded call

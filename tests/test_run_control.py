@@ -67,16 +67,21 @@ def replaying(recording: str) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
 
 
-@pytest.fixture
-def recorded_openai(settings: Settings) -> OpenAIProvider:
+def recorded_openai_provider(settings: Settings, recording: str = "tool_call_proposal.json") -> OpenAIProvider:
+    """The real `openai` provider, its HTTP answered from a recorded exchange."""
     return OpenAIProvider(
         api_key="sk-test-airlock-0123456789abcdef",
         base_url="https://api.openai.test/v1",
         timeout_s=5,
         prices=PriceTable.load(DEFAULT_PRICES),
         registry=load_registry(settings.tool_module_list),
-        http_client=replaying("tool_call_proposal.json"),
+        http_client=replaying(recording),
     )
+
+
+@pytest.fixture
+def recorded_openai(settings: Settings) -> OpenAIProvider:
+    return recorded_openai_provider(settings)
 
 
 @pytest.mark.parametrize(

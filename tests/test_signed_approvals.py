@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from airlock import cli
 from airlock.hashing import call_hash
-from airlock.models import CallStatus, DecideResult, RunReport, RunState, Status
+from airlock.models import CallStatus, DecideResult, RunState, Status
 from airlock.settings import EXAMPLE_POLICY, Settings
 from airlock.signing import load_key, new_key, public_key_text, sign, verifies, vote_message
 from policy.loader import PolicyError, load_policy

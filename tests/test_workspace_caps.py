@@ -17,14 +17,12 @@ import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.openai_provider import OpenAIProvider, PriceTable
 from airlock import cli
 from airlock.models import RunReport, RunState
-from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
+from airlock.settings import EXAMPLE_POLICY, Settings
 from airlock.workspace_io import ReserveRequest, ReserveResult, SpendView, WorkspaceView, control_workflow_id
 from tests.conftest import Runs, call
-from tests.test_run_control import replaying
-from tools.registry import load_registry
+from tests.test_run_control import recorded_openai_provider
 from worker import build_worker
 
 REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
@@ -143,15 +141,7 @@ async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
     third call's estimate would pass the cap: it is never made, and the run ends
     `budget_exhausted` with the reason; `airlock workspace spend` attributes what was spent."""
     workspace, settings = capped(tmp_path, settings, daily_spend_usd=0.00025, model_call_estimate_usd=0.0001)
-    model = OpenAIProvider(
-        api_key="sk-test-airlock-0123456789abcdef",
-        base_url="https://api.openai.test/v1",
-        timeout_s=5,
-        prices=PriceTable.load(DEFAULT_PRICES),
-        registry=load_registry(settings.tool_module_list),
-        http_client=replaying("tool_call_proposal.json"),
-    )
-    async with build_worker(client, settings, openai=model):
+    async with build_worker(client, settings, openai=recorded_openai_provider(settings)):
         handle = await Runs(client, settings).start(
             workspace=workspace,
             mode="auto",
