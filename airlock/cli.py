@@ -341,6 +341,10 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
             print(f"  args: {json.dumps(p.args)}", file=out)
             for d in p.diff:
                 print(f"  {d.field}: {d.before} -> {d.after}", file=out)
+            if p.escalated_to:
+                print(f"  escalated to {p.escalated_to}", file=out)
+            signed = " (signed votes required)" if p.signed_votes_required else ""
+            print(f"  airlock approve {wf.id} {p.approval_id} --as {args.as_person}{signed}", file=out)
     print(f"{shown} approval(s) {args.as_person} may give", file=out)
     return 0
 

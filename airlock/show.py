@@ -90,7 +90,7 @@ def flight_record(rec: Recording) -> FlightRecord:
                 tool=c.tool,
                 step=c.step,
                 outcome=c.status.value,
-                approvers=[f"{v.approver} ({v.decision})" for v in c.votes],
+                approvers=[f"{v.approver} ({v.decision}{', signed' if v.signature else ''})" for v in c.votes],
                 at=[v.at.isoformat() for v in c.votes],
             )
             for c in m.calls

@@ -203,5 +203,6 @@ async def test_inbox_lists_what_a_person_may_approve_with_the_diff(
                 break
             await asyncio.sleep(0.1)
     assert approval_id in outputs["u_bob"] and "orders[ORD-1001].refunded_usd: 0.00 -> 120.00" in outputs["u_bob"]
+    assert f"airlock approve {handle.id} {approval_id} --as u_bob\n" in outputs["u_bob"]
     assert approval_id not in outputs["u_alice"] and approval_id not in outputs["u_dave"]
     await handle.cancel()

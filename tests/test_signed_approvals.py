@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from airlock import cli
 from airlock.hashing import call_hash
-from airlock.models import CallStatus, DecideResult, RunState, Status
+from airlock.models import CallStatus, DecideResult, RunState, Status, TimelineEntry
 from airlock.settings import EXAMPLE_POLICY, Settings
 from airlock.signing import load_key, new_key, public_key_text, sign, verifies, vote_message
 from policy.loader import PolicyError, load_policy
@@ -183,6 +183,9 @@ async def test_airlock_approve_signs_with_the_local_key(
         status = await asyncio.to_thread(cli.run, ["approve", handle.id, approval_id, "--as", "u_bob", "--comment", "ok"], out)
         assert status == 0, out.getvalue()
         report = await handle.result()
+        timeline = await handle.query("timeline", result_type=list[TimelineEntry])
+    [vote_entry] = [e for e in timeline if e.kind == "approval_vote"]
+    assert vote_entry.actor == "u_bob" and vote_entry.message == "via update, signed"
     text = out.getvalue()
     assert "orders[ORD-1001].refunded_usd: 0.00 -> 120.00" in text
     assert "approve by u_bob counted (signed)" in text

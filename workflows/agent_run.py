@@ -728,10 +728,11 @@ class AgentRun:
         else:
             result = self._desk.vote(parsed, workflow.now())
         if result.accepted:
+            how = f"via {via}" + (", signed" if result.signed else "")
             self._record(
                 "approval_vote", approval_id=result.approval_id, actor=result.approver,
                 outcome=(parsed.decision if not isinstance(parsed, str) else None),
-                message=f"via {via}; {result.still_needed} more needed" if result.still_needed else f"via {via}",
+                message=f"{how}; {result.still_needed} more needed" if result.still_needed else how,
             )
         else:
             refused = RefusedVote(

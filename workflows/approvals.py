@@ -29,6 +29,8 @@ class VoteResult:
     approver: str | None
     still_needed: int | None = None
     resolution: Resolution | None = None
+    # The vote carried a signature that was verified against the approver's key.
+    signed: bool = False
 
 
 def parse_vote(payload: Any, decision: Literal["approve", "deny"] | None) -> DecideRequest | str:
@@ -101,6 +103,7 @@ class ApprovalDesk:
         )
         if refusal:
             return refuse(refusal)
+        signed = self._signature_checked(request)
         approval.votes.append(
             Vote(
                 approver=request.approver,
@@ -108,19 +111,19 @@ class ApprovalDesk:
                 at=at,
                 comment=request.comment,
                 # Kept only when it was verified: an unchecked signature would be false evidence.
-                signature=request.signature if self._signature_checked(request) else None,
+                signature=request.signature if signed else None,
             )
         )
         if request.decision == "deny":
             reason = f"denied by {request.approver}" + (f": {request.comment}" if request.comment else "")
             self.resolutions[approval.approval_id] = ("denied", reason)
-            return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed, "denied")
+            return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed, "denied", signed)
         approval.approvals_still_needed -= 1
         if approval.approvals_still_needed == 0:
             names = ", ".join(v.approver for v in approval.votes)
             self.resolutions[approval.approval_id] = ("approved", f"approved by {names}")
-            return VoteResult(True, None, approval.approval_id, request.approver, 0, "approved")
-        return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed)
+            return VoteResult(True, None, approval.approval_id, request.approver, 0, "approved", signed)
+        return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed, signed=signed)
 
     def _binding_refusal(self, request: DecideRequest, approval: PendingApproval) -> str | None:
         """Why this vote is not bound to this exact call, or not signed as the workspace requires."""
