@@ -42,15 +42,15 @@ class WorkspaceActivities:
         )
         # Asked until answered: a control workflow on its first task has not pinned its policy
         # yet, and an admission under a cap may wait on a visibility check.
-        # A control workflow on a queue whose worker has only just started polling is refused
-        # ("no poller seen") for a moment: asked again too.
+        # Also asked again: a control workflow on a queue whose worker has only just started
+        # polling ("no poller seen"), and one too busy to buffer another query for a moment.
         for attempt in range(50):
             try:
                 return await handle.query("admission", request.run_id, result_type=Admission)
             except WorkflowQueryFailedError:
                 pass
             except RPCError as e:
-                if e.status is not RPCStatusCode.FAILED_PRECONDITION:
+                if e.status not in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.RESOURCE_EXHAUSTED):
                     raise
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
         return await handle.query("admission", request.run_id, result_type=Admission)

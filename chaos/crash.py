@@ -75,6 +75,7 @@ async def crash_suite(client: Client, settings: Settings, runs: int, rounds: int
         "AIRLOCK_TASK_QUEUE": settings.task_queue,
         "AIRLOCK_DB": settings.db,
         "AIRLOCK_LOG_LEVEL": "ERROR",
+        **({"AIRLOCK_CONTROL_TASK_QUEUE": settings.control_task_queue} if settings.control_task_queue else {}),
     }
     handles = [await start_scripted(client, settings.task_queue, f"crash-{i}", script(i)) for i in range(runs)]
     crashes = 0

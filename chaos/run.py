@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -85,7 +85,11 @@ async def server_restart_suite(tmp: Path, runs: int) -> str:
             approvals: dict[str, str] = {}
             for h in handles:
                 for _ in range(200):
-                    status = await h.query("status", result_type=Status)
+                    try:
+                        status = await h.query("status", result_type=Status)
+                    except WorkflowQueryFailedError:  # the run is still joining its workspace
+                        await asyncio.sleep(0.05)
+                        continue
                     if status.pending_approvals:
                         approvals[h.id] = status.pending_approvals[0].approval_id
                         break
@@ -137,6 +141,9 @@ async def misbehaving_model_suite(client: Client, settings: Settings) -> str:
     return "\n".join(lines)
 
 
+CONTROL_QUEUE = "chaos-workspace-control"
+
+
 async def main(runs: int, rounds: int) -> None:
     configure_logging("ERROR")
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -145,21 +152,30 @@ async def main(runs: int, rounds: int) -> None:
             dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter,
             search_attributes=SEARCH_ATTRIBUTES,
         )
+        # Workspace control workflows outlive each suite's workers: one worker serves them all, so
+        # a suite never joins a control workflow left on a queue that nobody polls any more.
+        control = build_worker(env.client, Settings(db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE))
+        await control.__aenter__()
+
+        def suite(name: str) -> Settings:
+            return Settings(db=str(tmp / f"{name}.db"), task_queue=f"chaos-{name}", control_task_queue=CONTROL_QUEUE)
+
         try:
             print(f"# chaos: {' '.join(sys.argv)}\n")
-            crash = await crash_suite(env.client, Settings(db=str(tmp / "crash.db"), task_queue="chaos-crash"), runs, rounds)
+            crash = await crash_suite(env.client, suite("crash"), runs, rounds)
             print("## crash consistency (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True)
             print("## Temporal server killed and restarted (persistent database)\n" + await server_restart_suite(tmp, max(5, runs // 2)) + "\n", flush=True)
             policy = tmp / "policy.yaml"
             policy.write_text(policy_with_chaos_tool(EXAMPLE_POLICY.read_text()))
-            flaky = await flaky_suite(env.client, chaos_settings(Settings(db=str(tmp / "flaky.db"), task_queue="chaos-flaky"), policy), runs=max(5, runs // 2), calls_per_run=6)
+            flaky = await flaky_suite(env.client, chaos_settings(suite("flaky"), policy), runs=max(5, runs // 2), calls_per_run=6)
             print("## flaky and hanging tools\n" + flaky.table() + "\n", flush=True)
-            print("## model misbehaviour\n" + await misbehaving_model_suite(env.client, Settings(db=str(tmp / "model.db"), task_queue="chaos-model")), flush=True)
+            print("## model misbehaviour\n" + await misbehaving_model_suite(env.client, suite("model")), flush=True)
             ok = crash.duplicates == 0 and crash.final == crash.runs and crash.answered_from_ledger > 0 and flaky.marks == flaky.ledger_rows
             print("\nresult:", "PASS" if ok else "FAIL")
             if not ok:
                 raise SystemExit(1)
         finally:
+            await control.__aexit__(None, None, None)
             await env.shutdown()
 
 
