@@ -21,6 +21,7 @@ from airlock.workspace_io import (
     ReserveRequest,
     ReserveResult,
     control_workflow_id,
+    registration_key,
 )
 
 
@@ -42,18 +43,19 @@ class WorkspaceActivities:
         )
         # Asked until answered: a control workflow on its first task has not pinned its policy
         # yet, and an admission under a cap may wait on a visibility check.
+        key = registration_key(request.run_id, request.chain_run_id)
         # Also asked again: a control workflow on a queue whose worker has only just started
         # polling ("no poller seen"), and one too busy to buffer another query for a moment.
         for attempt in range(50):
             try:
-                return await handle.query("admission", request.run_id, result_type=Admission)
+                return await handle.query("admission", key, result_type=Admission)
             except WorkflowQueryFailedError:
                 pass
             except RPCError as e:
                 if e.status not in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.RESOURCE_EXHAUSTED):
                     raise
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
-        return await handle.query("admission", request.run_id, result_type=Admission)
+        return await handle.query("admission", key, result_type=Admission)
 
     @activity.defn(name="workspace.reserve")
     async def reserve(self, request: ReserveRequest) -> ReserveResult:

@@ -27,10 +27,17 @@ class Switches(BaseModel):
 class RegisterRequest(BaseModel):
     workspace: str
     run_id: str
+    # The first run of the workflow's chain: a later start under the same workflow id is a new
+    # registration, not a retry of an earlier (perhaps refused) one.
+    chain_run_id: str = ""
     agent: str = ""
     requested_by: str = ""
     # The cap in the run's pinned policy; the control workflow holds the count.
     max_concurrent_runs: int | None = None
+
+
+def registration_key(run_id: str, chain_run_id: str) -> str:
+    return f"{run_id}@{chain_run_id}"
 
 
 class Admission(Switches):

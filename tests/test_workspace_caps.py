@@ -21,7 +21,7 @@ from airlock import cli
 from airlock.models import RunReport, RunState
 from airlock.settings import EXAMPLE_POLICY, Settings
 from airlock.workspace_io import ReserveRequest, ReserveResult, SpendView, WorkspaceView, control_workflow_id
-from tests.conftest import Runs, call
+from tests.conftest import Runs, call, run_input
 from tests.test_run_control import recorded_openai_provider
 from worker import build_worker
 
@@ -67,6 +67,7 @@ async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_en
         outcomes = await asyncio.gather(*(outcome(h) for h in handles))
         refused = [r for r in outcomes if r is not None]
         admitted = [h for h, r in zip(handles, outcomes, strict=True) if r is None]
+        refused_ids = [h.id for h, r in zip(handles, outcomes, strict=True) if r is not None]
         assert len(admitted) == 2 and len(refused) == 3
         for report in refused:
             assert report.state is RunState.BUDGET_EXHAUSTED
@@ -80,7 +81,10 @@ async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_en
         assert (await admitted[0].result()).state is RunState.STOPPED
         view = await control_view(client, workspace)
         assert view.runs == 1 and view.max_concurrent_runs == 2
-        latecomer = await runs.start(workspace=workspace, mode="approve", script=[REFUND_120])
+        # Started again under the id of a refused run, as the refusal suggests: admitted now.
+        latecomer = await runs.start_raw(
+            run_input(workspace=workspace, mode="approve", script=[REFUND_120]), workflow_id=refused_ids[0]
+        )
         assert (await runs.pending(latecomer)).pending_approvals
         for h in (admitted[1], latecomer):
             await h.cancel()

@@ -258,6 +258,7 @@ class AgentRun:
                 RegisterRequest(
                     workspace=run_input.workspace,
                     run_id=self._workflow_id,
+                    chain_run_id=self._chain_run_id,
                     agent=run_input.agent,
                     requested_by=run_input.requested_by,
                     max_concurrent_runs=limits.max_concurrent_runs,

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         Settle,
         SpendView,
         SwitchRequest,
+        registration_key,
         SwitchResult,
         Switches,
         WorkspaceView,
@@ -157,7 +158,8 @@ class WorkspaceControl:
             self._admit(s, request.run_id)
             return
         async with self._admitting:
-            if request.run_id in s.runs or request.run_id in s.refused_runs:
+            key = registration_key(request.run_id, request.chain_run_id)
+            if request.run_id in s.runs or key in s.refused_runs:
                 return  # a retried registration: the first answer stands
             if len(s.runs) >= cap:
                 # Runs that ended without signing off (terminated, or started before the cap)
@@ -168,7 +170,7 @@ class WorkspaceControl:
                     f"workspace {s.workspace}: {len(s.runs)} of {cap} concurrent runs are running "
                     "(max_concurrent_runs); start it again when one ends"
                 )
-                s.refused_runs = _bounded({**s.refused_runs, request.run_id: reason}, REFUSED_RUNS_KEPT)
+                s.refused_runs = _bounded({**s.refused_runs, key: reason}, REFUSED_RUNS_KEPT)
                 return
             self._admit(s, request.run_id)
             s.signing_off.add(request.run_id)
@@ -180,13 +182,15 @@ class WorkspaceControl:
         s.registered_at[run_id] = workflow.now()
 
     @workflow.query(name="admission")
-    def admission(self, run_id: str) -> Admission:
+    def admission(self, key: str) -> Admission:
+        """`key` is `registration_key(run id, first run of its chain)`."""
         s = self._s
         if s is None:
             raise ApplicationError("the workspace control is starting; ask again in a moment")
         switches = s.switches.model_dump()
-        if run_id in s.refused_runs:
-            return Admission(**switches, admitted=False, refusal=s.refused_runs[run_id])
+        run_id = key.rsplit("@", 1)[0]
+        if key in s.refused_runs:
+            return Admission(**switches, admitted=False, refusal=s.refused_runs[key])
         if run_id in s.runs:
             return Admission(**switches, signs_off=run_id in s.signing_off)
         raise ApplicationError(f"run {run_id} has not registered yet; ask again in a moment")
