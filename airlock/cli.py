@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -517,7 +518,16 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    from airlock.tracing import flush_telemetry
+
+    status = run()
+    flush_telemetry()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal client's native threads can outlive the event loop; finalizing the interpreter
+    # under them has aborted the process after the command had done its work, so that its exit
+    # status said it failed. Everything is flushed: skip the finalization.
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,14 @@ def configure_telemetry(service_name: str = "airlock-worker") -> Telemetry:
         return _installed
 
 
+def flush_telemetry() -> None:
+    """Exports what is still buffered, if this process installed telemetry."""
+    with _lock:
+        installed = _installed
+    if installed is not None:
+        installed.flush()
+
+
 class RunMetrics:
     """Airlock's own metrics, recorded from workflow code (`workflows.telemetry`).
 

@@ -215,3 +215,21 @@ async def test_where_signatures_are_optional_an_uncheckable_one_is_not_kept_as_e
     report = await handle.result()
     assert report.calls[1].status is CallStatus.EXECUTED
     assert report.calls[1].votes[0].approver == "u_bob" and report.calls[1].votes[0].signature is None
+
+
+def test_airlock_keys_new_creates_a_private_key_once(tmp_path: Path) -> None:
+    """The installed command: a key readable by its owner only, and never overwritten."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).parent / "airlock"), "keys", "new", "--as", "u_erin"]
+    env = {**os.environ, "AIRLOCK_KEYS_DIR": str(tmp_path / "keys")}
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "keys" / "u_erin.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert f'keys: ["{public_key_text(load_key(tmp_path / "keys", "u_erin"))}"]' in first.stdout
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "never overwritten" in again.stderr
