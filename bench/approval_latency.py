@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from airlock.models import Status, TimelineEntry
 from airlock.settings import Settings
 from bench.common import APPROVER, new_id, pending_approval, percentile, result_or_stuck, run_input
 from worker import build_worker
@@ -89,9 +90,24 @@ async def _approve_all(client: Client, task_queue: str, clock: ExecutionClock, s
             result = await handle.execute_update("decide", {**vote, "decision": "approve"})
             if not (result or {}).get("accepted"):
                 raise RuntimeError(f"vote refused: {result}")
-        latencies.append(await asyncio.wait_for(started, timeout=30) - sent)
+        try:
+            latencies.append(await asyncio.wait_for(started, timeout=30) - sent)
+        except TimeoutError:
+            raise RuntimeError(f"no tool start within 30 s of the vote on {approval_id}: {await _why(handle)}") from None
     await result_or_stuck(handle)
     return latencies
+
+
+async def _why(handle: Any) -> str:
+    """What the run says about itself, for a stall that would otherwise be a bare timeout."""
+    try:
+        status = await handle.query("status", result_type=Status)
+        report = f"state {status.state.value}, paused_by {status.paused_by}, last_error {status.last_error}, "
+        report += f"pending {[p.approval_id for p in status.pending_approvals]}"
+        timeline = await handle.query("timeline", result_type=list[TimelineEntry])
+        return report + "; last timeline entries: " + "; ".join(f"{e.kind} {e.message or ''}" for e in timeline[-4:])
+    except Exception as e:  # noqa: BLE001 - a diagnosis must not hide the stall it explains
+        return f"(status unavailable: {e})"
 
 
 async def measure(client: Client, samples: int) -> dict[str, Any]:
