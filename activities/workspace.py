@@ -41,11 +41,11 @@ class WorkspaceActivities:
             start_signal="register",
             start_signal_args=[request],
         )
-        # Asked until answered: a control workflow on its first task has not pinned its policy
-        # yet, and an admission under a cap may wait on a visibility check.
         key = registration_key(request.run_id, request.chain_run_id)
-        # Also asked again: a control workflow on a queue whose worker has only just started
-        # polling ("no poller seen"), and one too busy to buffer another query for a moment.
+        # Asked until answered: a control workflow on its first task has not pinned its policy
+        # yet; an admission under a cap may wait on a visibility check; a queue whose worker has
+        # only just started polling is refused ("no poller seen"); a busy workflow may not buffer
+        # another query for a moment. The last try raises whatever it meets.
         for attempt in range(50):
             try:
                 return await handle.query("admission", key, result_type=Admission)
@@ -60,7 +60,7 @@ class WorkspaceActivities:
     @activity.defn(name="workspace.reserve")
     async def reserve(self, request: ReserveRequest) -> ReserveResult:
         # Retried by the activity's policy when refused as not ready or over the server's limit
-        # of in-flight updates; a retry after the update was applied gets the same answer.
+        # of in-flight updates; a retry after the update was applied is granted again, held once.
         return await self._client.get_workflow_handle(control_workflow_id(request.workspace)).execute_update(
             "reserve", request, result_type=ReserveResult
         )

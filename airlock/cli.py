@@ -283,9 +283,10 @@ async def deny(args: argparse.Namespace, out: TextIO) -> int:
 async def _vote(args: argparse.Namespace, decision: Any, out: TextIO) -> int:
     from airlock.votes import VoteError, vote
 
-    client = await _client(Settings())
+    settings = Settings()
+    client = await _client(settings)
     try:
-        return await vote(client, args, decision, out)
+        return await vote(client, settings, args, decision, out)
     except VoteError as e:
         raise CommandError(str(e)) from None
 
@@ -294,7 +295,7 @@ async def keys(args: argparse.Namespace, out: TextIO) -> int:
     from airlock.votes import VoteError, keys_new
 
     try:
-        return keys_new(args, out)
+        return keys_new(Settings(), args, out)
     except VoteError as e:
         raise CommandError(str(e)) from None
 

@@ -76,8 +76,9 @@ def temporal_binary() -> str:
 
 def _shown(binary: str) -> str:
     """The binary as a person would type it from here."""
-    if shutil.which("temporal") == binary:
-        return "temporal"
+    name = Path(binary).name
+    if shutil.which(name) == binary:
+        return name
     with contextlib.suppress(ValueError):
         return str(Path(binary).relative_to(Path.cwd()))
     return binary
@@ -126,8 +127,9 @@ def _print_commands(tctl: str, workflow_id: str, status: Status, ui: str) -> Non
     approve = {"approval_id": approval.approval_id, "approver": "u_bob", "comment": "damage confirmed"}
     deny = {"approval_id": approval.approval_id, "approver": "u_bob", "reason": "needs photos"}
     diff = "; ".join(f"{c.field}: {c.before} -> {c.after}" for c in approval.diff)
-    installed = Path(sys.executable).parent / "airlock"
-    cli = q(str(installed)) if installed.exists() else "airlock"
+    cli = "airlock"
+    with contextlib.suppress(RuntimeError):
+        cli = q(_shown(binary("airlock")))
     print(
         f"""
 The demo run {workflow_id} is waiting for approval:

@@ -15,22 +15,21 @@ from typing import Any, Literal, TextIO
 from airlock.hashing import call_hash
 from airlock.models import DecideResult, PendingApproval, Status
 from airlock.settings import Settings
-from airlock.signing import load_key, new_key, public_key_text, sign, vote_message
+from airlock.signing import key_path, load_key, new_key, public_key_text, sign, vote_message
 
 
 class VoteError(Exception):
     """A vote that could not be sent or was refused, said in one line."""
 
 
-def keys_new(args: argparse.Namespace, out: TextIO) -> int:
-    settings = Settings()
+def keys_new(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     try:
         key = new_key(settings.keys_dir, args.as_person)
     except FileExistsError:
         raise VoteError(f"{args.as_person} already has a key in {settings.keys_dir}; it is never overwritten") from None
     except ValueError as e:
         raise VoteError(str(e)) from None
-    print(f"private key: {settings.keys_dir / (args.as_person + '.pem')} (readable by you only)", file=out)
+    print(f"private key: {key_path(settings.keys_dir, args.as_person)} (readable by you only)", file=out)
     print(f"add the public key to {args.as_person} under the policy's people:", file=out)
     print(f"  keys: [\"{public_key_text(key)}\"]", file=out)
     return 0
@@ -42,8 +41,9 @@ def _describe(p: PendingApproval) -> list[str]:
     return lines
 
 
-async def vote(client: Any, args: argparse.Namespace, decision: Literal["approve", "deny"], out: TextIO) -> int:
-    settings = Settings()
+async def vote(
+    client: Any, settings: Settings, args: argparse.Namespace, decision: Literal["approve", "deny"], out: TextIO
+) -> int:
     handle = client.get_workflow_handle(args.run_id)
     try:
         status: Status = await handle.query("status", result_type=Status, rpc_timeout=timedelta(seconds=10))
@@ -65,8 +65,11 @@ async def vote(client: Any, args: argparse.Namespace, decision: Literal["approve
         "comment": args.comment,
         "call_hash": bound_to,
     }
-    key_file = settings.keys_dir / f"{args.as_person}.pem"
-    if key_file.exists() or pending.signed_votes_required:
+    try:
+        has_key = key_path(settings.keys_dir, args.as_person).exists()
+    except ValueError as e:
+        raise VoteError(str(e)) from None
+    if has_key or pending.signed_votes_required:
         try:
             key = load_key(settings.keys_dir, args.as_person)
         except ValueError as e:

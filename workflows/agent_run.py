@@ -418,13 +418,14 @@ class AgentRun:
                 m.transcript.append(TranscriptItem(role="assistant", content=decision.answer))
         return decision
 
-    async def _tell_control(self, signal: str, payload: Leave | Settle) -> None:
-        """A message to the workspace's control workflow that the run does not wait on: if the
-        control workflow is gone, its replacement starts without this run's slot or reservation."""
+    async def _tell_control(self, signal: str, payload: Ack | Leave | Settle) -> None:
+        """A message to the workspace's control workflow whose loss must not fail the run: if the
+        control workflow is gone, its replacement starts without this run's slot, reservation or
+        acknowledgement."""
         handle = workflow.get_external_workflow_handle(control_workflow_id(self._memory.input.workspace))
         try:
             await handle.signal(signal, payload)
-        except Exception as e:  # noqa: BLE001 - a lost sign-off must not fail the run
+        except FailureError as e:
             workflow.logger.warning("workspace control did not take %s: %s", signal, e)
 
     async def _reserve_spend(self, step: int) -> str | None:
@@ -535,8 +536,7 @@ class AgentRun:
             # A call people already approved is held, not dropped, until safe mode ends.
             await workflow.wait_condition(lambda: not self._switches.safe_mode)
             await self._wait_while_paused()
-        first_run = workflow.info().first_execution_run_id
-        key = f"{self._workflow_id}/{first_run}/s{record.step}/c{record.index}"
+        key = f"{self._workflow_id}/{self._chain_run_id}/s{record.step}/c{record.index}"
         if entry.effect is not Effect.READ:
             record.idempotency_key = key
         handle = workflow.start_local_activity(
@@ -827,15 +827,10 @@ class AgentRun:
     async def _ack(self, generation: int) -> None:
         # A switch can arrive before the run has started; the ack waits for it.
         await workflow.wait_condition(lambda: self._m is not None)
-        m = self._memory
-        control = workflow.get_external_workflow_handle(control_workflow_id(m.input.workspace))
-        with contextlib.suppress(FailureError):
-            await control.signal("ack", Ack(run_id=self._workflow_id, generation=generation))
+        await self._tell_control("ack", Ack(run_id=self._workflow_id, generation=generation))
 
     async def _settle_acks(self) -> None:
-        """Acknowledgements still in flight are sent before the run ends or continues as new.
-        Runs do not unregister: it would cost each of them two events and the control workflow
-        a task; the control workflow forgets runs that have ended."""
+        """Acknowledgements still in flight are sent before the run ends or continues as new."""
         if self._acks:
             await asyncio.gather(*self._acks, return_exceptions=True)
 

@@ -164,7 +164,8 @@ class ApprovalDesk:
 
     def escalate(self, approval_id: str, role: str) -> None:
         approval = self.pending.get(approval_id)
-        if approval is not None and role not in approval.approver_roles:
+        if approval is None:
+            return
+        if role not in approval.approver_roles:
             approval.approver_roles.append(role)
-        if approval is not None:
-            approval.escalated_to = role
+        approval.escalated_to = role

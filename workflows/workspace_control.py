@@ -84,7 +84,6 @@ class ControlState(BaseModel):
     max_concurrent_runs: int | None = None
     # Spend: open reservations and the ledger of recent days (newest last).
     reservations: dict[str, Reservation] = Field(default_factory=dict)
-    granted: dict[str, ReserveResult] = Field(default_factory=dict)
     days: list[DaySpend] = Field(default_factory=list)
 
 
@@ -143,6 +142,13 @@ class WorkspaceControl:
         assert self._s is not None
         return self._s
 
+    @property
+    def _ready(self) -> ControlState:
+        """The state, for queries: they cannot wait for the first task to pin the policy."""
+        if self._s is None:
+            raise ApplicationError("the workspace control is starting; ask again in a moment")
+        return self._s
+
     @workflow.signal(name="register")
     async def register(self, payload: Any) -> None:
         # A signal, not an update: a burst of run starts must never hit the server's cap on
@@ -184,9 +190,7 @@ class WorkspaceControl:
     @workflow.query(name="admission")
     def admission(self, key: str) -> Admission:
         """`key` is `registration_key(run id, first run of its chain)`."""
-        s = self._s
-        if s is None:
-            raise ApplicationError("the workspace control is starting; ask again in a moment")
+        s = self._ready
         switches = s.switches.model_dump()
         run_id = key.rsplit("@", 1)[0]
         if key in s.refused_runs:
@@ -208,21 +212,19 @@ class WorkspaceControl:
         s.runs.pop(run_id, None)
         s.registered_at.pop(run_id, None)
         s.signing_off.discard(run_id)
-        for rid, r in list(s.reservations.items()):
-            if r.run_id == run_id:
-                del s.reservations[rid]
-                s.granted.pop(rid, None)
+        s.reservations = {rid: r for rid, r in s.reservations.items() if r.run_id != run_id}
 
     # ---- spend ------------------------------------------------------------------------------
 
     @workflow.update(name="reserve")
     async def reserve(self, request: ReserveRequest) -> ReserveResult:
         s = await self._state()
-        if (earlier := s.granted.get(request.reservation_id)) is not None:
-            return earlier  # the reserving activity was retried: same answer, held once
         today = self._today(s)
+        reserved = sum(r.usd for r in s.reservations.values())  # all of today's: see _today
+        if request.reservation_id in s.reservations:
+            # The reserving activity was retried: granted again, held once.
+            return ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved)
         today.cap_usd = request.cap_usd
-        reserved = sum(r.usd for r in s.reservations.values() if r.day == today.day)
         # Checked and held with no await in between: no other message can run meanwhile.
         if today.spent_usd + reserved + request.usd > request.cap_usd + 1e-12:
             today.refused += 1
@@ -243,9 +245,7 @@ class WorkspaceControl:
             usd=request.usd,
             day=today.day,
         )
-        result = ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved + request.usd)
-        s.granted[request.reservation_id] = result
-        return result
+        return ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved + request.usd)
 
     @workflow.signal(name="settle")
     def settle(self, payload: Any) -> None:
@@ -256,7 +256,6 @@ class WorkspaceControl:
         s = self._s
         if s is None or (held := s.reservations.pop(settle.reservation_id, None)) is None:
             return
-        s.granted.pop(settle.reservation_id, None)
         day = next((d for d in s.days if d.day == held.day), None) or self._today(s)
         usd = settle.usd
         day.spent_usd = round(day.spent_usd + usd, 9)
@@ -271,17 +270,12 @@ class WorkspaceControl:
         if not s.days or s.days[-1].day != day:
             s.days = [*s.days[-(DAYS_KEPT - 1) :], DaySpend(day=day, cap_usd=s.days[-1].cap_usd if s.days else None)]
             # Reservations from an earlier day no longer hold today's money.
-            for rid, r in list(s.reservations.items()):
-                if r.day != day:
-                    del s.reservations[rid]
-                    s.granted.pop(rid, None)
+            s.reservations = {rid: r for rid, r in s.reservations.items() if r.day == day}
         return s.days[-1]
 
     @workflow.query(name="spend")
     def spend(self) -> SpendView:
-        if self._s is None:
-            raise ApplicationError("the workspace control is starting; ask again in a moment")
-        s = self._s
+        s = self._ready
         return SpendView(
             workspace=s.workspace,
             reserved_usd=round(sum(r.usd for r in s.reservations.values()), 9),
@@ -290,9 +284,7 @@ class WorkspaceControl:
 
     @workflow.query(name="switches")
     def current_switches(self) -> Switches:
-        if self._s is None:
-            raise ApplicationError("the workspace control is starting; ask again in a moment")
-        return self._s.switches
+        return self._ready.switches
 
     @workflow.signal(name="ack")
     def ack(self, payload: Any) -> None:
@@ -347,9 +339,7 @@ class WorkspaceControl:
 
     @workflow.query(name="state")
     def state(self) -> WorkspaceView:
-        if self._s is None:
-            raise ApplicationError("the workspace control is starting; ask again in a moment")
-        s = self._s
+        s = self._ready
         generation = s.switches.generation
         return WorkspaceView(
             workspace=s.workspace,
