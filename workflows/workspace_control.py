@@ -220,7 +220,7 @@ class WorkspaceControl:
     async def reserve(self, request: ReserveRequest) -> ReserveResult:
         s = await self._state()
         today = self._today(s)
-        reserved = sum(r.usd for r in s.reservations.values())  # all of today's: see _today
+        reserved = sum(r.usd for r in s.reservations.values() if r.day == today.day)
         if request.reservation_id in s.reservations:
             # The reserving activity was retried: granted again, held once.
             return ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved)
@@ -269,8 +269,10 @@ class WorkspaceControl:
         day = workflow.now().date().isoformat()
         if not s.days or s.days[-1].day != day:
             s.days = [*s.days[-(DAYS_KEPT - 1) :], DaySpend(day=day, cap_usd=s.days[-1].cap_usd if s.days else None)]
-            # Reservations from an earlier day no longer hold today's money.
-            s.reservations = {rid: r for rid, r in s.reservations.items() if r.day == day}
+            # Reservations from an earlier day no longer hold today's money. Yesterday's are kept
+            # for a call still running across midnight, which settles to the day it reserved on.
+            kept = {day, s.days[-2].day} if len(s.days) > 1 else {day}
+            s.reservations = {rid: r for rid, r in s.reservations.items() if r.day in kept}
         return s.days[-1]
 
     @workflow.query(name="spend")
