@@ -207,26 +207,22 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     from temporalio.client import WithStartWorkflowOperation
     from temporalio.common import WorkflowIDConflictPolicy
 
-    from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+    from airlock.workspace_io import SpendView, SwitchResult, WorkspaceView, control_workflow_id
 
     settings = Settings()
     client = await _client(settings)
     control_id = control_workflow_id(args.name)
-    if args.workspace_command == "status":
+    async def ask(query: str, result_type: type[Any]) -> Any:
         try:
-            view = await client.get_workflow_handle(control_id).query("state", result_type=WorkspaceView)
+            return await client.get_workflow_handle(control_id).query(query, result_type=result_type)
         except Exception as e:
             raise CommandError(f"no control workflow for workspace {args.name!r} yet ({e})") from None
-        print(view.model_dump_json(indent=2), file=out)
+
+    if args.workspace_command == "status":
+        print((await ask("state", WorkspaceView)).model_dump_json(indent=2), file=out)
         return 0
     if args.workspace_command == "spend":
-        from airlock.workspace_io import SpendView
-
-        try:
-            spend = await client.get_workflow_handle(control_id).query("spend", result_type=SpendView)
-        except Exception as e:
-            raise CommandError(f"no control workflow for workspace {args.name!r} yet ({e})") from None
-        _print_spend(spend, out, as_json=args.json)
+        _print_spend(await ask("spend", SpendView), out, as_json=args.json)
         return 0
     switch, on = {
         "pause": ("kill_switch", True),
@@ -306,8 +302,6 @@ async def keys(args: argparse.Namespace, out: TextIO) -> int:
 async def inbox(args: argparse.Namespace, out: TextIO) -> int:
     """What this person may approve now, across runs, each with its diff."""
     from airlock.models import Status
-    from airlock.recorder import ReplayFailed, fetch_history, reconstruct
-    from policy.engine import vote_refusal
 
     client = await _client(Settings())
     query = 'WorkflowType="AgentRun" AND ExecutionStatus="Running" AND AirlockState="awaiting_approval"'
@@ -316,30 +310,19 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
     shown = 0
     async for wf in client.list_workflows(query):
         try:
-            # A run whose worker is gone cannot answer; the inbox moves on rather than wait.
+            # A run whose worker is gone cannot answer; the inbox moves on rather than wait. The
+            # run itself says who may approve, by the policy pinned in it.
             status = await client.get_workflow_handle(wf.id).query(
                 "status", result_type=Status, rpc_timeout=timedelta(seconds=2)
             )
-            # The pinned policy and the requester ride in the last run's history: no chain needed.
-            rec = await reconstruct(await fetch_history(client, wf.id))
-        except (ReplayFailed, Exception):  # the run moved on between the list and the query
+        except Exception:  # the run moved on between the list and the query
             continue
-        policy = rec.memory.context.policy
         for p in status.pending_approvals:
-            refusal = vote_refusal(
-                policy,
-                approver=args.as_person,
-                requested_by=rec.memory.input.requested_by,
-                approver_roles=p.approver_roles,
-                required_role=p.required_role,
-                approvals_still_needed=p.approvals_still_needed,
-                earlier_voters=[v.approver for v in p.votes],
-            )
-            if refusal is not None:
+            if args.as_person not in p.may_approve:
                 continue
             shown += 1
             print(f"{wf.id}  {p.approval_id}  {p.tool}  tier {p.tier.value}, {p.approvals_still_needed} more needed, "
-                  f"requested by {rec.memory.input.requested_by}, until {p.deadline.isoformat()}", file=out)
+                  f"requested by {status.requested_by}, until {p.deadline.isoformat()}", file=out)
             print(f"  args: {json.dumps(p.args)}", file=out)
             for d in p.diff:
                 print(f"  {d.field}: {d.before} -> {d.after}", file=out)

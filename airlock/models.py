@@ -256,6 +256,8 @@ class PendingApproval(Record):
     # When the tier's escalation adds a role, and which.
     escalates_at: datetime | None = None
     escalated_to: str | None = None
+    # Who may approve it now (filled in by the `status` query): the approval inbox, per run.
+    may_approve: list[str] = Field(default_factory=list)
 
 
 TimelineKind = Literal[
@@ -346,6 +348,7 @@ class Status(Record):
     open_circuits: dict[str, datetime] = Field(default_factory=dict)
     # The first run of the workflow's continue-as-new chain: signed votes name it.
     chain_run_id: str | None = None
+    requested_by: str | None = None
 
 
 class RunReport(Record):

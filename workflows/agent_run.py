@@ -848,12 +848,15 @@ class AgentRun:
             used=used,
             left=remaining(m.input.budget, used),
             limits=m.input.budget,
-            pending_approvals=list(self._desk_.pending.values()),
+            pending_approvals=[
+                p.model_copy(update={"may_approve": self._desk_.may_approve(p)}) for p in self._desk_.pending.values()
+            ],
             paused_by=m.paused_by or (f"{self._switches.by} (workspace kill switch)" if self._switches.paused else None),
             last_error=m.last_error,
             policy_hash=m.context.policy_hash,
             open_circuits={t: u for t, u in m.open_circuits.items() if u > workflow.now()},
             chain_run_id=self._chain_run_id,
+            requested_by=m.input.requested_by,
         )
 
     @workflow.query(name="timeline")

@@ -125,6 +125,23 @@ class ApprovalDesk:
             return VoteResult(True, None, approval.approval_id, request.approver, 0, "approved", signed)
         return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed, signed=signed)
 
+    def may_approve(self, approval: PendingApproval) -> list[str]:
+        """The people whose approval would count now."""
+        return [
+            person
+            for person in self._policy.people
+            if vote_refusal(
+                self._policy,
+                approver=person,
+                requested_by=self._requested_by,
+                approver_roles=approval.approver_roles,
+                required_role=approval.required_role,
+                approvals_still_needed=approval.approvals_still_needed,
+                earlier_voters=[v.approver for v in approval.votes],
+            )
+            is None
+        ]
+
     def _binding_refusal(self, request: DecideRequest, approval: PendingApproval) -> str | None:
         """Why this vote is not bound to this exact call, or not signed as the workspace requires."""
         if request.call_hash is not None and request.call_hash != approval.call_hash:
