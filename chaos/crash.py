@@ -34,14 +34,13 @@ class CrashResult:
     crashes: int
     executed_writes: int
     refund_rows: int
+    refunds_expected: int
     ledger_rows: int
     answered_from_ledger: int
 
     @property
     def duplicates(self) -> int:
         return self.refund_rows - self.refunds_expected
-
-    refunds_expected: int = 0
 
     def table(self) -> str:
         return "\n".join(
@@ -110,7 +109,7 @@ async def crash_suite(client: Client, settings: Settings, runs: int, rounds: int
         crashes=crashes,
         executed_writes=executed,
         refund_rows=refund_rows,
+        refunds_expected=refunds_expected,
         ledger_rows=ledger_rows,
         answered_from_ledger=answered,
-        refunds_expected=refunds_expected,
     )

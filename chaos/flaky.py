@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -21,10 +23,10 @@ from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from airlock.models import FINAL_STATES, CallStatus, Effect, Tier
-from airlock.settings import Settings
+from airlock.settings import EXAMPLE_POLICY, Settings
+from chaos.runs import start_scripted
 from tools.backoffice.db import connect, customers, tool_calls
 from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
-from chaos.runs import start_scripted
 from worker import build_worker
 
 HANG_S = 65.0  # past the 60 s start-to-close timeout of a write
@@ -134,9 +136,7 @@ async def flaky_suite(
         ledger = conn.execute(
             select(func.count()).select_from(tool_calls).where(tool_calls.c.tool == "chaos.flaky_note")
         ).scalar_one()
-    by_state: dict[str, int] = {}
-    for r in reports:
-        by_state[r.state.value] = by_state.get(r.state.value, 0) + 1
+    by_state = dict(Counter(r.state.value for r in reports))
     return FlakyResult(
         runs=runs,
         final=sum(r.state in FINAL_STATES for r in reports),
@@ -152,7 +152,9 @@ def policy_with_chaos_tool(text: str) -> str:
     return text.replace("      - kb.search\n", "      - kb.search\n      - chaos.flaky_note\n", 1)
 
 
-def chaos_settings(settings: Settings, policy_path: Any) -> Settings:
-    return settings.model_copy(
-        update={"policy_path": policy_path, "tool_modules": "tools.backoffice,chaos.flaky"}
-    )
+def chaos_settings(settings: Settings, directory: Path) -> Settings:
+    """`settings` with chaos.flaky_note loaded, and the shipped policy granting it, written into
+    `directory`."""
+    policy = directory / "policy.yaml"
+    policy.write_text(policy_with_chaos_tool(EXAMPLE_POLICY.read_text()))
+    return settings.model_copy(update={"policy_path": policy, "tool_modules": "tools.backoffice,chaos.flaky"})

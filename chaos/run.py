@@ -21,21 +21,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from airlock.binaries import binary
 from airlock.logging import configure_logging
-from airlock.models import FINAL_STATES, RunReport, Status
-from airlock.settings import EXAMPLE_POLICY, Settings
+from airlock.models import FINAL_STATES, RunReport
+from airlock.settings import Settings
 from chaos.crash import crash_suite
-from chaos.flaky import chaos_settings, flaky_suite, policy_with_chaos_tool
+from chaos.flaky import chaos_settings, flaky_suite
+from chaos.runs import pending_approval_id, start_scripted
 from tools.backoffice.db import connect, refunds
 from worker import build_worker, register_search_attributes
 from workflows.agent_run import SEARCH_ATTRIBUTES
@@ -73,27 +73,14 @@ async def server_restart_suite(tmp: Path, runs: int) -> str:
         await register_search_attributes(client)
         async with build_worker(client, settings):
             handles = [
-                await client.start_workflow(
-                    "AgentRun",
-                    {"goal": "restart", "workspace": "acme", "requested_by": "u_alice", "mode": "approve",
-                     "model": {"provider": "scripted", "script": [
-                         {"tool": "payments.create_refund", "args": {"order_id": "ORD-1002", "amount_usd": 2, "reason": f"r{i}"}}]}},
-                    id=f"restart-{uuid.uuid4().hex[:8]}-{i}", task_queue=settings.task_queue, result_type=RunReport,
+                await start_scripted(
+                    client, settings.task_queue, f"restart-{i}",
+                    [{"tool": "payments.create_refund", "args": {"order_id": "ORD-1002", "amount_usd": 2, "reason": f"r{i}"}}],
+                    goal="restart", mode="approve",
                 )
                 for i in range(runs)
             ]
-            approvals: dict[str, str] = {}
-            for h in handles:
-                for _ in range(200):
-                    try:
-                        status = await h.query("status", result_type=Status)
-                    except WorkflowQueryFailedError:  # the run is still joining its workspace
-                        await asyncio.sleep(0.05)
-                        continue
-                    if status.pending_approvals:
-                        approvals[h.id] = status.pending_approvals[0].approval_id
-                        break
-                    await asyncio.sleep(0.05)
+            approvals = {h.id: await pending_approval_id(h) for h in handles}
             # Approve every run, then kill the server at once: the approvals must survive.
             for h in handles:
                 await h.signal("approve", {"approval_id": approvals[h.id], "approver": "u_bob"})
@@ -127,16 +114,13 @@ async def misbehaving_model_suite(client: Client, settings: Settings) -> str:
         "huge arguments": {"script": [{"tool": "kb.search", "args": {"query": "x" * 100_000}}] * 3},
         "schema-invalid arguments": {"script": [{"tool": "payments.create_refund", "args": {"amount_usd": "all of it"}}] * 5},
     }
-    lines = []
+    lines: list[str] = []
     async with build_worker(client, settings):
         for name, case in cases.items():
-            model = {"provider": "scripted", "script": case["script"]}
+            extra = {field: value for field, value in case.items() if field != "script"}
             started = time.perf_counter()
-            report = await client.execute_workflow(
-                "AgentRun",
-                {"goal": name, "workspace": "acme", "requested_by": "u_alice", "mode": "auto", "model": model, **({"budget": case["budget"]} if "budget" in case else {})},
-                id=f"model-{uuid.uuid4().hex[:8]}", task_queue=settings.task_queue, result_type=RunReport,
-            )
+            handle = await start_scripted(client, settings.task_queue, "model", case["script"], goal=name, **extra)
+            report = await handle.result()
             lines.append(f"{name:<26} {report.state.value:<17} {len(report.calls):>4} calls  {time.perf_counter() - started:6.2f}s  {report.reason}")
     return "\n".join(lines)
 
@@ -152,30 +136,26 @@ async def main(runs: int, rounds: int) -> None:
             dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter,
             search_attributes=SEARCH_ATTRIBUTES,
         )
-        # Workspace control workflows outlive each suite's workers: one worker serves them all, so
-        # a suite never joins a control workflow left on a queue that nobody polls any more.
-        control = build_worker(env.client, Settings(db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE))
-        await control.__aenter__()
 
         def suite(name: str) -> Settings:
             return Settings(db=str(tmp / f"{name}.db"), task_queue=f"chaos-{name}", control_task_queue=CONTROL_QUEUE)
 
         try:
-            print(f"# chaos: {' '.join(sys.argv)}\n")
-            crash = await crash_suite(env.client, suite("crash"), runs, rounds)
-            print("## crash consistency (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True)
-            print("## Temporal server killed and restarted (persistent database)\n" + await server_restart_suite(tmp, max(5, runs // 2)) + "\n", flush=True)
-            policy = tmp / "policy.yaml"
-            policy.write_text(policy_with_chaos_tool(EXAMPLE_POLICY.read_text()))
-            flaky = await flaky_suite(env.client, chaos_settings(suite("flaky"), policy), runs=max(5, runs // 2), calls_per_run=6)
-            print("## flaky and hanging tools\n" + flaky.table() + "\n", flush=True)
-            print("## model misbehaviour\n" + await misbehaving_model_suite(env.client, suite("model")), flush=True)
-            ok = crash.duplicates == 0 and crash.final == crash.runs and crash.answered_from_ledger > 0 and flaky.marks == flaky.ledger_rows
-            print("\nresult:", "PASS" if ok else "FAIL")
-            if not ok:
-                raise SystemExit(1)
+            # Workspace control workflows outlive each suite's workers: one worker serves them all, so
+            # a suite never joins a control workflow left on a queue that nobody polls any more.
+            async with build_worker(env.client, Settings(db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE)):
+                print(f"# chaos: {' '.join(sys.argv)}\n")
+                crash = await crash_suite(env.client, suite("crash"), runs, rounds)
+                print("## crash consistency (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True)
+                print("## Temporal server killed and restarted (persistent database)\n" + await server_restart_suite(tmp, max(5, runs // 2)) + "\n", flush=True)
+                flaky = await flaky_suite(env.client, chaos_settings(suite("flaky"), tmp), runs=max(5, runs // 2), calls_per_run=6)
+                print("## flaky and hanging tools\n" + flaky.table() + "\n", flush=True)
+                print("## model misbehaviour\n" + await misbehaving_model_suite(env.client, suite("model")), flush=True)
+                ok = crash.duplicates == 0 and crash.final == crash.runs and crash.answered_from_ledger > 0 and flaky.marks == flaky.ledger_rows
+                print("\nresult:", "PASS" if ok else "FAIL")
+                if not ok:
+                    raise SystemExit(1)
         finally:
-            await control.__aexit__(None, None, None)
             await env.shutdown()
 
 

@@ -19,11 +19,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from activities.openai_provider import OpenAIProvider, PriceTable
+from activities.openai_provider import OpenAIProvider
 from airlock.models import FINAL_STATES, RunReport, RunState, Status, TimelineEntry
-from airlock.settings import DEFAULT_PRICES, Settings
-from tests.conftest import Runs
-from tools.registry import load_registry
+from airlock.settings import Settings
+from tests.conftest import Runs, fake_openai
 
 # What a refused vote's reason must look like to "name what is wrong": one of the fixed reasons
 # Airlock gives, each naming the payload field, the approval or the person at fault.
@@ -145,11 +144,4 @@ class ScriptedOpenAI:
         return httpx2.Response(200, json=self._responses[index])
 
     def provider(self, settings: Settings) -> OpenAIProvider:
-        return OpenAIProvider(
-            api_key="sk-test-airlock-0123456789abcdef",
-            base_url="https://api.openai.test/v1",
-            timeout_s=5,
-            prices=PriceTable.load(DEFAULT_PRICES),
-            registry=load_registry(settings.tool_module_list),
-            http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle)),
-        )
+        return fake_openai(settings, self.handle)

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
+import io
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import pytest_asyncio
-from sqlalchemy import Engine
+import yaml
+from sqlalchemy import Engine, func, select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.openai_provider import OpenAIProvider, PriceTable
+from airlock import cli
 from airlock.binaries import binary
 from airlock.models import RunReport, Status
-from airlock.settings import Settings
+from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
 from tools.backoffice.db import connect
+from tools.registry import load_registry
 from worker import build_worker
 from workflows.agent_run import SEARCH_ATTRIBUTES
 
+RECORDINGS = Path(__file__).parent / "recordings" / "openai"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -99,8 +107,6 @@ class Runs:
         return await handle.query("status", result_type=Status)
 
     async def wait_for(self, handle: WorkflowHandle[Any, Any], predicate: Callable[[Status], bool], timeout: float = 20.0) -> Status:
-        import asyncio
-
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
@@ -142,8 +148,72 @@ def call(tool: str, **args: Any) -> dict[str, Any]:
     return {"tool": tool, "args": args}
 
 
-def count_rows(db: Engine, table: Any) -> int:
-    from sqlalchemy import func, select
-
+def count_rows(db: Engine, table: Any, *where: Any) -> int:
     with db.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+
+
+def policy_file(path: Path, **changes: Any) -> Path:
+    """The shipped policy with `changes` merged into it (mappings key by key, anything else
+    replaced), written to `path`."""
+    policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
+    _merge(policy, changes)
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def _merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+@pytest.fixture
+def critical_policy(tmp_path: Path) -> Path:
+    """The shipped policy with CRM updates in the critical tier: two approvers, one an admin."""
+    return policy_file(tmp_path / "critical.yaml", tools={"crm.update_customer": {"tier": "critical"}})
+
+
+class AirlockCli:
+    """`airlock ...` as a person would type it, its exit status and what it printed."""
+
+    async def __call__(self, *argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        # Each command runs an event loop of its own, which cannot nest in the test's.
+        status = await asyncio.to_thread(cli.run, list(argv), out)
+        return status, out.getvalue()
+
+
+@pytest.fixture
+def airlock_cli(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AirlockCli:
+    """The CLI pointed at the session's server and this test's task queues."""
+    monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
+    monkeypatch.setenv("AIRLOCK_TASK_QUEUE", settings.task_queue)
+    if settings.control_task_queue:
+        monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", settings.control_task_queue)
+    return AirlockCli()
+
+
+def fake_openai(settings: Settings, answer: Callable[[httpx2.Request], httpx2.Response]) -> OpenAIProvider:
+    """The real `openai` provider, every HTTP request answered by `answer` instead of a server."""
+    return OpenAIProvider(
+        api_key="sk-test-airlock-0123456789abcdef",
+        base_url="https://api.openai.test/v1",
+        timeout_s=5,
+        prices=PriceTable.load(DEFAULT_PRICES),
+        registry=load_registry(settings.tool_module_list),
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
+    )
+
+
+def recorded_openai_provider(settings: Settings, recording: str = "tool_call_proposal.json") -> OpenAIProvider:
+    """The real `openai` provider, every request answered with one recorded OpenAI response."""
+    response = json.loads((RECORDINGS / recording).read_text())["response"]
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        assert request.url.path == "/v1/chat/completions"
+        return httpx2.Response(response["status"], headers=response["headers"], json=response["json"])
+
+    return fake_openai(settings, answer)

@@ -18,11 +18,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-import yaml
-
-from airlock.settings import EXAMPLE_POLICY, Settings
+from airlock.settings import Settings
 from airlock.signing import new_key, public_key_text, sign, vote_message
-from tests.conftest import Runs, binary, call
+from tests.conftest import Runs, binary, call, policy_file
 from worker import build_worker
 from workflows.agent_run import SEARCH_ATTRIBUTES
 
@@ -75,16 +73,12 @@ async def governed(runs: Runs) -> WorkflowHandle[Any, Any]:
     escalates, an unsigned vote refused and a signed one counted."""
     with tempfile.TemporaryDirectory() as tmp:
         key = new_key(Path(tmp), "u_bob")
-        policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
-        policy["workspaces"]["governed"] = {
-            "max_autonomy": "auto",
-            "signed_approvals": True,
-            "limits": {"max_concurrent_runs": 5},
-        }
-        policy["people"]["u_bob"]["keys"] = [public_key_text(key)]
-        policy["tiers"]["high"] |= {"escalate_after_s": 1, "escalate_to": "admin"}
-        path = Path(tmp) / "governed.yaml"
-        path.write_text(yaml.safe_dump(policy))
+        path = policy_file(
+            Path(tmp) / "governed.yaml",
+            workspaces={"governed": {"max_autonomy": "auto", "signed_approvals": True, "limits": {"max_concurrent_runs": 5}}},
+            people={"u_bob": {"keys": [public_key_text(key)]}},
+            tiers={"high": {"escalate_after_s": 1, "escalate_to": "admin"}},
+        )
         settings = runs.settings.model_copy(
             update={"policy_path": path, "control_task_queue": None, "task_queue": runs.settings.task_queue + "-governed"}
         )

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 from temporalio.client import Client
 
 from airlock.models import CallStatus, DecideResult, Outcome, RunState
 from airlock.settings import Settings
 from tests.adversarial_support import ScriptedOpenAI, assert_not_stuck, completion, settle
-from tests.conftest import Runs, call
+from tests.conftest import Runs, call, count_rows
 from tools.backoffice.db import customers, emails, kb_articles, refunds
 from worker import build_worker
 
@@ -37,14 +37,8 @@ def plant(db: Engine, customer_id: str = "C-100", notes: str = INJECTION) -> Non
 
 
 def rows_written_by(db: Engine, workflow_id: str) -> tuple[int, int]:
-    with db.connect() as conn:
-        refund_rows = conn.execute(
-            select(func.count()).select_from(refunds).where(refunds.c.created_by == workflow_id)
-        ).scalar_one()
-        email_rows = conn.execute(
-            select(func.count()).select_from(emails).where(emails.c.sent_by == workflow_id)
-        ).scalar_one()
-    return refund_rows, email_rows
+    refund_rows = count_rows(db, refunds, refunds.c.created_by == workflow_id)
+    return refund_rows, count_rows(db, emails, emails.c.sent_by == workflow_id)
 
 
 def customer(db: Engine, customer_id: str = "C-100") -> Any:

@@ -28,12 +28,12 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from activities.openai_provider import OpenAIProvider, PriceTable
+from activities.openai_provider import OpenAIProvider
 from airlock.models import (
     FINAL_STATES,
     CallStatus,
@@ -44,7 +44,7 @@ from airlock.models import (
     RunReport,
     RunState,
 )
-from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
+from airlock.settings import EXAMPLE_POLICY, Settings
 from policy import Policy, PolicyError, load_policy, parse_policy
 from policy.engine import may_start
 from tests.adversarial_support import (
@@ -54,9 +54,8 @@ from tests.adversarial_support import (
     settle,
     timeline,
 )
-from tests.conftest import Runs, call, run_input
+from tests.conftest import Runs, call, count_rows, fake_openai, run_input
 from tools.backoffice.db import emails, refunds
-from tools.registry import load_registry
 from worker import build_worker
 
 POLICY = load_policy(EXAMPLE_POLICY)
@@ -155,14 +154,7 @@ def _refusing_openai(settings: Settings) -> OpenAIProvider:
     def refuse(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(400, json={"error": {"message": "refused by the test", "type": "invalid_request_error"}})
 
-    return OpenAIProvider(
-        api_key="sk-test-airlock-0123456789abcdef",
-        base_url="https://api.openai.test/v1",
-        timeout_s=5,
-        prices=PriceTable.load(DEFAULT_PRICES),
-        registry=load_registry(settings.tool_module_list),
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(refuse)),
-    )
+    return fake_openai(settings, refuse)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -289,8 +281,7 @@ async def test_any_signal_or_update_payload_is_counted_or_refused_with_its_reaso
         if record.status is CallStatus.EXECUTED:
             assert [v.decision for v in record.votes][-1:] == ["approve"], record
             assert record.args["to"].rsplit("@", 1)[1] in ALLOWED_DOMAINS
-    with db.connect() as conn:
-        sent_mail = conn.execute(select(func.count()).select_from(emails).where(emails.c.sent_by == handle.id)).scalar_one()
+    sent_mail = count_rows(db, emails, emails.c.sent_by == handle.id)
     assert sent_mail == sum(c.status is CallStatus.EXECUTED for c in report.calls)
     await assert_not_stuck(runs.client, handle)
 
@@ -404,9 +395,8 @@ async def test_any_tool_arguments_are_validated_governed_and_named(
             assert set(record.args["changes"]) <= {"email", "phone", "tier", "notes"}
 
     executed = {t: sum(c.status is CallStatus.EXECUTED and c.tool == t for c in report.calls) for t in TEMPLATES}
-    with db.connect() as conn:
-        refund_rows = conn.execute(select(func.count()).select_from(refunds).where(refunds.c.created_by == handle.id)).scalar_one()
-        email_rows = conn.execute(select(func.count()).select_from(emails).where(emails.c.sent_by == handle.id)).scalar_one()
+    refund_rows = count_rows(db, refunds, refunds.c.created_by == handle.id)
+    email_rows = count_rows(db, emails, emails.c.sent_by == handle.id)
     assert refund_rows == executed["payments.create_refund"]
     assert email_rows == executed["email.send"]
     await assert_not_stuck(client, handle)

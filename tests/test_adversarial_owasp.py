@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -27,16 +27,11 @@ from airlock.models import CallStatus, DecideResult, RunState
 from airlock.settings import EXAMPLE_POLICY, Settings
 from policy import load_policy
 from tests.adversarial_support import VOTE_REASONS, assert_not_stuck, settle, timeline
-from tests.conftest import Runs, call, run_input
+from tests.conftest import Runs, call, count_rows, policy_file, run_input
 from tools.backoffice.db import customers, emails, refunds, tickets
 from worker import build_worker
 
 REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
-
-
-def count_where(db: Engine, table: Any, *where: Any) -> int:
-    with db.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
 
 
 async def client_as(client: Client, identity: str) -> Client:
@@ -81,7 +76,7 @@ async def test_llm06_a_workspace_caps_autonomy_and_capabilities_cap_reach(runs: 
         (CallStatus.SUGGESTED, "mode.suggest"),
         (CallStatus.DENIED, "agent.capabilities"),
     ]
-    assert report.changes == [] and count_where(db, refunds, refunds.c.created_by == handle.id) == 0
+    assert report.changes == [] and count_rows(db, refunds, refunds.c.created_by == handle.id) == 0
 
 
 async def test_llm06_unattended_writes_in_auto_mode_stay_inside_the_rules_and_can_be_undone(
@@ -105,7 +100,7 @@ async def test_llm06_unattended_writes_in_auto_mode_stay_inside_the_rules_and_ca
     assert executed == [Decimal("50.00"), Decimal("49.00"), Decimal("48.00")] and sum(executed) <= Decimal("180.00")
     assert [u.tool for u in report.undo] == ["payments.void_refund"] * 3
     assert [u.args["refund_id"] for u in report.undo] == [c.result["refund_id"] for c in reversed(report.changes)]
-    assert count_where(db, refunds, refunds.c.created_by == handle.id) == 3
+    assert count_rows(db, refunds, refunds.c.created_by == handle.id) == 3
 
 
 # --- tool misuse ------------------------------------------------------------------------------------
@@ -138,9 +133,9 @@ async def test_tool_misuse_is_refused_by_schema_rule_or_tool(runs: Runs, db: Eng
         said = record.decision.rule if status is CallStatus.DENIED else record.error
         assert said.startswith(named), (said, named)
     assert report.changes == []
-    assert count_where(db, emails, emails.c.sent_by == handle.id) == 0
-    assert count_where(db, tickets, tickets.c.id == "T-17", tickets.c.status == "open") == 1
-    assert count_where(db, customers, customers.c.id == "C-100", customers.c.name == "Dana Whitfield") == 1
+    assert count_rows(db, emails, emails.c.sent_by == handle.id) == 0
+    assert count_rows(db, tickets, tickets.c.id == "T-17", tickets.c.status == "open") == 1
+    assert count_rows(db, customers, customers.c.id == "C-100", customers.c.name == "Dana Whitfield") == 1
 
 
 # --- privilege compromise --------------------------------------------------------------------------
@@ -186,7 +181,7 @@ async def test_privilege_the_requester_cannot_approve_their_own_run(runs: Runs, 
     await handle.cancel()
     report = await handle.result()
     assert [r.reason for r in report.refused_votes] == ["self-approval: u_alice requested this run"] * 2
-    assert count_where(db, refunds, refunds.c.created_by == handle.id) == 0
+    assert count_rows(db, refunds, refunds.c.created_by == handle.id) == 0
 
 
 # --- resource overload ------------------------------------------------------------------------------
@@ -310,18 +305,13 @@ async def test_hitl_an_approval_names_one_exact_call(runs: Runs, db: Engine) -> 
     report = await handle.result()
     assert [c.status for c in report.calls] == [CallStatus.EXECUTED, CallStatus.STOPPED]
     assert second.pending_approvals[0].approval_id.startswith("apr-2-0-")
-    assert count_where(db, emails, emails.c.sent_by == handle.id) == 1
+    assert count_rows(db, emails, emails.c.sent_by == handle.id) == 1
 
 
 async def test_hitl_an_unanswered_request_counts_as_denied(client: Client, settings: Settings, tmp_path: Path, db: Engine) -> None:
     """An approver who does not answer does not let the call through: once the tier's timeout
     passes, the call counts as denied and the run goes on."""
-    policy = tmp_path / "impatient.yaml"
-    policy.write_text(
-        EXAMPLE_POLICY.read_text().replace(
-            "  high: {approvals: 1, roles: [approver], timeout_s: 86400}", "  high: {approvals: 1, roles: [approver], timeout_s: 1}"
-        )
-    )
+    policy = policy_file(tmp_path / "impatient.yaml", tiers={"high": {"timeout_s": 1}})
     assert load_policy(policy).tiers["high"].timeout_s == 1  # type: ignore[index]
     settings = settings.model_copy(update={"policy_path": policy})
     async with build_worker(client, settings):
@@ -332,7 +322,7 @@ async def test_hitl_an_unanswered_request_counts_as_denied(client: Client, setti
     assert report.state is RunState.COMPLETED and report.answer == "gave up"
     assert report.calls[0].status is CallStatus.REJECTED
     assert report.calls[0].error == "no approval within 1s: the call counts as denied"
-    assert count_where(db, emails, emails.c.sent_by == handle.id) == 0
+    assert count_rows(db, emails, emails.c.sent_by == handle.id) == 0
 
 
 # --- repudiation ------------------------------------------------------------------------------------
@@ -403,7 +393,7 @@ async def test_spoofing_a_vote_in_a_name_that_may_not_approve_is_refused_and_rec
     await handle.cancel()
     report = await handle.result()
     assert [(r.approver, r.reason) for r in report.refused_votes] == [(approver, reason)]
-    assert count_where(db, refunds, refunds.c.created_by == handle.id) == 0
+    assert count_rows(db, refunds, refunds.c.created_by == handle.id) == 0
 
 
 async def test_spoofing_the_approver_name_is_a_claim_and_the_history_keeps_who_sent_it(client: Client, runs: Runs) -> None:

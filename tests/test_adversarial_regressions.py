@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from airlock.models import DecideResult, Effect, Mode, RunReport, RunState, Status, Tier
+from airlock.models import DecideResult, Effect, Mode, RunReport, RunState, Tier
 from airlock.settings import EXAMPLE_POLICY, Settings
 from policy import CallContext, PolicyError, decide, parse_policy
 from tests.adversarial_support import assert_not_stuck, workflow_task_failures
@@ -159,11 +157,9 @@ async def test_f5_pause_sent_with_start_holds_the_run(runs: Runs, client: Client
 
 # --- F6: a counted vote on a call still pending when the run stops is missing from the report ---------
 
-async def test_f6_partial_votes_survive_a_stop(client: Client, settings: Settings, tmp_path: Path) -> None:
+async def test_f6_partial_votes_survive_a_stop(client: Client, settings: Settings, critical_policy: Path) -> None:
     """The first of two critical-tier votes is in the report of a run stopped before the second."""
-    text = TEXT.replace("  crm.update_customer:\n    rules:", "  crm.update_customer:\n    tier: critical\n    rules:")
-    (tmp_path / "c.yaml").write_text(text)
-    settings = settings.model_copy(update={"policy_path": tmp_path / "c.yaml"})
+    settings = settings.model_copy(update={"policy_path": critical_policy})
     async with build_worker(client, settings):
         runs = Runs(client, settings)
         handle = await runs.start(script=[call("crm.update_customer", customer_id="C-100", changes={"phone": "1"})])

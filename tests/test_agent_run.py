@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from airlock.models import CallStatus, RunState
 from tests.conftest import Runs, call, count_rows
@@ -118,7 +118,7 @@ async def test_tool_refusal_is_reported_not_retried(runs: Runs, db: Engine) -> N
     assert "no order 'ORD-9999'" in report.calls[0].error
 
 
-async def test_capability_outside_agent_is_denied_without_preview(runs: Runs, settings, db: Engine) -> None:
+async def test_capability_outside_agent_is_denied_without_preview(runs: Runs) -> None:
     """A registered tool the agent holds no capability for is denied by `agent.capabilities`."""
     handle = await runs.start(script=[call("payments.void_refund", refund_id="RF-1")])
     report = await handle.result()

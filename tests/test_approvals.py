@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowHandle
 
 from airlock.models import CallStatus, DecideResult, RunReport, RunState
-from airlock.settings import EXAMPLE_POLICY, Settings
-from tests.conftest import Runs, call, count_rows
+from airlock.settings import Settings
+from tests.conftest import AirlockCli, Runs, call, count_rows
 from tools.backoffice.db import customers, refunds
 from worker import build_worker
 
@@ -123,16 +123,6 @@ async def test_decide_update_answers_with_the_reason(runs: Runs) -> None:
     assert report.calls[1].status is CallStatus.EXECUTED
 
 
-@pytest.fixture
-def critical_policy(tmp_path: Path) -> Path:
-    text = EXAMPLE_POLICY.read_text().replace(
-        "  crm.update_customer:\n    rules:", "  crm.update_customer:\n    tier: critical\n    rules:"
-    )
-    path = tmp_path / "critical.yaml"
-    path.write_text(text)
-    return path
-
-
 async def test_critical_tier_needs_two_distinct_approvers_one_an_admin(
     client: Client, settings: Settings, critical_policy: Path, db: Engine
 ) -> None:
@@ -170,8 +160,6 @@ async def test_inbox_query_finds_runs_awaiting_approval(runs: Runs, client: Clie
         found = [w async for w in client.list_workflows(query)]
         if found:
             break
-        import asyncio
-
         await asyncio.sleep(0.1)
     assert [w.id for w in found] == [handle.id]
     attrs = found[0].typed_search_attributes
@@ -181,24 +169,15 @@ async def test_inbox_query_finds_runs_awaiting_approval(runs: Runs, client: Clie
     await handle.cancel()
 
 
-async def test_inbox_lists_what_a_person_may_approve_with_the_diff(
-    runs: Runs, monkeypatch: pytest.MonkeyPatch, env: Any
-) -> None:
+async def test_inbox_lists_what_a_person_may_approve_with_the_diff(runs: Runs, airlock_cli: AirlockCli) -> None:
     """u_bob sees the pending refund with its diff; u_alice (the requester) and u_dave (no role)
     see nothing to approve."""
-    import asyncio
-    import io
-
-    from airlock import cli
-
     handle, approval_id = await start_refund(runs)
-    monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
-    outputs = {}
+    outputs: dict[str, str] = {}
     for person in ("u_bob", "u_alice", "u_dave"):
         for _ in range(100):  # the inbox reads visibility, which trails the run by a moment
-            out = io.StringIO()
-            assert await asyncio.to_thread(cli.run, ["inbox", "--as", person, "--workspace", "acme"], out) == 0
-            outputs[person] = out.getvalue()
+            status, outputs[person] = await airlock_cli("inbox", "--as", person, "--workspace", "acme")
+            assert status == 0
             if person != "u_bob" or approval_id in outputs[person]:
                 break
             await asyncio.sleep(0.1)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from temporalio.client import Client
 
 from airlock.settings import Settings
 from chaos.crash import crash_suite
+from chaos.flaky import chaos_settings, flaky_suite
 
 
 async def test_killed_workers_lose_nothing_and_repeat_nothing(client: Client, settings: Settings) -> None:
@@ -20,15 +23,10 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(client: Client, se
     assert result.answered_from_ledger >= 1
 
 
-async def test_flaky_tools_end_every_run_explicitly_without_duplicates(client: Client, settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_flaky_tools_end_every_run_explicitly_without_duplicates(client: Client, settings: Settings, tmp_path: Path) -> None:
     """30% transient failures, retried within bounds: every run final, marks == ledger rows.
     Hangs past the timeout take a minute each, so only `make chaos` lets them hang."""
-    from airlock.settings import EXAMPLE_POLICY
-    from chaos.flaky import chaos_settings, flaky_suite, policy_with_chaos_tool
-
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_with_chaos_tool(EXAMPLE_POLICY.read_text()))
-    result = await flaky_suite(client, chaos_settings(settings, policy), runs=3, calls_per_run=4, hang_s=0.0)
+    result = await flaky_suite(client, chaos_settings(settings, tmp_path), runs=3, calls_per_run=4, hang_s=0.0)
     print("\n" + result.table())
     assert result.final == 3
     assert result.marks == result.ledger_rows == result.executed

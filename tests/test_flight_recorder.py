@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,33 +11,18 @@ import jsonschema
 import pytest
 from sqlalchemy import Engine, select
 
-from airlock import cli
 from airlock.audit import AuditEvent
 from airlock.models import CallStatus
 from airlock.recorder import ReplayFailed, load_history, merge, reconstruct, replay
-from airlock.settings import Settings
+from airlock.settings import EXAMPLE_POLICY, Settings
 from airlock.show import flight_record
 from airlock.undo_io import UndoReport
-from tests.conftest import Runs, call
+from tests.conftest import AirlockCli, Runs, call, recorded_openai_provider
 from tests.history_scenarios import HISTORIES, histories_of
 from tools.backoffice.db import customers, refunds, tickets
 from tests.mutated_workflow import AgentRunWithAnExtraTimer
 
 SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "audit-event.schema.json"
-
-
-def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any) -> tuple[int, str]:
-    monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
-    monkeypatch.setenv("AIRLOCK_TASK_QUEUE", settings.task_queue)
-    out = io.StringIO()
-    return cli.run(argv, out=out), out.getvalue()
-
-
-async def cli_async(argv: list[str], monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any) -> tuple[int, str]:
-    """`airlock ...` in a thread: the command runs its own event loop."""
-    import asyncio
-
-    return await asyncio.to_thread(run_cli, argv, monkeypatch, settings, env)
 
 
 @pytest.mark.parametrize("name", ["approved", "denied", "budget_exhausted", "stopped", "continued"])
@@ -64,29 +48,27 @@ async def test_show_answers_from_a_history_file(name: str) -> None:
         assert [e.kind for e in record.timeline].count("continued_as_new") == 2
 
 
-async def test_show_a_live_run_waiting_for_approval(runs: Runs, monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any) -> None:
+async def test_show_a_live_run_waiting_for_approval(runs: Runs, airlock_cli: AirlockCli) -> None:
     """`airlock show RUN_ID` works on a run that is not finished, from its history."""
     handle = await runs.start(mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="x")])
     await runs.pending(handle)
-    status, out = await cli_async(["show", handle.id, "--json"], monkeypatch, settings, env)
+    status, out = await airlock_cli("show", handle.id, "--json")
     assert status == 0
     shown = json.loads(out)
     assert shown["state"] == "awaiting_approval" and shown["closed"] is False
     assert shown["who_approved"][0]["outcome"] == "awaiting_approval"
-    status, text = await cli_async(["show", handle.id], monkeypatch, settings, env)
+    status, text = await airlock_cli("show", handle.id)
     assert "approval_requested" in text and "(still open)" in text
     await handle.cancel()
 
 
-async def test_replay_command_over_committed_histories(monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any) -> None:
+async def test_replay_command_over_committed_histories(airlock_cli: AirlockCli) -> None:
     files = [str(p) for p in sorted(HISTORIES.glob("*.json"))]
-    status, out = await cli_async(["replay", *files], monkeypatch, settings, env)
+    status, out = await airlock_cli("replay", *files)
     assert status == 0 and f"{len(files)} of {len(files)} histories replay" in out
 
 
-async def test_a_non_deterministic_code_change_is_caught(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any
-) -> None:
+async def test_a_non_deterministic_code_change_is_caught(monkeypatch: pytest.MonkeyPatch, airlock_cli: AirlockCli) -> None:
     """`airlock replay` exits 1 and names the history when the code no longer matches it."""
     history = load_history(HISTORIES / "approved.json")
     await replay(history)  # today's code: fine
@@ -94,7 +76,7 @@ async def test_a_non_deterministic_code_change_is_caught(
         await replay(history, workflows=[AgentRunWithAnExtraTimer])
     monkeypatch.setattr("airlock.recorder.WORKFLOWS", [AgentRunWithAnExtraTimer])
     files = [str(HISTORIES / "approved.json"), str(HISTORIES / "budget_exhausted.json")]
-    status, out = await cli_async(["replay", *files], monkeypatch, settings, env)
+    status, out = await airlock_cli("replay", *files)
     assert status == 1
     assert f"NOT deterministic  {files[0]}" in out and "0 of 2 histories replay" in out
 
@@ -109,7 +91,7 @@ def rows(db: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
 
 async def test_undo_restores_the_prior_rows_and_a_second_undo_is_a_no_op(
-    runs: Runs, db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any
+    runs: Runs, db: Engine, airlock_cli: AirlockCli
 ) -> None:
     """A refund, a CRM update and a ticket change are compensated newest first, each through the
     policy (the void needs an approver); an email is reported as impossible to undo."""
@@ -130,7 +112,7 @@ async def test_undo_restores_the_prior_rows_and_a_second_undo_is_a_no_op(
     assert [c.status for c in report.calls] == [CallStatus.EXECUTED] * 3
     assert rows(db) != before
 
-    status, out = await cli_async(["undo", handle.id], monkeypatch, settings, env)
+    status, out = await airlock_cli("undo", handle.id)
     assert status == 0 and f"undo-{handle.id}.compensations" in out
     child = runs.client.get_workflow_handle(f"undo-{handle.id}.compensations")
     pending = await runs.pending(child)
@@ -143,21 +125,21 @@ async def test_undo_restores_the_prior_rows_and_a_second_undo_is_a_no_op(
     ]
     assert rows(db) == before
 
-    status, out = await cli_async(["undo", handle.id], monkeypatch, settings, env)
+    status, out = await airlock_cli("undo", handle.id)
     assert status == 0 and "already undone" in out
     assert rows(db) == before
 
-    status, out = await cli_async(["show", handle.id, "--json"], monkeypatch, settings, env)
+    status, out = await airlock_cli("show", handle.id, "--json")
     assert json.loads(out)["undone_by"]
 
-    status, out = await cli_async(["undo", handle_email.id, "--wait"], monkeypatch, settings, env)
+    status, out = await airlock_cli("undo", handle_email.id, "--wait")
     assert status == 0 and "NOT undone step 1 email.send: an email cannot be unsent" in out
 
 
-async def test_undo_of_a_running_run_is_refused(runs: Runs, monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any) -> None:
+async def test_undo_of_a_running_run_is_refused(runs: Runs, airlock_cli: AirlockCli) -> None:
     handle = await runs.start(mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="x")])
     await runs.pending(handle)
-    status, out = await cli_async(["undo", handle.id, "--wait"], monkeypatch, settings, env)
+    status, out = await airlock_cli("undo", handle.id, "--wait")
     assert status == 1
     await handle.cancel()
 
@@ -177,7 +159,9 @@ STRICTER = """
 """
 
 
-async def test_counterfactual_policy_flags_exactly_the_calls_it_should(runs: Runs, tmp_path: Path) -> None:
+async def test_counterfactual_policy_flags_exactly_the_calls_it_should(
+    runs: Runs, tmp_path: Path, airlock_cli: AirlockCli
+) -> None:
     """A stricter policy turns the 30 USD refund into one needing approval and the email into a
     deny; the read and the 5 USD refund are unchanged; the approved 120 USD refund stays approved
     (same call, and u_bob still satisfies the tier)."""
@@ -198,8 +182,6 @@ async def test_counterfactual_policy_flags_exactly_the_calls_it_should(runs: Run
     history = tmp_path / "run.json"
     history.write_text((await histories_of(runs.client, handle))[-1])
 
-    from airlock.settings import EXAMPLE_POLICY
-
     text = EXAMPLE_POLICY.read_text()
     start = text.index("  payments.create_refund:\n")
     end = text.index("  payments.void_refund:\n")
@@ -208,10 +190,9 @@ async def test_counterfactual_policy_flags_exactly_the_calls_it_should(runs: Run
     policy_file = tmp_path / "stricter.yaml"
     policy_file.write_text(stricter)
 
-    out = io.StringIO()
-    status = await __import__("asyncio").to_thread(cli.run, ["replay", "--policy", str(policy_file), "--json", str(history)], out)
+    status, out = await airlock_cli("replay", "--policy", str(policy_file), "--json", str(history))
     assert status == 0
-    result = json.loads(out.getvalue())
+    result = json.loads(out)
     flagged = [(c["tool"], c["args"].get("amount_usd"), c["before"]["label"], c["after"]["label"]) for c in result["calls"] if c["before"]["label"] != c["after"]["label"]]
     assert flagged == [
         ("payments.create_refund", "30.00", "allowed", "needs approval"),
@@ -221,7 +202,7 @@ async def test_counterfactual_policy_flags_exactly_the_calls_it_should(runs: Run
 
 
 async def test_audit_export_lines_validate_and_match_the_live_log(
-    runs: Runs, monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any, caplog: pytest.LogCaptureFixture
+    runs: Runs, settings: Settings, airlock_cli: AirlockCli, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every exported line validates against the published schema, and the worker logged the
     same events while the run executed."""
@@ -238,7 +219,7 @@ async def test_audit_export_lines_validate_and_match_the_live_log(
     await handle.signal("approve", {"approval_id": pending.pending_approvals[0].approval_id, "approver": "u_carol"})
     await handle.result()
     out = Path(settings.db).parent / "audit.jsonl"
-    status, _ = await cli_async(["audit", "export", "--since", since, "--workspace", "acme", "--output", str(out)], monkeypatch, settings, env)
+    status, _ = await airlock_cli("audit", "export", "--since", since, "--workspace", "acme", "--output", str(out))
     assert status == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     mine = [e for e in lines if e["run_id"] == handle.id]
@@ -256,7 +237,7 @@ async def test_audit_export_lines_validate_and_match_the_live_log(
 
 
 async def test_large_tool_results_are_stored_by_reference(
-    runs: Runs, db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings, env: Any
+    runs: Runs, db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings, airlock_cli: AirlockCli
 ) -> None:
     """A 20 KB result costs the history a hash and a preview; `airlock show` resolves it."""
     from sqlalchemy import insert
@@ -275,7 +256,7 @@ async def test_large_tool_results_are_stored_by_reference(
     small_history = (await histories_of(runs.client, small))[-1]
     assert len(history) - len(small_history) < 2_000
     monkeypatch.setenv("AIRLOCK_DB", settings.db)
-    status, out = await cli_async(["show", handle.id, "--json"], monkeypatch, settings, env)
+    status, out = await airlock_cli("show", handle.id, "--json")
     assert status == 0
     assert json.loads(out)["calls"][0]["result"]["articles"][0]["body"] == body
 
@@ -284,7 +265,6 @@ async def test_counterfactual_model_compares_proposals_step_by_step(runs: Runs, 
     """Another model, asked at each recorded step with the recorded results, proposes other
     calls: each is marked, decided by the policy, and no recorded approval is reused for it."""
     from airlock.counterfactual import under_model
-    from tests.test_run_control import recorded_openai_provider
 
     handle = await runs.start(script=[call("orders.get_order", order_id="ORD-1001")])
     await handle.result()

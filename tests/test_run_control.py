@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 from sqlalchemy import Engine
 from temporalio import activity
@@ -15,18 +12,16 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from activities.openai_provider import OpenAIProvider, PriceTable
+from activities.openai_provider import OpenAIProvider
 from airlock.models import CallStatus, DecideResult, RunState
 from airlock.recorder import record_of
-from airlock.settings import DEFAULT_PRICES, Settings
-from tests.conftest import Runs, call, count_rows, run_input
+from airlock.settings import Settings
+from tests.conftest import Runs, call, count_rows, recorded_openai_provider, run_input
 from tools.backoffice.db import refunds
-from tools.registry import load_registry
 from worker import build_worker
 
 READ = call("orders.get_order", order_id="ORD-1001")
 REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
-RECORDINGS = Path(__file__).parent / "recordings" / "openai"
 
 
 @pytest.mark.parametrize(
@@ -54,29 +49,6 @@ async def test_wall_clock_budget_ends_a_run_waiting_for_approval(runs: Runs, db:
     assert report.state is RunState.BUDGET_EXHAUSTED
     assert report.reason.startswith("max_wall_clock_s")
     assert count_rows(db, refunds) == 0
-
-
-def replaying(recording: str) -> httpx2.AsyncClient:
-    """An HTTP client that answers every request with one recorded OpenAI response."""
-    response = json.loads((RECORDINGS / recording).read_text())["response"]
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        assert request.url.path == "/v1/chat/completions"
-        return httpx2.Response(response["status"], headers=response["headers"], json=response["json"])
-
-    return httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
-
-
-def recorded_openai_provider(settings: Settings, recording: str = "tool_call_proposal.json") -> OpenAIProvider:
-    """The real `openai` provider, its HTTP answered from a recorded exchange."""
-    return OpenAIProvider(
-        api_key="sk-test-airlock-0123456789abcdef",
-        base_url="https://api.openai.test/v1",
-        timeout_s=5,
-        prices=PriceTable.load(DEFAULT_PRICES),
-        registry=load_registry(settings.tool_module_list),
-        http_client=replaying(recording),
-    )
 
 
 @pytest.fixture

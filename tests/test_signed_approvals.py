@@ -7,25 +7,20 @@ this decision and this call counts. Every other vote is refused and recorded.
 
 from __future__ import annotations
 
-import asyncio
-import io
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 
-from airlock import cli
 from airlock.hashing import call_hash
 from airlock.models import CallStatus, DecideResult, RunState, Status, TimelineEntry
-from airlock.settings import EXAMPLE_POLICY, Settings
+from airlock.settings import Settings
 from airlock.signing import load_key, new_key, public_key_text, sign, verifies, vote_message
 from policy.loader import PolicyError, load_policy
-from tests.conftest import Runs, call, count_rows
+from tests.conftest import AirlockCli, Runs, call, count_rows, policy_file
 from tools.backoffice.db import refunds
 from worker import build_worker
 
@@ -44,12 +39,11 @@ def keys_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def signed_settings(tmp_path: Path, keys_dir: Path, settings: Settings) -> Settings:
-    policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
-    policy["workspaces"]["acme"]["signed_approvals"] = True
-    for person in ("u_bob", "u_carol"):
-        policy["people"][person]["keys"] = [public_key_text(load_key(keys_dir, person))]
-    path = tmp_path / "signed.yaml"
-    path.write_text(yaml.safe_dump(policy))
+    path = policy_file(
+        tmp_path / "signed.yaml",
+        workspaces={"acme": {"signed_approvals": True}},
+        people={person: {"keys": [public_key_text(load_key(keys_dir, person))]} for person in ("u_bob", "u_carol")},
+    )
     return settings.model_copy(update={"policy_path": path})
 
 
@@ -163,30 +157,26 @@ async def test_a_signed_vote_does_not_carry_over_to_another_run(
 
 
 async def test_airlock_approve_signs_with_the_local_key(
-    env: WorkflowEnvironment, client: Client, signed_settings: Settings, keys_dir: Path, db: Engine,
-    monkeypatch: pytest.MonkeyPatch,
+    client: Client, signed_settings: Settings, keys_dir: Path, db: Engine,
+    monkeypatch: pytest.MonkeyPatch, airlock_cli: AirlockCli,
 ) -> None:
     """`airlock approve RUN APPROVAL --as u_bob` shows the call and its diff, signs it and says
     whether it counted; without a key it refuses to send a vote this workspace would refuse."""
-    monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
     monkeypatch.setenv("AIRLOCK_KEYS_DIR", str(keys_dir))
     async with build_worker(client, signed_settings):
         runs = Runs(client, signed_settings)
         handle = await runs.start(mode="approve", script=[READ, REFUND_120])
         approval_id = (await runs.pending(handle)).pending_approvals[0].approval_id
 
-        out = io.StringIO()
-        status = await asyncio.to_thread(cli.run, ["approve", handle.id, approval_id, "--as", "u_dave"], out)
+        status, _ = await airlock_cli("approve", handle.id, approval_id, "--as", "u_dave")
         assert status == 1  # u_dave has no key on this machine
 
-        out = io.StringIO()
-        status = await asyncio.to_thread(cli.run, ["approve", handle.id, approval_id, "--as", "u_bob", "--comment", "ok"], out)
-        assert status == 0, out.getvalue()
+        status, text = await airlock_cli("approve", handle.id, approval_id, "--as", "u_bob", "--comment", "ok")
+        assert status == 0, text
         report = await handle.result()
         timeline = await handle.query("timeline", result_type=list[TimelineEntry])
     [vote_entry] = [e for e in timeline if e.kind == "approval_vote"]
     assert vote_entry.actor == "u_bob" and vote_entry.message == "via update, signed"
-    text = out.getvalue()
     assert "orders[ORD-1001].refunded_usd: 0.00 -> 120.00" in text
     assert "approve by u_bob counted (signed)" in text
     assert report.calls[1].status is CallStatus.EXECUTED
@@ -195,10 +185,7 @@ async def test_airlock_approve_signs_with_the_local_key(
 
 
 def test_a_policy_key_must_be_an_ed25519_public_key(tmp_path: Path) -> None:
-    policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
-    policy["people"]["u_bob"]["keys"] = ["ed25519:not-a-key"]
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(policy))
+    path = policy_file(tmp_path / "bad.yaml", people={"u_bob": {"keys": ["ed25519:not-a-key"]}})
     with pytest.raises(PolicyError, match="people.u_bob.keys.0"):
         load_policy(path)
 

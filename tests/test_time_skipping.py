@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
 import pytest_asyncio
 from sqlalchemy import Engine
-from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from airlock.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
-from airlock.settings import EXAMPLE_POLICY, Settings
-from tests.conftest import binary, call, count_rows, run_input
+from airlock.settings import Settings
+from tests.conftest import Runs, binary, call, count_rows, policy_file
 from tools.backoffice.db import refunds
 from worker import build_worker, register_search_attributes
+
+REFUND = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -37,19 +36,24 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+@asynccontextmanager
+async def skipping_worker(env: WorkflowEnvironment, settings: Settings, **update: Any) -> AsyncIterator[Runs]:
+    """A worker on the time-skipping server, and runs started on its queue."""
+    # This server is not the session's: its workspace control runs on this worker's own queue.
+    settings = settings.model_copy(update={"control_task_queue": None, **update})
+    async with build_worker(env.client, settings):
+        yield Runs(env.client, settings)
+
+
+async def start_refund(runs: Runs) -> WorkflowHandle[Any, RunReport]:
+    """A refund waiting for approval, in a run whose wall-clock budget outlasts any approval timeout."""
+    return await runs.start(mode="approve", budget={"max_wall_clock_s": 200_000}, script=[REFUND])
+
+
 async def test_unanswered_approval_is_a_deny(skipping_env: WorkflowEnvironment, settings: Settings, db: Engine) -> None:
     """No answer within the tier's timeout (a day, in the shipped policy) denies the call."""
-    refund = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
-    # This server is not the session's: its workspace control runs on this worker's own queue.
-    settings = settings.model_copy(update={"control_task_queue": None})
-    async with build_worker(skipping_env.client, settings):
-        report = await skipping_env.client.execute_workflow(
-            "AgentRun",
-            run_input(mode="approve", budget={"max_wall_clock_s": 200_000}, script=[refund]),
-            id=f"timeout-{uuid.uuid4().hex[:8]}",
-            task_queue=settings.task_queue,
-            result_type=RunReport,
-        )
+    async with skipping_worker(skipping_env, settings) as runs:
+        report = await (await start_refund(runs)).result()
     assert report.state is RunState.COMPLETED
     assert report.calls[0].status is CallStatus.REJECTED
     assert report.calls[0].error == "no approval within 86400s: the call counts as denied"
@@ -60,30 +64,20 @@ async def test_unanswered_approval_is_a_deny(skipping_env: WorkflowEnvironment, 
 @pytest.fixture
 def escalating_policy(tmp_path: Path) -> Path:
     """High-tier calls escalate to admins after an hour and count as denied after two."""
-    policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
-    policy["tiers"]["high"] |= {"timeout_s": 7200, "escalate_after_s": 3600, "escalate_to": "admin"}
-    policy["people"]["u_erin"] = {"roles": ["admin"]}
-    path = tmp_path / "escalating.yaml"
-    path.write_text(yaml.safe_dump(policy))
-    return path
+    return policy_file(
+        tmp_path / "escalating.yaml",
+        tiers={"high": {"timeout_s": 7200, "escalate_after_s": 3600, "escalate_to": "admin"}},
+        people={"u_erin": {"roles": ["admin"]}},
+    )
 
 
 async def test_a_pending_approval_escalates_then_a_higher_role_decides(
     skipping_env: WorkflowEnvironment, settings: Settings, escalating_policy: Path, db: Engine
 ) -> None:
     """Before the escalation time only approvers may decide; after it an admin may too."""
-    refund = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
-    settings = settings.model_copy(update={"control_task_queue": None, "policy_path": escalating_policy})
-    client = skipping_env.client
-    async with build_worker(client, settings):
-        handle = await client.start_workflow(
-            "AgentRun",
-            run_input(mode="approve", budget={"max_wall_clock_s": 200_000}, script=[refund]),
-            id=f"escalate-{uuid.uuid4().hex[:8]}",
-            task_queue=settings.task_queue,
-            result_type=RunReport,
-        )
-        status = await wait_for_pending(handle)
+    async with skipping_worker(skipping_env, settings, policy_path=escalating_policy) as runs:
+        handle = await start_refund(runs)
+        status = await runs.pending(handle)
         pending = status.pending_approvals[0]
         assert pending.escalates_at is not None and pending.escalated_to is None
         vote = {"approval_id": pending.approval_id, "approver": "u_erin", "decision": "approve"}
@@ -106,29 +100,42 @@ async def test_a_pending_approval_escalates_then_a_higher_role_decides(
 async def test_an_escalated_approval_nobody_answers_is_denied_at_its_timeout(
     skipping_env: WorkflowEnvironment, settings: Settings, escalating_policy: Path, db: Engine
 ) -> None:
-    refund = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
-    settings = settings.model_copy(update={"control_task_queue": None, "policy_path": escalating_policy})
-    async with build_worker(skipping_env.client, settings):
-        report = await skipping_env.client.execute_workflow(
-            "AgentRun",
-            run_input(mode="approve", budget={"max_wall_clock_s": 200_000}, script=[refund]),
-            id=f"expire-{uuid.uuid4().hex[:8]}",
-            task_queue=settings.task_queue,
-            result_type=RunReport,
-        )
+    async with skipping_worker(skipping_env, settings, policy_path=escalating_policy) as runs:
+        report = await (await start_refund(runs)).result()
     assert report.calls[0].status is CallStatus.REJECTED
     assert report.calls[0].error == "no approval within 7200s: the call counts as denied"
     assert 7_200 <= (report.finished_at - report.started_at).total_seconds() < 86_400
     assert count_rows(db, refunds) == 0
 
 
-async def wait_for_pending(handle: WorkflowHandle[Any, RunReport]) -> Status:
-    for _ in range(200):
-        try:
-            status = await handle.query("status", result_type=Status)
-            if status.pending_approvals:
-                return status
-        except WorkflowQueryFailedError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("the run never asked for approval")
+async def test_a_model_call_running_across_midnight_is_charged_to_the_day_it_reserved_on(
+    skipping_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """Yesterday's open reservation no longer holds today's money, but its settlement still
+    lands on yesterday's ledger."""
+    from airlock.workspace_io import ReserveRequest, ReserveResult, SpendView, control_workflow_id
+
+    settings = settings.model_copy(update={"control_task_queue": None})
+    client = skipping_env.client
+    workspace = "acme"
+
+    def request(n: int, usd: float) -> ReserveRequest:
+        return ReserveRequest(
+            workspace=workspace, run_id=f"run-{n}", reservation_id=f"r-{n}", agent="support",
+            requested_by="u_alice", usd=usd, cap_usd=1.0,
+        )
+
+    async with build_worker(client, settings):
+        control = await client.start_workflow(
+            "WorkspaceControl", workspace, id=control_workflow_id(workspace), task_queue=settings.task_queue
+        )
+        assert (await control.execute_update("reserve", request(1, 0.4), result_type=ReserveResult)).granted
+        await skipping_env.sleep(86_400)
+        assert (await control.execute_update("reserve", request(2, 0.5), result_type=ReserveResult)).granted
+        assert (await control.execute_update("reserve", request(3, 0.5), result_type=ReserveResult)).granted
+        await control.signal("settle", {"reservation_id": "r-1", "usd": 0.3})
+        spend = await control.query("spend", result_type=SpendView)
+        await control.terminate("test done")
+    today, yesterday = spend.days[0], spend.days[1]
+    assert today.spent_usd == 0 and spend.reserved_usd == 1.0
+    assert yesterday.spent_usd == 0.3 and yesterday.by_run == {"run-1": 0.3}

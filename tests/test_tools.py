@@ -6,11 +6,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
 from airlock.activity_io import Executed, Rejected
-from airlock.settings import EXAMPLE_POLICY, Settings
-from tests.conftest import call, count_rows
+from airlock.settings import Settings
+from tests.conftest import count_rows
 from tools.backoffice.db import connect, create_schema, customers, refunds, tool_calls
 from tools.registry import load_registry
 from tools.runner import ToolRunner

@@ -7,22 +7,17 @@ test's policy), so spend and slots never leak between tests.
 from __future__ import annotations
 
 import asyncio
-import io
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from temporalio.client import Client, WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 
-from airlock import cli
 from airlock.models import RunReport, RunState
-from airlock.settings import EXAMPLE_POLICY, Settings
+from airlock.settings import Settings
 from airlock.workspace_io import ReserveRequest, ReserveResult, SpendView, WorkspaceView, control_workflow_id
-from tests.conftest import Runs, call, run_input
-from tests.test_run_control import recorded_openai_provider
+from tests.conftest import AirlockCli, Runs, call, policy_file, recorded_openai_provider, run_input
 from worker import build_worker
 
 REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
@@ -31,10 +26,7 @@ REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120,
 def capped(tmp_path: Path, settings: Settings, **limits: Any) -> tuple[str, Settings]:
     """A fresh workspace with these limits, and settings whose worker also runs its control."""
     workspace = f"cap-{uuid.uuid4().hex[:8]}"
-    policy = yaml.safe_load(EXAMPLE_POLICY.read_text())
-    policy["workspaces"][workspace] = {"max_autonomy": "auto", "limits": limits}
-    path = tmp_path / "capped.yaml"
-    path.write_text(yaml.safe_dump(policy))
+    path = policy_file(tmp_path / "capped.yaml", workspaces={workspace: {"max_autonomy": "auto", "limits": limits}})
     return workspace, settings.model_copy(update={"policy_path": path, "control_task_queue": None})
 
 
@@ -139,7 +131,7 @@ async def test_racing_reservations_never_pass_the_daily_cap(
 
 
 async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
-    env: WorkflowEnvironment, client: Client, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, settings: Settings, tmp_path: Path, airlock_cli: AirlockCli
 ) -> None:
     """Every paid model call reserves its estimate first and settles its real cost after. The
     third call's estimate would pass the cap: it is never made, and the run ends
@@ -154,9 +146,8 @@ async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
         )
         report = await handle.result()
         spend = await client.get_workflow_handle(control_workflow_id(workspace)).query("spend", result_type=SpendView)
-        monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
-        out = io.StringIO()
-        assert await asyncio.to_thread(cli.run, ["workspace", "spend", workspace], out) == 0
+        status, text = await airlock_cli("workspace", "spend", workspace)
+        assert status == 0
     assert report.state is RunState.BUDGET_EXHAUSTED
     assert report.reason is not None and report.reason.startswith(f"workspace {workspace} daily spend cap")
     assert len(report.cost_by_step) == 2  # the third model call was refused, not made
@@ -166,7 +157,6 @@ async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
     assert today.by_agent == pytest.approx({"support": report.used.cost_usd})
     assert spend.reserved_usd == 0
 
-    text = out.getvalue()
     assert f"{report.used.cost_usd:.6f} USD of 0.000250 cap; 1 model call(s) refused" in text
     assert any(line.split()[:2] == ["requester", "u_alice"] for line in text.splitlines())
     assert any(line.split()[:2] == ["run", handle.id] for line in text.splitlines())

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from airlock import cli
 from airlock.models import CallStatus, RunState
 from airlock.settings import Settings
 from airlock.workspace_io import ReserveResult, SpendView, SwitchResult, WorkspaceView, control_workflow_id
-from tests.conftest import Runs, call, count_rows
+from tests.conftest import AirlockCli, Runs, call, count_rows
 from tools.backoffice.db import refunds
 
 REFUND_120 = call("payments.create_refund", order_id="ORD-1002", amount_usd=120, reason="late")
@@ -93,19 +91,16 @@ async def test_safe_mode_refuses_writes_holds_approvals_and_lets_reads_through(
     assert count_rows(db, refunds) == 1
 
 
-async def test_only_an_admin_throws_a_switch(client: Client, runs: Runs, clean_switches: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch, env: Any) -> None:
+async def test_only_an_admin_throws_a_switch(client: Client, runs: Runs, clean_switches: Any, airlock_cli: AirlockCli) -> None:
     """u_bob is an approver, not an admin: refused, recorded, nothing changes."""
     refused = await switch(client, "kill_switch", True, by="u_bob")
     assert not refused.accepted and refused.reason == "u_bob lacks the admin role that workspace switches need"
     view = await client.get_workflow_handle(control_workflow_id("acme")).query("state", result_type=WorkspaceView)
     assert not view.switches.paused and "u_bob lacks the admin role" in view.refused[-1]
-    monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
-    monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", settings.control_task_queue or "")
-    out = io.StringIO()
-    status = await asyncio.to_thread(cli.run, ["workspace", "pause", "acme", "--by", "u_dave"], out)
+    status, _ = await airlock_cli("workspace", "pause", "acme", "--by", "u_dave")
     assert status == 1
-    status = await asyncio.to_thread(cli.run, ["workspace", "status", "acme"], out)
-    assert status == 0 and '"paused": false' in out.getvalue()
+    status, out = await airlock_cli("workspace", "status", "acme")
+    assert status == 0 and '"paused": false' in out
 
 
 async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client: Client, settings: Settings) -> None:
