@@ -12,20 +12,24 @@ The same run is also approved through the `decide` update, the synchronous way t
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from typing import Any
 
-from temporalio import activity
-from temporalio.client import Client
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+from temporalio.client import Client, WorkflowHandle
 
 from airlock.models import Status, TimelineEntry
-from airlock.settings import Settings
-from bench.common import APPROVER, new_id, pending_approval, percentile, result_or_stuck, run_input
-from worker import build_worker
+from bench.common import (
+    APPROVER,
+    REFUND_ACTIVITY,
+    ToolStartTap,
+    airlock_worker,
+    new_id,
+    pending_approval,
+    percentile,
+    result_or_stuck,
+    run_input,
+)
 
-TOOL_ACTIVITY = "tool.payments.create_refund"
 # 1 USD each, so that many of them stay within what ORD-1002 has left to refund.
 SMALL_REFUND = {
     "tool": "payments.create_refund",
@@ -33,11 +37,11 @@ SMALL_REFUND = {
 }
 
 
-class ExecutionClock(Interceptor):
-    """Records when each execution of the watched activity starts, per (workflow id, step)."""
+class ExecutionClock:
+    """When each execution of the refund started, per (workflow id, step), on this process's
+    `perf_counter`: the driver reads the same clock when it sends the vote."""
 
-    def __init__(self, activity_type: str) -> None:
-        self.activity_type = activity_type
+    def __init__(self) -> None:
         self.waiters: dict[tuple[str, int], asyncio.Future[float]] = {}
         self.starts: dict[tuple[str, int], float] = {}
 
@@ -50,26 +54,13 @@ class ExecutionClock(Interceptor):
             self.waiters[key] = future
         return future
 
-    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _Inbound(next, self)
-
-
-class _Inbound(ActivityInboundInterceptor):
-    def __init__(self, next: ActivityInboundInterceptor, clock: ExecutionClock) -> None:
-        super().__init__(next)
-        self.clock = clock
-
-    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        info = activity.info()
-        if info.activity_type == self.clock.activity_type:
-            now = time.perf_counter()
-            step = getattr(input.args[0], "step", None) if input.args else None
-            key = (info.workflow_id, int(step) if step is not None else -1)
-            self.clock.starts.setdefault(key, now)
-            waiter = self.clock.waiters.pop(key, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(now)
-        return await self.next.execute_activity(input)
+    def started(self, workflow_id: str, step: int) -> None:
+        now = time.perf_counter()
+        key = (workflow_id, step)
+        self.starts.setdefault(key, now)
+        waiter = self.waiters.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(now)
 
 
 async def _approve_all(client: Client, task_queue: str, clock: ExecutionClock, samples: int, via: str) -> list[float]:
@@ -98,7 +89,7 @@ async def _approve_all(client: Client, task_queue: str, clock: ExecutionClock, s
     return latencies
 
 
-async def _why(handle: Any) -> str:
+async def _why(handle: WorkflowHandle[Any, Any]) -> str:
     """What the run says about itself, for a stall that would otherwise be a bare timeout."""
     try:
         status = await handle.query("status", result_type=Status)
@@ -111,13 +102,12 @@ async def _why(handle: Any) -> str:
 
 
 async def measure(client: Client, samples: int) -> dict[str, Any]:
-    clock = ExecutionClock(TOOL_ACTIVITY)
+    clock = ExecutionClock()
     out: dict[str, Any] = {"samples": samples}
-    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
-        settings = Settings(db=f"{tmp}/backoffice.db", task_queue=new_id("bench-lat"))
-        async with build_worker(client, settings, extra_interceptors=[clock]):
-            await _approve_all(client, settings.task_queue, clock, 2, "signal")  # warm-up
-            for via in ("signal", "update"):
-                ms = [1000 * x for x in await _approve_all(client, settings.task_queue, clock, samples, via)]
-                out[via] = {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
+    tap = ToolStartTap(REFUND_ACTIVITY, clock.started)
+    async with airlock_worker(client, new_id("bench-lat"), extra_interceptors=[tap]) as settings:
+        await _approve_all(client, settings.task_queue, clock, 2, "signal")  # warm-up
+        for via in ("signal", "update"):
+            ms = [1000 * x for x in await _approve_all(client, settings.task_queue, clock, samples, via)]
+            out[via] = {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
     return out

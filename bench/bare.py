@@ -78,15 +78,10 @@ def build_bare_worker(client: Client, task_queue: str, db: str, *, sandboxed: bo
     """A worker configured as `worker.build_worker` configures Airlock's (same executor size,
     same limits, same shutdown grace), running `BareRun` and Airlock's tool activities."""
     from activities.tool_calls import tool_activities
-    from tools.backoffice.db import connect, create_schema
-    from tools.registry import load_registry
-    from tools.runner import ToolRunner
+    from bench.common import backoffice_runner
 
-    registry = load_registry(["tools.backoffice"])
-    engine = connect(db)
-    create_schema(engine)
-    runner = ToolRunner(registry, engine)
-    activities: list[Any] = [bare_pin, bare_model, bare_prepare, *tool_activities(registry, runner)]
+    runner = backoffice_runner(db)
+    activities: list[Any] = [bare_pin, bare_model, bare_prepare, *tool_activities(runner.registry, runner)]
     return Worker(
         client,
         task_queue=task_queue,

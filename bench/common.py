@@ -1,4 +1,4 @@
-"""Shared pieces: the dev server, history sizes, percentiles, Airlock run inputs, tables."""
+"""Shared pieces: the dev server, workers, history sizes, percentiles, Airlock run inputs, tables."""
 
 from __future__ import annotations
 
@@ -6,27 +6,94 @@ import asyncio
 import logging
 import math
 import os
-import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from temporalio import activity
 from temporalio.api.history.v1 import History
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import WorkerConfig
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, WorkerConfig
 
-from airlock.binaries import binary  # noqa: F401 - re-exported for the bench modules
+from airlock.binaries import binary
+
+if TYPE_CHECKING:
+    from temporalio.testing import WorkflowEnvironment
+
+    from airlock.settings import Settings
+    from tools.runner import ToolRunner
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: child processes run from here
 
 
 def server_address(client: Client) -> str:
     return client.service_client.config.target_host
+
+
+async def start_dev_server() -> WorkflowEnvironment:
+    """A Temporal dev server in memory, from the binary installed with the project, with Airlock's
+    data converter and search attributes."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from workflows.agent_run import SEARCH_ATTRIBUTES
+
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+
+
+@asynccontextmanager
+async def airlock_worker(client: Client, task_queue: str, **options: Any) -> AsyncIterator[Settings]:
+    """`worker.build_worker` on a fresh back-office database, for the length of the block.
+
+    `options` go to `build_worker` as they are. Imported late so that the peers' child processes,
+    which use this module too, do not load Airlock's worker.
+    """
+    from airlock.settings import Settings
+    from worker import build_worker
+
+    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
+        settings = Settings(db=f"{tmp}/backoffice.db", task_queue=task_queue)
+        async with build_worker(client, settings, **options):
+            yield settings
+
+
+CONTROL_QUEUE = "bench-workspace-control"
+
+
+@asynccontextmanager
+async def control_worker(client: Client) -> AsyncIterator[Settings]:
+    """One worker for the workspaces' control workflows, for the length of the block.
+
+    They outlive each measurement's worker, and a run cannot join a control workflow left on a
+    queue nobody polls any more: every Airlock worker of the bench points its runs at this one's
+    queue instead, the worker processes it starts included (through the environment).
+    """
+    os.environ["AIRLOCK_CONTROL_TASK_QUEUE"] = CONTROL_QUEUE
+    async with airlock_worker(client, CONTROL_QUEUE) as settings:
+        yield settings
+
+
+def backoffice_runner(db: str) -> ToolRunner:
+    """Airlock's back-office tools on the database at `db`, as `worker.build_worker` wires them,
+    for workers that run the tools without Airlock around them."""
+    from tools.backoffice.db import connect, create_schema
+    from tools.registry import load_registry
+    from tools.runner import ToolRunner
+
+    engine = connect(db)
+    create_schema(engine)
+    return ToolRunner(load_registry(["tools.backoffice"]), engine)
 
 
 # ---- history sizes ---------------------------------------------------------------------------
@@ -68,6 +135,23 @@ class HistorySize:
             d["events"], d["json_bytes"], d["proto_bytes"], dict(d.get("by_type", {})), dict(d.get("proto_by_type", {}))
         )
 
+    @staticmethod
+    def of(history: WorkflowHistory) -> HistorySize:
+        """Events, bytes of `temporal workflow show --output json` style JSON, and protobuf bytes."""
+        by_type: dict[str, int] = {}
+        proto_by_type: dict[str, int] = {}
+        for e in history.events:
+            t = _short_type(e)
+            by_type[t] = by_type.get(t, 0) + 1
+            proto_by_type[t] = proto_by_type.get(t, 0) + e.ByteSize()
+        return HistorySize(
+            events=len(history.events),
+            json_bytes=len(history.to_json().encode()),
+            proto_bytes=History(events=list(history.events)).ByteSize(),
+            by_type=by_type,
+            proto_by_type=proto_by_type,
+        )
+
 
 def _short_type(event: Any) -> str:
     from temporalio.api.enums.v1 import EventType
@@ -76,22 +160,8 @@ def _short_type(event: Any) -> str:
     return name.removeprefix("EVENT_TYPE_")
 
 
-async def history_size(client: Client, workflow_id: str, run_id: str | None = None) -> HistorySize:
-    """Events, bytes of `temporal workflow show --output json` style JSON, and protobuf bytes."""
-    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-    by_type: dict[str, int] = {}
-    proto_by_type: dict[str, int] = {}
-    for e in history.events:
-        t = _short_type(e)
-        by_type[t] = by_type.get(t, 0) + 1
-        proto_by_type[t] = proto_by_type.get(t, 0) + e.ByteSize()
-    return HistorySize(
-        events=len(history.events),
-        json_bytes=len(history.to_json().encode()),
-        proto_bytes=History(events=list(history.events)).ByteSize(),
-        by_type=by_type,
-        proto_by_type=proto_by_type,
-    )
+async def history_size(client: Client, workflow_id: str) -> HistorySize:
+    return HistorySize.of(await client.get_workflow_handle(workflow_id).fetch_history())
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -112,20 +182,30 @@ def median(values: Sequence[float]) -> float:
 
 # ---- Airlock run inputs ----------------------------------------------------------------------
 
-READ = {"tool": "orders.get_order", "args": {"order_id": "ORD-1001"}}
+READ: dict[str, Any] = {"tool": "orders.get_order", "args": {"order_id": "ORD-1001"}}
 # Approve mode: every write waits for a person (rule mode.approve); 10 USD stays within every
 # limit of the shipped policy, so the only thing that gates it is the approval.
-WRITE = {
+WRITE: dict[str, Any] = {
     "tool": "payments.create_refund",
     "args": {"order_id": "ORD-1002", "amount_usd": 10, "reason": "damaged"},
 }
 # Denied by rule refund.max-200 after the preview.
-DENIED = {
+DENIED: dict[str, Any] = {
     "tool": "payments.create_refund",
     "args": {"order_id": "ORD-1002", "amount_usd": 500, "reason": "damaged"},
 }
-CALLS = {"read": READ, "write": WRITE, "denied": DENIED}
+CALLS: dict[str, dict[str, Any]] = {"read": READ, "write": WRITE, "denied": DENIED}
+# The three-call job every system is measured on: one read, one approved write, one denied call.
+JOB = ["read", "write", "denied"]
 APPROVER = "u_bob"
+
+
+def plan_of(goal: str) -> list[str]:
+    """`<prefix>:<kind>:<n>` -> the kinds of the calls to make, in order (`job`: the first n of JOB).
+
+    The stand-in models, Airlock's and the peers', all read their plan from the goal this way."""
+    _, kind, n = goal.split(":")
+    return JOB[: int(n)] if kind == "job" else [kind] * int(n)
 
 
 def kb_reads(count: int) -> list[dict[str, Any]]:
@@ -134,15 +214,9 @@ def kb_reads(count: int) -> list[dict[str, Any]]:
     return [{"tool": "kb.search", "args": {"query": f"refund policy {i}"}} for i in range(count)]
 
 
-def budget_fields() -> set[str]:
-    from airlock.models import Budget
-
-    return set(Budget.model_fields)
-
-
 # The figures repeat one call N times on purpose. Airlock ends a run that proposes the same call
 # more than `max_identical_calls` times (a loop guard, default 3); the bench raises it to the most
-# it may be, where the field exists. The guard is checked in workflow code: it costs no event.
+# it may be. The guard is checked in workflow code: it costs no event.
 MAX_IDENTICAL_CALLS = 1000
 
 
@@ -161,11 +235,10 @@ def run_input(script: list[dict[str, Any]], *, steps_per_history: int = 200, **o
             "max_tokens": 50_000,
             "max_cost_usd": 1.0,
             "max_wall_clock_s": 86_400,
+            "max_identical_calls": MAX_IDENTICAL_CALLS,
         },
         "steps_per_history": steps_per_history,
     }
-    if "max_identical_calls" in budget_fields():
-        base["budget"]["max_identical_calls"] = MAX_IDENTICAL_CALLS
     base.update(over)
     return base
 
@@ -220,42 +293,37 @@ class CoreLogTap(logging.Handler):
 CORE_LOG = CoreLogTap()
 
 
-async def result_or_stuck(handle: WorkflowHandle[Any, Any], timeout: float = 300.0) -> Any:
-    """The run's result; raises RunStuck if its workflow task keeps failing, TimeoutError if late."""
-    task = asyncio.ensure_future(handle.result())
+async def _watched(
+    outcome: Awaitable[Any], watched: WorkflowHandle[Any, Any], timeout: float, poll: float, late: str
+) -> Any:
+    """Awaits `outcome`; every `poll` seconds until then, raises RunStuck if `watched`'s workflow
+    task keeps failing, and TimeoutError(`late`) once `timeout` has passed."""
+    task = asyncio.ensure_future(outcome)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=2.0)
+            done, _ = await asyncio.wait({task}, timeout=poll)
             if done:
                 return task.result()
-            reason = await stuck_reason(handle)
+            reason = await stuck_reason(watched)
             if reason:
-                raise RunStuck(f"{handle.id}: {reason}")
+                raise RunStuck(f"{watched.id}: {reason}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{handle.id}: no result within {timeout:.0f}s")
+                raise TimeoutError(late)
     finally:
         if not task.done():
             task.cancel()
+
+
+async def result_or_stuck(handle: WorkflowHandle[Any, Any], timeout: float = 300.0) -> Any:
+    """The run's result; raises RunStuck if its workflow task keeps failing, TimeoutError if late."""
+    return await _watched(handle.result(), handle, timeout, 2.0, f"{handle.id}: no result within {timeout:.0f}s")
 
 
 async def results_or_stuck(handles: Sequence[WorkflowHandle[Any, Any]], timeout: float = 600.0) -> list[Any]:
-    """Results of many runs; the first unfinished one is watched for a failing workflow task."""
-    task = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=3.0)
-            if done:
-                return task.result()
-            reason = await stuck_reason(handles[0])
-            if reason:
-                raise RunStuck(f"{handles[0].id}: {reason}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(handles)} runs: not all finished within {timeout:.0f}s")
-    finally:
-        if not task.done():
-            task.cancel()
+    """Results of many runs; the first one is watched for a failing workflow task (all run the same code)."""
+    late = f"{len(handles)} runs: not all finished within {timeout:.0f}s"
+    return await _watched(asyncio.gather(*(h.result() for h in handles)), handles[0], timeout, 3.0, late)
 
 
 async def pending_approval(handle: WorkflowHandle[Any, Any], seen: set[str], timeout: float = 60.0) -> str:
@@ -295,15 +363,11 @@ async def pending_approval(handle: WorkflowHandle[Any, Any], seen: set[str], tim
         await asyncio.sleep(0.01)
 
 
-async def drive_approvals(
-    handle: WorkflowHandle[Any, Any], count: int, on_send: Callable[[str], None] | None = None
-) -> None:
+async def drive_approvals(handle: WorkflowHandle[Any, Any], count: int) -> None:
     """Approves `count` calls of a run as they come up."""
     seen: set[str] = set()
     for _ in range(count):
         approval_id = await pending_approval(handle, seen)
-        if on_send:
-            on_send(approval_id)
         await handle.signal("approve", {"approval_id": approval_id, "approver": APPROVER, "comment": "ok"})
 
 
@@ -313,8 +377,8 @@ async def drive_approvals(
 class WorkerSettingsPlugin(SimplePlugin):
     """Sets worker options that `worker.build_worker` does not take, through a client plugin.
 
-    Every worker built from a client carrying this plugin gets them, so Airlock's worker and the
-    bare one are configured identically without changing `worker.py`.
+    Every worker built from a client carrying this plugin gets them: this is how a worker from
+    `build_worker` gets another workflow cache size without changing `worker.py`.
     """
 
     def __init__(self, **settings: Any) -> None:
@@ -334,7 +398,33 @@ def with_worker_settings(client: Client, **settings: Any) -> Client:
     return Client(**config)
 
 
-GRACE = timedelta(seconds=30)
+# The write every approval figure times: from the vote to the worker starting this activity.
+REFUND_ACTIVITY = f"tool.{WRITE['tool']}"
+
+
+class ToolStartTap(Interceptor):
+    """Calls `on_start(workflow_id, step)` as the worker begins executing `activity_type`, before
+    the activity itself runs: the end of an approval round trip, seen from the worker."""
+
+    def __init__(self, activity_type: str, on_start: Callable[[str, int], object]) -> None:
+        self.activity_type = activity_type
+        self.on_start = on_start
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _TapInbound(next, self)
+
+
+class _TapInbound(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, tap: ToolStartTap) -> None:
+        super().__init__(next)
+        self.tap = tap
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        if info.activity_type == self.tap.activity_type:
+            step = getattr(input.args[0], "step", None) if input.args else None
+            self.tap.on_start(info.workflow_id or "", int(step) if step is not None else -1)
+        return await self.next.execute_activity(input)
 
 
 # ---- output ----------------------------------------------------------------------------------
@@ -367,16 +457,3 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def section(title: str) -> str:
     return f"\n== {title} " + "=" * max(3, 96 - len(title))
-
-
-class Timer:
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from temporalio.client import Client
 
@@ -114,7 +114,7 @@ async def _start_and_wait(client: Client, task_queue: str, runs: int) -> tuple[l
 
 
 async def _one_config(
-    client: Client, tmp: str, runs: int, cache: int, idle_s: float, approve: int, log: Any
+    client: Client, tmp: str, runs: int, cache: int, idle_s: float, approve: int, log: TextIO
 ) -> dict[str, Any]:
     task_queue = new_id(f"bench-idle-{cache}")
     exec_log = Path(tmp) / f"exec-{cache}.log"
@@ -191,7 +191,7 @@ async def _one_config(
 
 
 async def measure(
-    client: Client, runs: int, caches: list[int], idle_s: float, approve: int, log: Any
+    client: Client, runs: int, caches: list[int], idle_s: float, approve: int, log: TextIO
 ) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
         return [await _one_config(client, tmp, runs, cache, idle_s, approve, log) for cache in caches]

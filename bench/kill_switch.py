@@ -11,63 +11,56 @@ acknowledgements through the `state` query.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-import uuid
 from typing import Any
 
 from temporalio.client import Client
 
-from airlock.settings import Settings
 from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
-from worker import build_worker
+from bench.common import airlock_worker, new_id
 
 WAIT = {"tool": "email.send", "args": {"to": "dana@example.com", "subject": "s", "body": "b"}}
 
 
 async def measure(client: Client, runs: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        queue = f"bench-kill-{uuid.uuid4().hex[:6]}"
-        settings = Settings(db=f"{tmp}/bo.db", task_queue=queue)
-        async with build_worker(client, settings):
-            handles = []
-            for i in range(runs):
-                handles.append(
-                    await client.start_workflow(
-                        "AgentRun",
-                        {"goal": "wait", "workspace": "acme", "requested_by": "u_alice", "mode": "auto",
-                         "model": {"provider": "scripted", "script": [WAIT]}},
-                        id=f"kill-{uuid.uuid4().hex[:8]}-{i}",
-                        task_queue=queue,
-                    )
-                )
-            control = client.get_workflow_handle(control_workflow_id("acme"))
-            for _ in range(2400):
-                try:
-                    view = await control.query("state", result_type=WorkspaceView)
-                    if view.runs >= runs:
-                        break
-                except Exception:
-                    pass
-                await asyncio.sleep(0.05)
-            sent = time.perf_counter()
-            result = await control.execute_update(
-                "switch", {"switch": "kill_switch", "on": True, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
+    async with airlock_worker(client, new_id("bench-kill")) as settings:
+        handles = [
+            await client.start_workflow(
+                "AgentRun",
+                {"goal": "wait", "workspace": "acme", "requested_by": "u_alice", "mode": "auto",
+                 "model": {"provider": "scripted", "script": [WAIT]}},
+                id=new_id("kill"),
+                task_queue=settings.task_queue,
             )
-            updated = time.perf_counter()
-            deadline = time.perf_counter() + 300
-            while time.perf_counter() < deadline:
+            for _ in range(runs)
+        ]
+        control = client.get_workflow_handle(control_workflow_id("acme"))
+        for _ in range(2400):
+            try:
                 view = await control.query("state", result_type=WorkspaceView)
-                if view.acknowledged >= runs:
+                if view.runs >= runs:
                     break
-                await asyncio.sleep(0.01)
-            seen = time.perf_counter()
-            await control.execute_update(
-                "switch", {"switch": "kill_switch", "on": False, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
-            )
-            for h in handles:
-                await h.cancel()
-            await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+            except Exception:
+                pass
+            await asyncio.sleep(0.05)
+        sent = time.perf_counter()
+        result = await control.execute_update(
+            "switch", {"switch": "kill_switch", "on": True, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
+        )
+        updated = time.perf_counter()
+        deadline = time.perf_counter() + 300
+        while time.perf_counter() < deadline:
+            view = await control.query("state", result_type=WorkspaceView)
+            if view.acknowledged >= runs:
+                break
+            await asyncio.sleep(0.01)
+        seen = time.perf_counter()
+        await control.execute_update(
+            "switch", {"switch": "kill_switch", "on": False, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
+        )
+        for h in handles:
+            await h.cancel()
+        await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
     return {
         "runs": runs,
         "notified": result.runs_notified,

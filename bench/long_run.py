@@ -13,17 +13,13 @@ is reported as stuck and terminated, with what the chain had reached.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from typing import Any
 
-from temporalio.api.history.v1 import History
 from temporalio.client import Client, WorkflowFailureError
 
 from airlock.models import RunReport
-from airlock.settings import Settings
-from bench.common import RunStuck, kb_reads, new_id, result_or_stuck, run_input
-from worker import build_worker
+from bench.common import HistorySize, RunStuck, airlock_worker, kb_reads, new_id, result_or_stuck, run_input
 
 
 async def _chain(client: Client, workflow_id: str, first_run_id: str) -> list[dict[str, Any]]:
@@ -31,7 +27,8 @@ async def _chain(client: Client, workflow_id: str, first_run_id: str) -> list[di
     run_id: str | None = first_run_id
     while run_id:
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        events = list(history.events)
+        size = HistorySize.of(history)
+        events = history.events
         started = events[0].workflow_execution_started_event_attributes
         last = events[-1]
         payloads = list(started.input.payloads)
@@ -46,9 +43,9 @@ async def _chain(client: Client, workflow_id: str, first_run_id: str) -> list[di
             {
                 "carried_payload_bytes": [p.ByteSize() for p in payloads],
                 "carried_memory_fields": dict(sorted(memory_fields.items(), key=lambda kv: -kv[1])[:6]),
-                "events": len(events),
-                "json_bytes": len(history.to_json().encode()),
-                "proto_bytes": History(events=events).ByteSize(),
+                "events": size.events,
+                "json_bytes": size.json_bytes,
+                "proto_bytes": size.proto_bytes,
                 "carried_in_bytes": started.input.ByteSize(),
                 "markers": sum(1 for e in events if e.HasField("marker_recorded_event_attributes")),
                 "last_event": (last.WhichOneof("attributes") or "?").removesuffix("_event_attributes"),
@@ -63,38 +60,36 @@ async def _chain(client: Client, workflow_id: str, first_run_id: str) -> list[di
 
 
 async def measure(client: Client, steps: int, steps_per_history: int, timeout_s: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
-        settings = Settings(db=f"{tmp}/backoffice.db", task_queue=new_id("bench-long"))
-        async with build_worker(client, settings):
-            raw = run_input(kb_reads(steps), steps_per_history=steps_per_history)
-            handle = await client.start_workflow(
-                "AgentRun", raw, id=new_id("long"), task_queue=settings.task_queue, result_type=RunReport
-            )
-            first_run_id = handle.first_execution_run_id or handle.result_run_id
-            assert first_run_id
-            started = time.perf_counter()
-            finished = False
-            try:
-                report = await result_or_stuck(handle, timeout=timeout_s)
-                calls = len(getattr(report, "calls", []) or []) + int(getattr(report, "earlier_calls", 0) or 0)
-                outcome = f"{report.state.value}: {report.reason} ({calls} calls over the chain)"
-                finished = True
-            except RunStuck as e:
-                outcome = f"STUCK: {e}"
-            except TimeoutError:
-                outcome = f"not finished after {timeout_s:.0f}s"
-            except WorkflowFailureError as e:
-                outcome = f"failed: {e.cause}"[:400]
-                finished = True
-            elapsed = time.perf_counter() - started
-            runs = await _chain(client, handle.id, first_run_id)
-            if not finished:
-                await handle.terminate("bench: stuck or out of time")
-            return {
-                "steps": steps,
-                "steps_per_history": steps_per_history,
-                "outcome": outcome,
-                "finished": finished,
-                "seconds": elapsed,
-                "runs": runs,
-            }
+    async with airlock_worker(client, new_id("bench-long")) as settings:
+        raw = run_input(kb_reads(steps), steps_per_history=steps_per_history)
+        handle = await client.start_workflow(
+            "AgentRun", raw, id=new_id("long"), task_queue=settings.task_queue, result_type=RunReport
+        )
+        first_run_id = handle.first_execution_run_id or handle.result_run_id
+        assert first_run_id
+        started = time.perf_counter()
+        finished = False
+        try:
+            report = await result_or_stuck(handle, timeout=timeout_s)
+            calls = len(report.calls) + report.earlier_calls
+            outcome = f"{report.state.value}: {report.reason} ({calls} calls over the chain)"
+            finished = True
+        except RunStuck as e:
+            outcome = f"STUCK: {e}"
+        except TimeoutError:
+            outcome = f"not finished after {timeout_s:.0f}s"
+        except WorkflowFailureError as e:
+            outcome = f"failed: {e.cause}"[:400]
+            finished = True
+        elapsed = time.perf_counter() - started
+        runs = await _chain(client, handle.id, first_run_id)
+        if not finished:
+            await handle.terminate("bench: stuck or out of time")
+        return {
+            "steps": steps,
+            "steps_per_history": steps_per_history,
+            "outcome": outcome,
+            "finished": finished,
+            "seconds": elapsed,
+            "runs": runs,
+        }

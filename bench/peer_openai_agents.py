@@ -16,12 +16,8 @@ The model is the integration's `TestModel`, answering from the conversation it i
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import concurrent.futures
 import json
-import sys
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.openai_agents.workflow import activity_as_tool
 
     from bench import peer_tools
+    from bench.common import new_id, plan_of
 
 NAME = "openai-agents"
 TOOL_TIMEOUT = timedelta(seconds=30)
@@ -131,39 +128,19 @@ def _make_model() -> Any:
             items = [{"role": "user", "content": input}] if isinstance(input, str) else list(input)
             prompt = next(i.get("content") for i in items if isinstance(i, dict) and i.get("role") == "user")
             done = sum(1 for i in items if isinstance(i, dict) and i.get("type") == "function_call_output")
-            plan = peer_tools.plan_of(prompt)
+            plan = plan_of(prompt)
             if done >= len(plan):
                 return ResponseBuilders.output_message("done")
-            tool, args = peer_tools.CALL_ARGS[plan[done]]
-            return ResponseBuilders.tool_call(json.dumps(args), tool, call_id=f"call_{done}", item_id=f"fc_{done}")
+            tool, call_args = peer_tools.CALL_ARGS[plan[done]]
+            return ResponseBuilders.tool_call(json.dumps(call_args), tool, call_id=f"call_{done}", item_id=f"fc_{done}")
 
     return PlanModel()
-
-
-async def _drive(client: Any, task_queue: str, prompt: str, approvals: int) -> Any:
-    from bench.common import history_size, new_id, result_or_stuck
-
-    handle = await client.start_workflow(OpenAIAgentsJob.run, prompt, id=new_id("oa"), task_queue=task_queue)
-    seen: set[str] = set()
-    deadline = time.monotonic() + 120
-    while len(seen) < approvals:
-        for call_id in await handle.query(OpenAIAgentsJob.pending_approvals):
-            if call_id not in seen:
-                seen.add(call_id)
-                await handle.signal(OpenAIAgentsJob.approve, call_id)
-        if time.monotonic() > deadline:
-            raise TimeoutError("no approval request came up")
-        await asyncio.sleep(0.01)
-    await result_or_stuck(handle)
-    return await history_size(client, handle.id)
 
 
 async def measure(address: str, n: int) -> dict[str, Any]:
     from temporalio.client import Client
     from temporalio.contrib.openai_agents.testing import AgentEnvironment
     from temporalio.worker import Worker
-
-    from bench.common import new_id
 
     base_client = await Client.connect(address)
     async with AgentEnvironment(model=_make_model()) as env:
@@ -176,36 +153,10 @@ async def measure(address: str, n: int) -> dict[str, Any]:
             activities=[get_order, create_refund],
             activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=32),
         ):
-            out: dict[str, Any] = {}
-            base = await _drive(client, task_queue, "plan:read:0", 0)
-            for kind in ("read", "write", "denied"):
-                sizes = []
-                for k in (n, 2 * n):
-                    sizes.append(await _drive(client, task_queue, f"plan:{kind}:{k}", k if kind == "write" else 0))
-                out[kind] = {"base": base.as_dict(), "n": sizes[0].as_dict(), "2n": sizes[1].as_dict()}
-            job = await _drive(client, task_queue, "plan:job:3", 1)
-            out["job"] = {"size": job.as_dict(), "base": base.as_dict()}
+            out = await peer_tools.job_sizes(client, OpenAIAgentsJob, task_queue, "oa", n)
     peer_tools.close()
     return out
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("openai-agents", "temporalio-openai-agents")}
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--address", required=True)
-    parser.add_argument("--n", type=int, default=10)
-    a = parser.parse_args()
-    try:
-        sizes = asyncio.run(measure(a.address, a.n))
-        result = {"ok": True, "versions": versions(), "sizes": sizes, "tool_outcomes": dict(peer_tools.OUTCOMES)}
-    except BaseException as e:  # report, do not crash the whole bench
-        import traceback
-
-        traceback.print_exc(file=sys.stderr)
-        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:600]}
-    print(json.dumps(result))
+    peer_tools.main(measure, ("openai-agents", "temporalio-openai-agents"))

@@ -18,12 +18,7 @@ The model is a `FunctionModel` that answers from the conversation it is given.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import concurrent.futures
-import json
-import sys
-import time
 from typing import Any
 
 from temporalio import workflow
@@ -37,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
     from bench import peer_tools
+    from bench.common import new_id, plan_of
 
 NAME = "pydantic-ai"
 
@@ -49,7 +45,7 @@ def plan_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if isinstance(p, UserPromptPart) and isinstance(p.content, str)
     )
     done = sum(1 for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart))
-    plan = peer_tools.plan_of(prompt)
+    plan = plan_of(prompt)
     if done >= len(plan):
         return ModelResponse(parts=[TextPart("done")])
     tool, args = peer_tools.CALL_ARGS[plan[done]]
@@ -125,30 +121,10 @@ class PydanticAIJob(PydanticAIWorkflow):
 # ---- the driver (child process) --------------------------------------------------------------
 
 
-async def _drive(client: Any, task_queue: str, prompt: str, approvals: int) -> Any:
-    from bench.common import history_size, new_id, result_or_stuck
-
-    handle = await client.start_workflow(PydanticAIJob.run, prompt, id=new_id("pai"), task_queue=task_queue)
-    seen: set[str] = set()
-    deadline = time.monotonic() + 120
-    while len(seen) < approvals:
-        for call_id in await handle.query(PydanticAIJob.pending_approvals):
-            if call_id not in seen:
-                seen.add(call_id)
-                await handle.signal(PydanticAIJob.approve, call_id)
-        if time.monotonic() > deadline:
-            raise TimeoutError("no approval request came up")
-        await asyncio.sleep(0.01)
-    await result_or_stuck(handle)
-    return await history_size(client, handle.id)
-
-
 async def measure(address: str, n: int) -> dict[str, Any]:
     from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
     from temporalio.client import Client
     from temporalio.worker import Worker
-
-    from bench.common import new_id
 
     client = await Client.connect(address, plugins=[PydanticAIPlugin()])
     task_queue = new_id("bench-pai")
@@ -158,36 +134,10 @@ async def measure(address: str, n: int) -> dict[str, Any]:
         workflows=[PydanticAIJob],
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=32),
     ):
-        out: dict[str, Any] = {}
-        base = await _drive(client, task_queue, "plan:read:0", 0)
-        for kind in ("read", "write", "denied"):
-            sizes = []
-            for k in (n, 2 * n):
-                sizes.append(await _drive(client, task_queue, f"plan:{kind}:{k}", k if kind == "write" else 0))
-            out[kind] = {"base": base.as_dict(), "n": sizes[0].as_dict(), "2n": sizes[1].as_dict()}
-        job = await _drive(client, task_queue, "plan:job:3", 1)
-        out["job"] = {"size": job.as_dict(), "base": base.as_dict()}
+        out = await peer_tools.job_sizes(client, PydanticAIJob, task_queue, "pai", n)
     peer_tools.close()
     return out
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("pydantic-ai-slim",)}
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--address", required=True)
-    parser.add_argument("--n", type=int, default=10)
-    a = parser.parse_args()
-    try:
-        sizes = asyncio.run(measure(a.address, a.n))
-        result = {"ok": True, "versions": versions(), "sizes": sizes, "tool_outcomes": dict(peer_tools.OUTCOMES)}
-    except BaseException as e:  # report, do not crash the whole bench
-        import traceback
-
-        traceback.print_exc(file=sys.stderr)
-        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:600]}
-    print(json.dumps(result))
+    peer_tools.main(measure, ("pydantic-ai-slim",))

@@ -1,4 +1,5 @@
-"""The back-office tools the peers call: Airlock's own tool implementations, without Airlock.
+"""What the two peers share: Airlock's own tool implementations without Airlock, the job's calls,
+and the driver that measures a peer's histories the way Airlock's are measured.
 
 So a peer's read returns the same order, and its refund writes the same rows under an
 idempotency key, as Airlock's do; only the orchestration around them differs.
@@ -6,15 +7,21 @@ idempotency key, as Airlock's do; only the orchestration around them differs.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import sys
 import tempfile
+import time
+import traceback
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client
 
-from tools.backoffice.db import connect, create_schema
-from tools.registry import load_registry
+from bench.common import CALLS, HistorySize, backoffice_runner, history_size, new_id, result_or_stuck
 from tools.runner import ToolRunner
 
 _runner: ToolRunner | None = None
@@ -27,9 +34,7 @@ def runner() -> ToolRunner:
     global _runner, _tmp
     if _runner is None:
         _tmp = tempfile.TemporaryDirectory(prefix="airlock-bench-peer-")
-        engine = connect(f"{_tmp.name}/backoffice.db")
-        create_schema(engine)
-        _runner = ToolRunner(load_registry(["tools.backoffice"]), engine)
+        _runner = backoffice_runner(f"{_tmp.name}/backoffice.db")
     return _runner
 
 
@@ -50,21 +55,70 @@ def run_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
     return json.loads(outcome.model_dump_json())
 
 
-# The three calls of the job, with the same arguments as Airlock's (bench.common.CALLS).
-READ_ARGS = {"order_id": "ORD-1001"}
-WRITE_ARGS = {"order_id": "ORD-1002", "amount_usd": 10, "reason": "damaged"}
-DENIED_ARGS = {"order_id": "ORD-1002", "amount_usd": 500, "reason": "damaged"}
-CALL_ARGS = {
-    "read": ("get_order", READ_ARGS),
-    "write": ("create_refund", WRITE_ARGS),
-    "denied": ("create_refund", DENIED_ARGS),
+# The job's calls as the peers' tools take them: Airlock's arguments (bench.common.CALLS).
+CALL_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "read": ("get_order", CALLS["read"]["args"]),
+    "write": ("create_refund", CALLS["write"]["args"]),
+    "denied": ("create_refund", CALLS["denied"]["args"]),
 }
-JOB = ["read", "write", "denied"]
 REFUND_LIMIT_USD = 200
 DENIAL = "refunds above 200 USD are not issued by agents"
 
 
-def plan_of(prompt: str) -> list[str]:
-    """`plan:<kind>:<n>` -> the kinds of the calls to make, in order (`job` is read, write, denied)."""
-    _, kind, n = prompt.split(":")
-    return JOB[: int(n)] if kind == "job" else [kind] * int(n)
+# ---- the driver (child process) --------------------------------------------------------------
+
+
+async def drive(
+    client: Client, workflow: type[Any], task_queue: str, id_prefix: str, prompt: str, approvals: int
+) -> HistorySize:
+    """Runs the peer's job workflow on `prompt`, approves `approvals` calls as they come up, and
+    measures its history. `workflow` has the peers' `run`, `approve` and `pending_approvals`."""
+    handle = await client.start_workflow(workflow.run, prompt, id=new_id(id_prefix), task_queue=task_queue)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 120
+    while len(seen) < approvals:
+        for call_id in await handle.query(workflow.pending_approvals):
+            if call_id not in seen:
+                seen.add(call_id)
+                await handle.signal(workflow.approve, call_id)
+        if time.monotonic() > deadline:
+            raise TimeoutError("no approval request came up")
+        await asyncio.sleep(0.01)
+    await result_or_stuck(handle)
+    return await history_size(client, handle.id)
+
+
+async def job_sizes(client: Client, workflow: type[Any], task_queue: str, id_prefix: str, n: int) -> dict[str, Any]:
+    """The same runs as `bench.airlock_history.measure`, as JSON: 0, N and 2N calls of each kind,
+    and the three-call job."""
+
+    async def one(kind: str, k: int) -> HistorySize:
+        approvals = 1 if kind == "job" else k if kind == "write" else 0
+        return await drive(client, workflow, task_queue, id_prefix, f"plan:{kind}:{k}", approvals)
+
+    out: dict[str, Any] = {}
+    base = await one("read", 0)
+    for kind in ("read", "write", "denied"):
+        sizes = [await one(kind, k) for k in (n, 2 * n)]
+        out[kind] = {"base": base.as_dict(), "n": sizes[0].as_dict(), "2n": sizes[1].as_dict()}
+    job = await one("job", 3)
+    out["job"] = {"size": job.as_dict(), "base": base.as_dict()}
+    return out
+
+
+def main(measure: Callable[[str, int], Coroutine[Any, Any, dict[str, Any]]], packages: tuple[str, ...]) -> None:
+    """A peer's command line: `--address HOST:PORT --n N`; prints one JSON line for `bench.run`."""
+    from importlib.metadata import version
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--n", type=int, default=10)
+    a = parser.parse_args()
+    try:
+        sizes = asyncio.run(measure(a.address, a.n))
+        versions = {p: version(p) for p in packages}
+        result = {"ok": True, "versions": versions, "sizes": sizes, "tool_outcomes": dict(OUTCOMES)}
+    except BaseException as e:  # report, do not crash the whole bench
+        traceback.print_exc(file=sys.stderr)
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:600]}
+    print(json.dumps(result))

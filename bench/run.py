@@ -33,11 +33,26 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from bench.common import CORE_LOG, ROOT, HistorySize, binary, fmt, section, server_address, table
+from temporalio.client import Client
 
-CONTROL_QUEUE = "bench-workspace-control"
+from airlock.binaries import binary
+from bench.common import (
+    CORE_LOG,
+    ROOT,
+    HistorySize,
+    control_worker,
+    fmt,
+    section,
+    server_address,
+    start_dev_server,
+    table,
+)
+
+if TYPE_CHECKING:
+    from temporalio.testing import WorkflowEnvironment
+
 SECTIONS = ("history", "throughput", "policy", "latency", "kill", "idle", "long")
 PEERS = {"openai-agents": "bench.peer_openai_agents", "pydantic-ai": "bench.peer_pydantic_ai"}
 
@@ -86,7 +101,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 # ---- logging: everything to the log file, nothing to the terminal ---------------------------
 
 
-def setup_logging(path: str) -> Any:
+def setup_logging(path: str) -> TextIO:
     from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
     from airlock.logging import configure_logging
@@ -234,13 +249,16 @@ def _composition(diff: HistorySize, n: int) -> str:
     return ", ".join(parts)
 
 
+def _size(x: HistorySize | dict[str, Any]) -> HistorySize:
+    """Airlock's sizes are measured in this process; a peer's arrive as JSON from its own."""
+    return HistorySize.from_dict(x) if isinstance(x, dict) else x
+
+
 def history_rows(system: str, sizes: dict[str, Any], n: int, detail: dict[str, Any] | None = None) -> list[list[Any]]:
-    rows = []
+    rows: list[list[Any]] = []
     for kind in ("read", "write", "denied"):
         s = sizes[kind]
-        base, first, second = (
-            HistorySize.from_dict(x) if isinstance(x, dict) else x for x in (s["base"], s["n"], s["2n"])
-        )
+        base, first, second = (_size(s[k]) for k in ("base", "n", "2n"))
         d1, d2 = first - base, second - first
         e1, j1, p1 = d1.per(n)
         e2, j2, _ = d2.per(n)
@@ -250,9 +268,7 @@ def history_rows(system: str, sizes: dict[str, Any], n: int, detail: dict[str, A
                 "events_by_type_per_call": {t: c / n for t, c in sorted(d1.by_type.items()) if c},
                 "events_by_type_per_call_N_to_2N": {t: c / n for t, c in sorted(d2.by_type.items()) if c},
             }
-    job = sizes["job"]
-    size = HistorySize.from_dict(job["size"]) if isinstance(job["size"], dict) else job["size"]
-    base = HistorySize.from_dict(job["base"]) if isinstance(job["base"], dict) else job["base"]
+    size, base = _size(sizes["job"]["size"]), _size(sizes["job"]["base"])
     d = size - base
     rows.append(
         [
@@ -269,7 +285,7 @@ def history_rows(system: str, sizes: dict[str, Any], n: int, detail: dict[str, A
     return rows
 
 
-def run_peer(name: str, module: str, address: str, n: int, log: Any) -> dict[str, Any]:
+def run_peer(name: str, module: str, address: str, n: int, log: TextIO) -> dict[str, Any]:
     env = dict(os.environ, OPENAI_AGENTS_DISABLE_TRACING="1", PYTHONUNBUFFERED="1")
     env.pop("OPENAI_API_KEY", None)
     log.write(f"\n---- peer {name} ----\n")
@@ -287,7 +303,7 @@ def run_peer(name: str, module: str, address: str, n: int, log: Any) -> dict[str
     return json.loads(lines[-1])
 
 
-async def section_history(client: Any, a: argparse.Namespace, log: Any, results: dict[str, Any]) -> None:
+async def section_history(client: Client, a: argparse.Namespace, log: TextIO, results: dict[str, Any]) -> None:
     from bench import airlock_history
 
     print(section(f"1. History per tool call (runs with 0, N={a.n} and 2N calls of one kind)"), flush=True)
@@ -340,11 +356,11 @@ async def section_history(client: Any, a: argparse.Namespace, log: Any, results:
         if system == "airlock-scripted":
             continue
         for kind in ("read", "write", "denied"):
-            r = per[(SYSTEM_LABEL[system], KIND_LABEL[kind])]
+            row = per[(SYSTEM_LABEL[system], KIND_LABEL[kind])]
             s = per[(SYSTEM_LABEL["airlock-scripted"], KIND_LABEL[kind])]
             t = per[(SYSTEM_LABEL["airlock-activity"], KIND_LABEL[kind])]
             ratio_rows.append(
-                [SYSTEM_LABEL[system], KIND_LABEL[kind], r[2] / s[2], r[3] / s[3], r[2] / t[2], r[3] / t[3]]
+                [SYSTEM_LABEL[system], KIND_LABEL[kind], row[2] / s[2], row[3] / s[3], row[2] / t[2], row[3] / t[3]]
             )
     print("\nRatios (system / Airlock), per call, 0 -> N:")
     print(
@@ -372,7 +388,7 @@ async def section_history(client: Any, a: argparse.Namespace, log: Any, results:
 # ---- figure 2: throughput ---------------------------------------------------------------------
 
 
-async def section_throughput(client: Any, a: argparse.Namespace, results: dict[str, Any]) -> None:
+async def section_throughput(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
     from bench import throughput
 
     print(
@@ -433,6 +449,10 @@ async def section_throughput(client: Any, a: argparse.Namespace, results: dict[s
 # ---- figure 3: policy decision time -----------------------------------------------------------
 
 
+def _share(part: float, whole: float | None) -> str:
+    return f"{100 * part / whole:.2f}%" if whole else "n/a"
+
+
 def section_policy(a: argparse.Namespace, results: dict[str, Any]) -> None:
     from bench import policy_timing
 
@@ -443,15 +463,16 @@ def section_policy(a: argparse.Namespace, results: dict[str, Any]) -> None:
         flush=True,
     )
     r = policy_timing.measure(a.policy_iterations)
-    tp = results.get("throughput")
-    step_ms = tp["airlock"]["single_run_ms_per_step"] if tp else None
-    cpu_step_ms = tp["airlock"]["worker_cpu_ms_per_run"] / a.tp_steps if tp else None
-    rows = []
+    # The shares need section 2's figures, absent when it was left out or could not run.
+    tp = results.get("throughput", {})
+    air = tp.get("airlock")
+    step_ms = air["single_run_ms_per_step"] if air else None
+    cpu_step_ms = air["worker_cpu_ms_per_run"] / tp["steps"] if air else None
+    rows: list[list[Any]] = []
     for kind, x in r["kinds"].items():
-        share = (x["in_step_us"][0] / 1000 / step_ms) if step_ms else None
-        cpu_share = (x["in_step_us"][0] / 1000 / cpu_step_ms) if cpu_step_ms else None
+        in_step_ms = x["in_step_us"][0] / 1000
         rows.append([KIND_LABEL[kind], x["outcome"], x["decide_us"][0], x["decide_us"][1], x["in_step_us"][0], x["in_step_us"][1],
-                     f"{100 * share:.2f}%" if share is not None else "n/a", f"{100 * cpu_share:.2f}%" if cpu_share is not None else "n/a"])  # fmt: skip
+                     _share(in_step_ms, step_ms), _share(in_step_ms, cpu_step_ms)])  # fmt: skip
     print(
         table(
             [
@@ -478,7 +499,7 @@ def section_policy(a: argparse.Namespace, results: dict[str, Any]) -> None:
 # ---- figure 4: approval round trip ------------------------------------------------------------
 
 
-async def section_latency(client: Any, a: argparse.Namespace, results: dict[str, Any]) -> None:
+async def section_latency(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
     from bench import approval_latency
 
     print(
@@ -497,7 +518,7 @@ async def section_latency(client: Any, a: argparse.Namespace, results: dict[str,
     results["latency"] = r
 
 
-async def section_kill(client: Any, a: argparse.Namespace, results: dict[str, Any]) -> None:
+async def section_kill(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
     from bench import kill_switch
 
     print(section(f"4b. Kill switch: switch -> every one of {a.kill_runs} in-flight runs acknowledged"), flush=True)
@@ -513,7 +534,7 @@ async def section_kill(client: Any, a: argparse.Namespace, results: dict[str, An
 # ---- figure 5: runs waiting for approval ------------------------------------------------------
 
 
-async def section_idle(client: Any, a: argparse.Namespace, log: Any, results: dict[str, Any]) -> None:
+async def section_idle(client: Client, a: argparse.Namespace, log: TextIO, results: dict[str, Any]) -> None:
     from bench import idle_runs
 
     caches = [int(x) for x in a.idle_caches.split(",") if x.strip()]
@@ -550,7 +571,7 @@ async def section_idle(client: Any, a: argparse.Namespace, log: Any, results: di
 # ---- figure 6: long run through continue-as-new -----------------------------------------------
 
 
-async def section_long(client: Any, a: argparse.Namespace, results: dict[str, Any]) -> None:
+async def section_long(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
     from bench import long_run
 
     print(
@@ -618,12 +639,48 @@ def long_run_verdict(runs: list[dict[str, Any]], steps_per_history: int) -> list
 # ---- main -------------------------------------------------------------------------------------
 
 
-async def main(a: argparse.Namespace, log: Any, log_path: str) -> int:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
+async def start_server_quietly(log: TextIO) -> WorkflowEnvironment:
+    """The dev server writes its banner to the stdout it inherits: that goes to the log."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(log.fileno(), 1)
+    try:
+        return await start_dev_server()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
-    from workflows.agent_run import SEARCH_ATTRIBUTES
 
+async def run_section(name: str, client: Client, a: argparse.Namespace, log: TextIO, results: dict[str, Any]) -> bool:
+    """Runs one section and prints how long it took; False if it could not run (it says why there,
+    and the other sections go on)."""
+    t0 = time.perf_counter()
+    ok = True
+    try:
+        if name == "history":
+            await section_history(client, a, log, results)
+        elif name == "throughput":
+            await section_throughput(client, a, results)
+        elif name == "policy":
+            section_policy(a, results)
+        elif name == "latency":
+            await section_latency(client, a, results)
+        elif name == "kill":
+            await section_kill(client, a, results)
+        elif name == "idle":
+            await section_idle(client, a, log, results)
+        elif name == "long":
+            await section_long(client, a, results)
+    except Exception as e:
+        ok = False
+        print(f"  SECTION {name} COULD NOT RUN: {type(e).__name__}: {e}"[:1200])
+        log.write(f"\n---- section {name} failed ----\n{traceback.format_exc()}\n")
+        results[name] = {"error": f"{type(e).__name__}: {e}"}
+    print(f"  ({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
+    return ok
+
+
+async def main(a: argparse.Namespace, log: TextIO, log_path: str) -> int:
     wanted = [s.strip() for s in a.only.split(",") if s.strip()]
     unknown = set(wanted) - set(SECTIONS)
     if unknown:
@@ -638,62 +695,13 @@ async def main(a: argparse.Namespace, log: Any, log_path: str) -> int:
     print("sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()) + f", steps_per_history={a.steps_per_history}")
     results: dict[str, Any] = {"argv": sys.argv, "machine": dict(info), "sizes": sizes}
     started = time.perf_counter()
-    # The dev server writes its banner to the stdout it inherits: send that to the log.
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(log.fileno(), 1)
-    try:
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=binary("temporal"),
-            data_converter=pydantic_data_converter,
-            search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error",
-        )
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+    env = await start_server_quietly(log)
     failures = 0
-    # Workspace control workflows outlive each section's worker: one worker serves them all, on
-    # a queue every Airlock worker of the bench points its runs at.
-    from airlock.settings import Settings
-    from worker import build_worker
-
-    os.environ["AIRLOCK_CONTROL_TASK_QUEUE"] = CONTROL_QUEUE
-    control_dir = tempfile.TemporaryDirectory()
-    control = build_worker(env.client, Settings(db=f"{control_dir.name}/bo.db", task_queue=CONTROL_QUEUE))
-    await control.__aenter__()
-    try:
-        client = env.client
-        print(f"dev server: {server_address(client)}")
+    async with env, control_worker(env.client):
+        print(f"dev server: {server_address(env.client)}")
         for name in SECTIONS:
-            if name not in wanted:
-                continue
-            t0 = time.perf_counter()
-            try:
-                if name == "history":
-                    await section_history(client, a, log, results)
-                elif name == "throughput":
-                    await section_throughput(client, a, results)
-                elif name == "policy":
-                    section_policy(a, results)
-                elif name == "latency":
-                    await section_latency(client, a, results)
-                elif name == "kill":
-                    await section_kill(client, a, results)
-                elif name == "idle":
-                    await section_idle(client, a, log, results)
-                elif name == "long":
-                    await section_long(client, a, results)
-            except Exception as e:
+            if name in wanted and not await run_section(name, env.client, a, log, results):
                 failures += 1
-                print(f"  SECTION {name} COULD NOT RUN: {type(e).__name__}: {e}"[:1200])
-                log.write(f"\n---- section {name} failed ----\n{traceback.format_exc()}\n")
-                results[name] = {"error": f"{type(e).__name__}: {e}"}
-            print(f"  ({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
-    finally:
-        await control.__aexit__(None, None, None)
-        control_dir.cleanup()
-        await env.shutdown()
     print(f"\nTotal {time.perf_counter() - started:.0f} s. Logs: {log_path}")
     if a.json:
         with open(a.json, "w") as f:

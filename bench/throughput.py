@@ -12,16 +12,15 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Awaitable
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner
 
 from airlock.models import RunReport
-from airlock.settings import Settings
 from bench.bare import BareRun, build_bare_worker
-from bench.common import READ, median, new_id, results_or_stuck, run_input
-from worker import build_worker
+from bench.common import READ, airlock_worker, median, new_id, results_or_stuck, run_input
 
 
 def server_process() -> Any:
@@ -50,26 +49,28 @@ def own_cpu() -> float:
     return t.user + t.system
 
 
+def _starts(
+    client: Client, kind: str, task_queue: str, steps: int, id_prefix: str, count: int
+) -> list[Awaitable[WorkflowHandle[Any, Any]]]:
+    """`count` starts of `steps`-step runs of one kind, to be awaited together."""
+    if kind == "airlock":
+        raw = run_input([READ] * steps)
+        return [
+            client.start_workflow(
+                "AgentRun", raw, id=new_id(f"{id_prefix}-air"), task_queue=task_queue, result_type=RunReport
+            )
+            for _ in range(count)
+        ]
+    return [
+        client.start_workflow(BareRun.run, steps, id=new_id(f"{id_prefix}-bare"), task_queue=task_queue)
+        for _ in range(count)
+    ]
+
+
 async def _batch(client: Client, kind: str, task_queue: str, runs: int, steps: int) -> dict[str, float]:
     server = server_process()
     c0, s0, t0 = own_cpu(), cpu_seconds(server), time.perf_counter()
-    if kind == "airlock":
-        raw = run_input([READ] * steps)
-        handles = await asyncio.gather(
-            *(
-                client.start_workflow(
-                    "AgentRun", raw, id=new_id("tp-air"), task_queue=task_queue, result_type=RunReport
-                )
-                for _ in range(runs)
-            )
-        )
-    else:
-        handles = await asyncio.gather(
-            *(
-                client.start_workflow(BareRun.run, steps, id=new_id("tp-bare"), task_queue=task_queue)
-                for _ in range(runs)
-            )
-        )
+    handles = await asyncio.gather(*_starts(client, kind, task_queue, steps, "tp", runs))
     results = await results_or_stuck(handles)
     wall = time.perf_counter() - t0
     if kind == "airlock":
@@ -88,13 +89,7 @@ async def _single(client: Client, kind: str, task_queue: str, steps: int) -> flo
     """Milliseconds per step of one run alone on the worker: a step's latency, not a share of
     a busy worker's time."""
     t0 = time.perf_counter()
-    if kind == "airlock":
-        handle = await client.start_workflow(
-            "AgentRun", run_input([READ] * steps), id=new_id("step-air"), task_queue=task_queue, result_type=RunReport
-        )
-    else:
-        handle = await client.start_workflow(BareRun.run, steps, id=new_id("step-bare"), task_queue=task_queue)
-    await results_or_stuck([handle])
+    await results_or_stuck(await asyncio.gather(*_starts(client, kind, task_queue, steps, "step", 1)))
     return 1000 * (time.perf_counter() - t0) / steps
 
 
@@ -105,10 +100,9 @@ async def measure(
     between the two measurements is what the sandbox costs, apart from governance."""
     runner = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
-        air = Settings(db=f"{tmp}/airlock.db", task_queue=new_id("bench-tp-air"))
         bare_q = new_id("bench-tp-bare")
         async with (
-            build_worker(client, air, **runner),
+            airlock_worker(client, new_id("bench-tp-air"), **runner) as air,
             build_bare_worker(client, bare_q, f"{tmp}/bare.db", sandboxed=sandboxed),
         ):
             queues = {"airlock": air.task_queue, "bare": bare_q}

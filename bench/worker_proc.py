@@ -14,40 +14,25 @@ import asyncio
 import signal
 import sys
 import time
-from typing import Any
 
-from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from airlock.logging import configure_logging
 from airlock.settings import Settings
-from bench.common import with_worker_settings
+from bench.common import REFUND_ACTIVITY, ToolStartTap, with_worker_settings
 from worker import build_worker
 
-TOOL_ACTIVITY = "tool.payments.create_refund"
 
+def exec_log_tap(path: str) -> ToolStartTap:
+    """Appends `workflow_id step unix_time` to `path` as each refund starts (wall clock: the
+    driver that reads it is another process)."""
+    file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the process's life
 
-class ExecLog(Interceptor):
-    def __init__(self, path: str) -> None:
-        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the process's life
+    def started(workflow_id: str, step: int) -> None:
+        file.write(f"{workflow_id} {step} {time.time():.6f}\n")
 
-    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _Inbound(next, self)
-
-
-class _Inbound(ActivityInboundInterceptor):
-    def __init__(self, next: ActivityInboundInterceptor, log: ExecLog) -> None:
-        super().__init__(next)
-        self.log = log
-
-    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        info = activity.info()
-        if info.activity_type == TOOL_ACTIVITY:
-            step = getattr(input.args[0], "step", -1) if input.args else -1
-            self.log.file.write(f"{info.workflow_id} {step} {time.time():.6f}\n")
-        return await self.next.execute_activity(input)
+    return ToolStartTap(REFUND_ACTIVITY, started)
 
 
 async def main(a: argparse.Namespace) -> None:
@@ -60,7 +45,7 @@ async def main(a: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with build_worker(client, settings, extra_interceptors=[ExecLog(a.exec_log)]):
+    async with build_worker(client, settings, extra_interceptors=[exec_log_tap(a.exec_log)]):
         print("READY", flush=True)
         await stop.wait()
 
