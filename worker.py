@@ -21,6 +21,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker import WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -31,6 +32,7 @@ from activities.run_context import RunContextActivities
 from activities.undo_plan import UndoActivities
 from activities.workspace import WorkspaceActivities
 from activities.tool_calls import tool_activities
+from airlock.binaries import binary
 from airlock.logging import configure_logging
 from airlock.settings import Settings
 from airlock.tracing import configure_telemetry
@@ -69,6 +71,17 @@ async def connect_client(settings: Settings) -> Client:
         data_converter=pydantic_data_converter,
         # Spans for workflows and activities, replay-safe; OTLP export when the environment asks.
         plugins=[configure_telemetry().plugin()],
+    )
+
+
+async def start_local_server(log_level: str = "error") -> WorkflowEnvironment:
+    """A Temporal dev server in memory, from the binary installed with the project, with Airlock's
+    data converter and search attributes: what the tests, the bench and the chaos suites run on."""
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level=log_level,
     )
 
 

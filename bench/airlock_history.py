@@ -32,7 +32,6 @@ from bench.common import (
     plan_of,
     result_or_stuck,
     run_input,
-    start_dev_server,
 )
 
 PLAN_PREFIX = "bench-plan"
@@ -117,7 +116,9 @@ async def measure_both(client: Client, n: int) -> dict[str, Any]:
 if __name__ == "__main__":  # a quick look on its own: python -m bench.airlock_history
 
     async def main() -> None:
-        async with await start_dev_server() as env, control_worker(env.client):
+        from worker import start_local_server
+
+        async with await start_local_server() as env, control_worker(env.client):
             result = await measure_both(env.client, 3)
         for model, kinds in result.items():
             for kind, sizes in kinds.items():

@@ -21,11 +21,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, WorkerConfig
 
-from airlock.binaries import binary
-
 if TYPE_CHECKING:
-    from temporalio.testing import WorkflowEnvironment
-
     from airlock.settings import Settings
     from tools.runner import ToolRunner
 
@@ -34,22 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository: child processes
 
 def server_address(client: Client) -> str:
     return client.service_client.config.target_host
-
-
-async def start_dev_server() -> WorkflowEnvironment:
-    """A Temporal dev server in memory, from the binary installed with the project, with Airlock's
-    data converter and search attributes."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
-
-    from workflows.agent_run import SEARCH_ATTRIBUTES
-
-    return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-    )
 
 
 @asynccontextmanager

@@ -46,7 +46,6 @@ from bench.common import (
     fmt,
     section,
     server_address,
-    start_dev_server,
     table,
 )
 
@@ -641,11 +640,13 @@ def long_run_verdict(runs: list[dict[str, Any]], steps_per_history: int) -> list
 
 async def start_server_quietly(log: TextIO) -> WorkflowEnvironment:
     """The dev server writes its banner to the stdout it inherits: that goes to the log."""
+    from worker import start_local_server
+
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(log.fileno(), 1)
     try:
-        return await start_dev_server()
+        return await start_local_server()
     finally:
         os.dup2(saved, 1)
         os.close(saved)

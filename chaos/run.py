@@ -27,7 +27,6 @@ from typing import Any
 from sqlalchemy import func, select
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from airlock.binaries import binary
 from airlock.logging import configure_logging
@@ -37,8 +36,7 @@ from chaos.crash import crash_suite
 from chaos.flaky import chaos_settings, flaky_suite
 from chaos.runs import pending_approval_id, start_scripted
 from tools.backoffice.db import connect, refunds
-from worker import build_worker, register_search_attributes
-from workflows.agent_run import SEARCH_ATTRIBUTES
+from worker import build_worker, register_search_attributes, start_local_server
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -132,10 +130,7 @@ async def main(runs: int, rounds: int) -> None:
     configure_logging("ERROR")
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter,
-            search_attributes=SEARCH_ATTRIBUTES,
-        )
+        env = await start_local_server(log_level="warn")
 
         def suite(name: str) -> Settings:
             return Settings(db=str(tmp / f"{name}.db"), task_queue=f"chaos-{name}", control_task_queue=CONTROL_QUEUE)

@@ -16,31 +16,23 @@ import pytest_asyncio
 import yaml
 from sqlalchemy import Engine, func, select
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.openai_provider import OpenAIProvider, PriceTable
 from airlock import cli
-from airlock.binaries import binary
 from airlock.models import RunReport, Status
 from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
 from tools.backoffice.db import connect
 from tools.registry import load_registry
-from worker import build_worker
-from workflows.agent_run import SEARCH_ATTRIBUTES
+from worker import build_worker, start_local_server
 
 RECORDINGS = Path(__file__).parent / "recordings" / "openai"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-    )
+    environment = await start_local_server()
     try:
         yield environment
     finally:

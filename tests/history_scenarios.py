@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from airlock.settings import Settings
 from airlock.signing import new_key, public_key_text, sign, vote_message
-from tests.conftest import Runs, binary, call, policy_file
-from worker import build_worker
-from workflows.agent_run import SEARCH_ATTRIBUTES
+from tests.conftest import Runs, call, policy_file
+from worker import build_worker, start_local_server
 
 HISTORIES = Path(__file__).parent / "histories"
 READ = call("orders.get_order", order_id="ORD-1001")
@@ -130,11 +127,7 @@ async def histories_of(client: Client, handle: WorkflowHandle[Any, Any]) -> list
 
 async def record(into: Path = HISTORIES, names: list[str] | None = None) -> list[Path]:
     into.mkdir(parents=True, exist_ok=True)
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
+    env = await start_local_server(log_level="warn")
     written: list[Path] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -14,9 +14,10 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from airlock.binaries import binary
 from airlock.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
 from airlock.settings import Settings
-from tests.conftest import Runs, binary, call, count_rows, policy_file
+from tests.conftest import Runs, call, count_rows, policy_file
 from tools.backoffice.db import refunds
 from worker import build_worker, register_search_attributes
 
