@@ -123,7 +123,7 @@ def openai_provider(settings: Settings, registry: ToolRegistry) -> ModelProvider
 
 def _workspace_activities(client: Client, settings: Settings) -> list[Any]:
     workspace = WorkspaceActivities(client, settings.control_task_queue)
-    return [workspace.register, workspace.reserve, workspace.live_runs]
+    return [workspace.join, workspace.register, workspace.reserve, workspace.live_runs]
 
 
 def build_worker(

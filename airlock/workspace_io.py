@@ -14,6 +14,11 @@ def control_workflow_id(workspace: str) -> str:
     return f"workspace:{workspace}"
 
 
+# The control workflow's memo key under which it publishes its switches. A starting run reads
+# them there (a read of the server's state, no task for the control workflow) before it registers.
+SWITCHES_MEMO = "switches"
+
+
 class Switches(BaseModel):
     """What every run of the workspace must obey, and which change of it this is."""
 
@@ -34,6 +39,10 @@ class RegisterRequest(BaseModel):
     requested_by: str = ""
     # The cap in the run's pinned policy; the control workflow holds the count.
     max_concurrent_runs: int | None = None
+    # The switches generation the run read from the control workflow's memo before registering:
+    # the control workflow tells it of any newer one. None: the run reads its admission with the
+    # `admission` query instead (runs under a concurrency cap, and runs of earlier versions).
+    read_generation: int | None = None
 
 
 def registration_key(run_id: str, chain_run_id: str) -> str:

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from temporalio.client import Client
@@ -129,6 +130,22 @@ def setup_logging(path: str) -> TextIO:
 # ---- machine ----------------------------------------------------------------------------------
 
 
+def bytecode_note() -> str:
+    """Whether the workflow modules have cached bytecode: the workflow sandbox re-imports them for
+    every workflow it starts, and without a cache each import compiles them from source again."""
+    import importlib.util
+
+    missing = []
+    for module in ("workflows.agent_run", "bench.bare"):
+        source = ROOT / f"{module.replace('.', '/')}.py"
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.exists() or cached.stat().st_mtime < source.stat().st_mtime:
+            missing.append(module)
+    if not missing:
+        return "cached for the workflow modules (make bench compiles them)"
+    return f"NOT cached for {', '.join(missing)}: every run compiles its workflow module (run make bench)"
+
+
 def machine_info() -> list[tuple[str, str]]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -170,6 +187,7 @@ def machine_info() -> list[tuple[str, str]]:
         ("cpu", f"{cpu}; {os.cpu_count()} logical cores; load average {load}"),
         ("memory", mem),
         ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("bytecode", bytecode_note()),
         ("temporal", cli.replace("\n", "; ")),
         (
             "packages",

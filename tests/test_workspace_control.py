@@ -7,11 +7,21 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from temporalio import workflow
 from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from airlock.models import CallStatus, RunState
 from airlock.settings import Settings
-from airlock.workspace_io import ReserveResult, SpendView, SwitchResult, WorkspaceView, control_workflow_id
+from airlock.workspace_io import (
+    SWITCHES_MEMO,
+    ReserveResult,
+    SpendView,
+    Switches,
+    SwitchResult,
+    WorkspaceView,
+    control_workflow_id,
+)
 from tests.conftest import AirlockCli, Runs, call, count_rows
 from tools.backoffice.db import refunds
 
@@ -34,6 +44,29 @@ async def acknowledged(client: Client, generation: int, runs: int) -> WorkspaceV
             return view
         await asyncio.sleep(0.025)
     raise AssertionError(f"not acknowledged: {view}")
+
+
+async def published_switches(client: Client, workspace: str = "acme") -> Switches:
+    described = await client.get_workflow_handle(control_workflow_id(workspace)).describe()
+    switches: Switches = await described.memo_value(SWITCHES_MEMO, type_hint=Switches)
+    return switches
+
+
+@workflow.defn(name="SwitchListener", sandboxed=False)
+class SwitchListener:
+    """Stands in for a run that registers by hand: records every switch it is told of."""
+
+    def __init__(self) -> None:
+        self.heard: list[Switches] = []
+
+    @workflow.run
+    async def run(self, until_generation: int) -> list[Switches]:
+        await workflow.wait_condition(lambda: any(s.generation >= until_generation for s in self.heard))
+        return self.heard
+
+    @workflow.signal(name="workspace_switch")
+    def workspace_switch(self, switches: Switches) -> None:
+        self.heard.append(switches)
 
 
 @pytest.fixture
@@ -145,6 +178,7 @@ async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client:
     assert described.run_id != first_run
     view = await client.get_workflow_handle(control_id).query("state", result_type=WorkspaceView)
     assert view.switches.generation == 7 and view.switches.safe_mode is False
+    assert await published_switches(client, "sandbox") == view.switches
     assert any("u_dave lacks the admin role" in r for r in view.refused)
     spend = await client.get_workflow_handle(control_id).query("spend", result_type=SpendView)
     assert spend.reserved_usd == pytest.approx(0.2)
@@ -155,3 +189,39 @@ async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client:
     )
     assert not refused.granted
     await client.get_workflow_handle(control_id).terminate("test done")
+
+
+async def test_a_run_is_told_of_a_switch_it_did_not_read_before_registering(
+    client: Client, runs: Runs, settings: Settings, clean_switches: Any
+) -> None:
+    """A starting run reads the switches from the control workflow's memo, then registers saying
+    which generation it read. One that read an older generation is told the current one at once;
+    one that read the current one is told only of later changes."""
+    paused = await switch(client, "kill_switch", True)
+    assert paused.generation is not None
+    published = await published_switches(client)
+    assert published.generation == paused.generation and published.paused and published.by == "u_carol"
+
+    # A real run started now reads the kill switch before its first tool call.
+    started_after = await runs.start(script=[call("orders.get_order", order_id="ORD-1001")])
+    status = await runs.wait_for(started_after, lambda s: s.state is RunState.PAUSED)
+    assert "workspace kill switch" in (status.paused_by or "") and status.used.tool_calls == 0
+
+    queue = f"{settings.task_queue}-listeners"
+    async with Worker(client, task_queue=queue, workflows=[SwitchListener], workflow_runner=UnsandboxedWorkflowRunner()):
+        behind = await client.start_workflow(
+            SwitchListener.run, paused.generation, id=f"listener-behind-{paused.generation}", task_queue=queue
+        )
+        current = await client.start_workflow(
+            SwitchListener.run, paused.generation + 1, id=f"listener-current-{paused.generation}", task_queue=queue
+        )
+        control = client.get_workflow_handle(control_workflow_id("acme"))
+        for listener, read in ((behind, paused.generation - 1), (current, paused.generation)):
+            await control.signal("register", {"workspace": "acme", "run_id": listener.id, "read_generation": read})
+        heard = await asyncio.wait_for(behind.result(), timeout=10)
+        assert [(s.generation, s.paused) for s in heard] == [(paused.generation, True)]
+        resumed = await switch(client, "kill_switch", False)
+        heard = await asyncio.wait_for(current.result(), timeout=10)
+        assert [(s.generation, s.paused) for s in heard] == [(resumed.generation, False)]
+    report = await started_after.result()
+    assert report.state is RunState.COMPLETED and report.calls[0].status is CallStatus.EXECUTED

@@ -122,6 +122,10 @@ BREAKER_FAILURES = 3
 BREAKER_COOLDOWN = timedelta(minutes=5)
 
 
+# How a starting run joins its workspace's control plane (see `AgentRun.run`).
+Join = Literal["local", "activity"] | None
+
+
 class RunEnded(Exception):
     """Raised inside the loop to end the run in a final state with a reason."""
 
@@ -168,9 +172,16 @@ class AgentRun:
         # `raw` is loosely typed on purpose: input that does not fit RunInput must fail the run
         # with a message naming the field, not fail decoding (a workflow task retried forever).
         # Decided before the first await, so the patch marker is among the first workflow task's
-        # commands however that task is split (a query can complete it early).
-        joins_workspace = carried is None and workflow.patched("workspace-control")
-        m = carried or await self._start(raw, joins_workspace)
+        # commands however that task is split (a query can complete it early). Runs since
+        # `workspace-join-local` join in a local activity; runs between that and
+        # `workspace-control` joined in a full activity; earlier runs did not join.
+        join: Join = None
+        if carried is None:
+            if workflow.patched("workspace-join-local"):
+                join = "local"
+            elif workflow.patched("workspace-control"):
+                join = "activity"
+        m = carried or await self._start(raw, join)
         self._m = m
         self._desk = ApprovalDesk(
             m.context.policy,
@@ -220,7 +231,7 @@ class AgentRun:
             # The model's local activity gave up (its last failure surfaces as is).
             return await self._finish(RunState.FAILED, f"model.decide failed: {e}")
 
-    async def _start(self, raw: Any, joins_workspace: bool) -> RunMemory:
+    async def _start(self, raw: Any, join: Join) -> RunMemory:
         try:
             run_input = RunInput.model_validate(raw)
         except ValidationError as e:
@@ -247,27 +258,30 @@ class AgentRun:
             mode=effective_mode(context.policy, run_input.workspace, run_input.mode, run_input.requested_by),
             started_at=workflow.now(),
         )
-        if joins_workspace:
+        if join is not None:
             # Join the workspace's control plane: learn the switches in force, and be told of
             # every later change (kill switch, safe mode).
-            # A full activity, not a local one: it waits on the control workflow, and a local
-            # activity would hold this run's workflow task (and the worker's slot) meanwhile.
-            limits = context.policy.workspaces[run_input.workspace].limits
-            admission: Admission = await workflow.execute_activity(
-                "workspace.register",
-                RegisterRequest(
-                    workspace=run_input.workspace,
-                    run_id=self._workflow_id,
-                    chain_run_id=self._chain_run_id,
-                    agent=run_input.agent,
-                    requested_by=run_input.requested_by,
-                    max_concurrent_runs=limits.max_concurrent_runs,
-                ),
+            request = RegisterRequest(
+                workspace=run_input.workspace,
+                run_id=self._workflow_id,
+                chain_run_id=self._chain_run_id,
+                agent=run_input.agent,
+                requested_by=run_input.requested_by,
+                max_concurrent_runs=context.policy.workspaces[run_input.workspace].limits.max_concurrent_runs,
+            )
+            options: Any = dict(
                 result_type=Admission,
                 summary=f"join workspace {run_input.workspace}",
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
             )
+            admission: Admission
+            if join == "local":
+                # One marker event and no task of its own; under a concurrency cap it may wait a
+                # few seconds for the control workflow's decision, heartbeating this workflow task.
+                admission = await workflow.execute_local_activity("workspace.join", request, **options)
+            else:
+                admission = await workflow.execute_activity("workspace.register", request, **options)
             m.switches = Switches.model_validate(admission.model_dump(include=set(Switches.model_fields)))
             m.registered = True
             m.signs_off = admission.signs_off
@@ -361,7 +375,6 @@ class AgentRun:
                 "model.decide",
                 request,
                 result_type=ModelDecision,
-                summary=f"step {request.step}: scripted",
                 **LOCAL,
             )
             m.script_position += 1
@@ -521,7 +534,6 @@ class AgentRun:
             prepare_activity_name(call.tool),
             self._call_input(call, index, step),
             result_type=PrepareOutcome,  # type: ignore[arg-type]
-            summary=f"check {call.tool}({summarize(call.args)})",
             **LOCAL,
         )
         return outcome
@@ -543,7 +555,7 @@ class AgentRun:
             execute_activity_name(call.tool),
             self._call_input(call, record.index, record.step, args=record.args, key=key),
             result_type=ExecuteOutcome,  # type: ignore[arg-type]
-            summary=f"{call.tool}({summarize(record.args)})",
+            **({} if entry.effect is Effect.READ else {"summary": f"{call.tool}({summarize(record.args)})"}),
             **(LOCAL if entry.effect is Effect.READ else WRITE),
         )
         try:

@@ -1,11 +1,15 @@
 """`WorkspaceControl`: one long-lived workflow per workspace (id `workspace:NAME`) that holds its
 switches and tells every live run of the workspace when they change.
 
-Runs register when they start (a signal-with-start, which also starts this workflow on first use)
-and read the current switches with a query. A switch change is an update: only a person with the
-admin role may make it; refusals are answered and recorded. Every registered run is then
-signalled, and acknowledges; from the acknowledgement on, that run starts no new tool call
+Runs register when they start (a signal-with-start, which also starts this workflow on first use).
+A switch change is an update: only a person with the admin role may make it; refusals are
+answered and recorded. The switches are published in this workflow's memo, and every registered
+run is signalled and acknowledges; from the acknowledgement on, that run starts no new tool call
 (kill switch) or refuses every write and external call with reason `safe_mode` (safe mode).
+
+A starting run reads the memo before it registers and says which generation it read. Registrations
+and switches are handled one at a time, so a run whose registration comes after a switch it did
+not read is told of it here, and a run registered before a switch is among those signalled.
 
 Caps. Under a concurrency cap, registration admits a run or refuses it; an admitted run signs off
 when it ends. Under a daily spend cap, a run reserves the estimated cost of each paid model call
@@ -40,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         SpendView,
         SwitchRequest,
         registration_key,
+        SWITCHES_MEMO,
         SwitchResult,
         Switches,
         WorkspaceView,
@@ -108,6 +113,8 @@ class WorkspaceControl:
                 raise ApplicationError(f"workspace {workspace!r} is not in the policy", non_retryable=True)
             carried = ControlState(workspace=workspace, context=context)
         self._s = carried
+        if carried.switches.generation:
+            self._publish(carried.switches)
         self._started.set()
         await workflow.wait_condition(
             lambda: workflow.info().get_current_history_length() > carried.events_per_history
@@ -152,7 +159,8 @@ class WorkspaceControl:
     @workflow.signal(name="register")
     async def register(self, payload: Any) -> None:
         # A signal, not an update: a burst of run starts must never hit the server's cap on
-        # concurrent in-flight updates. The run reads its admission with the `admission` query.
+        # concurrent in-flight updates. Under a cap the run reads its admission with the
+        # `admission` query; otherwise it has read the switches from the memo.
         try:
             request = RegisterRequest.model_validate(payload)
         except ValidationError:
@@ -161,7 +169,11 @@ class WorkspaceControl:
         cap = request.max_concurrent_runs
         s.max_concurrent_runs = cap
         if cap is None:
-            self._admit(s, request.run_id)
+            read = request.read_generation
+            self._admit(s, request.run_id, acknowledged=read)
+            if read is not None and read < s.switches.generation:
+                # A switch came between the run's read of the memo and this registration.
+                await self._signal_runs(s, [request.run_id])
             return
         async with self._admitting:
             key = registration_key(request.run_id, request.chain_run_id)
@@ -181,10 +193,10 @@ class WorkspaceControl:
             self._admit(s, request.run_id)
             s.signing_off.add(request.run_id)
 
-    def _admit(self, s: ControlState, run_id: str) -> None:
-        # A run that joins after a switch reads it (the `admission` query) before its first tool
-        # call: joining is its acknowledgement.
-        s.runs[run_id] = s.switches.generation
+    def _admit(self, s: ControlState, run_id: str, acknowledged: int | None = None) -> None:
+        """`acknowledged`: the generation the run read from the memo. None: the run reads the
+        switches with the `admission` query after this, so joining is its acknowledgement."""
+        s.runs[run_id] = s.switches.generation if acknowledged is None else acknowledged
         s.registered_at[run_id] = workflow.now()
 
     @workflow.query(name="admission")
@@ -319,11 +331,17 @@ class WorkspaceControl:
         )
         s.switched_at = workflow.now()
         s.last_ack_after_s = None
-        notified = await self._broadcast(s)
+        self._publish(s.switches)
+        notified = await self._signal_runs(s, list(s.runs))
         return SwitchResult(accepted=True, generation=s.switches.generation, runs_notified=notified)
 
-    async def _broadcast(self, s: ControlState) -> int:
-        run_ids = list(s.runs)
+    def _publish(self, switches: Switches) -> None:
+        """Into the memo, where starting runs read them (workflows of earlier versions did not)."""
+        if workflow.patched("switches-memo"):
+            workflow.upsert_memo({SWITCHES_MEMO: switches.model_dump(mode="json")})
+
+    async def _signal_runs(self, s: ControlState, run_ids: list[str]) -> int:
+        """Tells these runs the switches in force; forgets those that have ended."""
         payload = s.switches.model_dump(mode="json")
         results = await asyncio.gather(
             *(workflow.get_external_workflow_handle(r).signal("workspace_switch", payload) for r in run_ids),
