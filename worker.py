@@ -19,7 +19,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from airlock.converter import data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker
@@ -68,7 +68,7 @@ async def connect_client(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         # Spans for workflows and activities, replay-safe; OTLP export when the environment asks.
         plugins=[configure_telemetry().plugin()],
     )
@@ -79,7 +79,7 @@ async def start_local_server(log_level: str = "error") -> WorkflowEnvironment:
     data converter and search attributes: what the tests, the bench and the chaos suites run on."""
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level=log_level,
     )

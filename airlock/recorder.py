@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from airlock.converter import data_converter
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -92,7 +92,7 @@ def _closed(history: WorkflowHistory) -> bool:
 
 async def replay(history: WorkflowHistory, workflows: Sequence[type] = ()) -> None:
     """Replays one history; raises ReplayFailed naming the problem when it is not deterministic."""
-    replayer = Replayer(workflows=list(workflows) or WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=list(workflows) or WORKFLOWS, data_converter=data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is not None:
         raise ReplayFailed(str(result.replay_failure))
@@ -102,7 +102,7 @@ async def reconstruct(history: WorkflowHistory) -> Recording:
     """The run's state at the end of this history (the last run of a continue-as-new chain
     carries the record of the runs before it)."""
     capture = _Capture()
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, interceptors=[capture])
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter, interceptors=[capture])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is not None:
         raise ReplayFailed(str(result.replay_failure))

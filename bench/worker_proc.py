@@ -16,7 +16,7 @@ import sys
 import time
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from airlock.converter import data_converter
 
 from airlock.logging import configure_logging
 from airlock.settings import Settings
@@ -37,7 +37,7 @@ def exec_log_tap(path: str) -> ToolStartTap:
 
 async def main(a: argparse.Namespace) -> None:
     configure_logging("WARNING")
-    client = await Client.connect(a.address, data_converter=pydantic_data_converter)
+    client = await Client.connect(a.address, data_converter=data_converter)
     # Only the cache size differs from `worker.build_worker`'s configuration.
     client = with_worker_settings(client, max_cached_workflows=a.max_cached)
     settings = Settings(db=a.db, task_queue=a.task_queue)

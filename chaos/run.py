@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from airlock.converter import data_converter
 
 from airlock.binaries import binary
 from airlock.logging import configure_logging
@@ -55,7 +55,7 @@ def start_server(port: int, db_file: Path) -> subprocess.Popen[bytes]:
 async def connect_when_up(port: int) -> Client:
     for _ in range(200):
         try:
-            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=data_converter)
         except Exception:
             await asyncio.sleep(0.1)
     raise RuntimeError("the dev server did not come up")

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
+from airlock.converter import data_converter
 from temporalio.exceptions import ApplicationError
 
 from airlock.models import CallStatus, DecideResult, RunState
@@ -39,7 +39,7 @@ async def client_as(client: Client, identity: str) -> Client:
     return await Client.connect(
         client.service_client.config.target_host,
         namespace=client.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         identity=identity,
     )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from airlock.converter import data_converter
 from temporalio.worker import Replayer
 
 from tests.conftest import Runs
@@ -19,7 +19,7 @@ COMMITTED = sorted(HISTORIES.rglob("*.json"))
 
 
 def replayer() -> Replayer:
-    return Replayer(workflows=[AgentRun], data_converter=pydantic_data_converter)
+    return Replayer(workflows=[AgentRun], data_converter=data_converter)
 
 
 def test_every_scenario_has_a_committed_history() -> None:

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from airlock.converter import data_converter
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -309,7 +309,7 @@ async def test_replaying_a_finished_run_exports_nothing(
     before = points(metric_reader)
     replays = SeesReplays()
     replayer = Replayer(
-        workflows=[AgentRun], data_converter=pydantic_data_converter,
+        workflows=[AgentRun], data_converter=data_converter,
         plugins=[installed.plugin()], interceptors=[replays],
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
@@ -326,7 +326,7 @@ async def test_committed_histories_replay_with_telemetry_on_and_export_nothing(
     """Runs recorded before telemetry existed still replay under the telemetry plugin, and their
     replay records nothing."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[AgentRun], data_converter=pydantic_data_converter, plugins=[installed.plugin()])
+    replayer = Replayer(workflows=[AgentRun], data_converter=data_converter, plugins=[installed.plugin()])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
     assert spans.get_finished_spans() == ()

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import Engine
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
+from airlock.converter import data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from airlock.binaries import binary
@@ -28,7 +28,7 @@ REFUND = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, rea
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
     )
     await register_search_attributes(env.client)
     try:
