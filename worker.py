@@ -19,20 +19,19 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from airlock.converter import data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Interceptor, Worker
-from temporalio.worker import WorkflowRunner
+from temporalio.worker import Interceptor, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities
+from activities.tool_calls import tool_activities
 from activities.undo_plan import UndoActivities
 from activities.workspace import WorkspaceActivities
-from activities.tool_calls import tool_activities
 from airlock.binaries import binary
+from airlock.converter import data_converter
 from airlock.logging import configure_logging
 from airlock.settings import Settings
 from airlock.tracing import configure_telemetry

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory
-from airlock.converter import data_converter
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -28,6 +27,7 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
+from airlock.converter import data_converter
 from airlock.models import CallRecord, PendingApproval, RunState
 from tools import blobs
 from workflows.agent_run import AgentRun

@@ -16,8 +16,8 @@ import sys
 import time
 
 from temporalio.client import Client
-from airlock.converter import data_converter
 
+from airlock.converter import data_converter
 from airlock.logging import configure_logging
 from airlock.settings import Settings
 from bench.common import REFUND_ACTIVITY, ToolStartTap, with_worker_settings

@@ -26,9 +26,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 from temporalio.client import Client
-from airlock.converter import data_converter
 
 from airlock.binaries import binary
+from airlock.converter import data_converter
 from airlock.logging import configure_logging
 from airlock.models import FINAL_STATES, RunReport
 from airlock.settings import Settings
@@ -37,6 +37,7 @@ from chaos.flaky import chaos_settings, flaky_suite
 from chaos.runs import pending_approval_id, start_scripted
 from tools.backoffice.db import connect, refunds
 from worker import build_worker, register_search_attributes, start_local_server
+
 
 def free_port() -> int:
     with socket.socket() as s:

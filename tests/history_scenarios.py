@@ -130,14 +130,14 @@ async def record(into: Path = HISTORIES, names: list[str] | None = None) -> list
     env = await start_local_server(log_level="warn")
     written: list[Path] = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(db=f"{tmp}/backoffice.db", task_queue="airlock-histories")
-            async with build_worker(env.client, settings):
-                runs = Runs(env.client, settings)
-                for name, scenario in SCENARIOS.items():
-                    if names and name not in names:
-                        continue
-                    handle = await scenario(runs)
+        for name, scenario in SCENARIOS.items():
+            if names and name not in names:
+                continue
+            # A back office of its own: one scenario's refunds must not change what another's may do.
+            with tempfile.TemporaryDirectory() as tmp:
+                settings = Settings(db=f"{tmp}/backoffice.db", task_queue=f"airlock-histories-{name}")
+                async with build_worker(env.client, settings):
+                    handle = await scenario(Runs(env.client, settings))
                     for i, text in enumerate(await histories_of(env.client, handle)):
                         path = into / (f"{name}.json" if i == 0 else f"{name}.{i}.json")
                         path.write_text(text)

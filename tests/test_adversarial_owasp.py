@@ -10,8 +10,8 @@ the residual risk.
 
 from __future__ import annotations
 
-import json
 import asyncio
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
-from airlock.converter import data_converter
 from temporalio.exceptions import ApplicationError
 
+from airlock.converter import data_converter
 from airlock.models import CallStatus, DecideResult, RunState
 from airlock.settings import EXAMPLE_POLICY, Settings
 from policy import load_policy

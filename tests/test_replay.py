@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from airlock.converter import data_converter
 from temporalio.worker import Replayer
 
+from airlock.converter import data_converter
 from tests.conftest import Runs
 from tests.history_scenarios import HISTORIES, SCENARIOS, histories_of
 from workflows.agent_run import AgentRun

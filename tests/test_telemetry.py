@@ -26,7 +26,6 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
-from airlock.converter import data_converter
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -36,6 +35,7 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
+from airlock.converter import data_converter
 from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
 from airlock.models import CallStatus, RunReport, RunState
 from airlock.settings import Settings

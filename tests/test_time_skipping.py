@@ -11,10 +11,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import Engine
 from temporalio.client import WorkflowHandle
-from airlock.converter import data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from airlock.binaries import binary
+from airlock.converter import data_converter
 from airlock.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
 from airlock.settings import Settings
 from tests.conftest import Runs, call, count_rows, policy_file
