@@ -5,15 +5,19 @@ with a signal) and learns its admission: the switches in force, and under a conc
 whether it may run at all. `workspace.reserve`: a run holds the estimated cost of its next paid
 model call against the workspace's daily spend cap.
 
-Without a concurrency cap the join costs the control workflow one signal and no reply: the run
-reads the switches from the control workflow's memo first and says which generation it read; the
-control workflow, handling registrations and switches one at a time, tells it of any newer one.
-Under a cap, admission is the control workflow's decision, read back with the `admission` query.
+Without a concurrency cap the join costs the control workflow a share of one signal and no reply:
+the run reads the switches from the control workflow's memo first and says which generation it
+read; the control workflow, handling registrations and switches one at a time, tells it of any
+newer one. Joins that arrive while a registration is on its way go together in the next one
+(group commit): a burst of starts costs the control workflow one signal, not one per run, and a
+lone run waits for nothing. Under a cap, admission is the control workflow's decision, read back
+with the `admission` query.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import activity
@@ -24,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from airlock.workspace_io import (
     SWITCHES_MEMO,
     Admission,
+    RegisterBatch,
     RegisterRequest,
     ReserveRequest,
     ReserveResult,
@@ -32,18 +37,68 @@ from airlock.workspace_io import (
     registration_key,
 )
 
+# The most registrations one signal carries; a larger burst goes out in several.
+BATCH = 200
+
+Destination = tuple[str, str]  # (workspace, the control workflow's task queue)
+
+
+class GroupRegistration:
+    """Sends registrations to control workflows, several runs' at a time.
+
+    While one registration of a workspace is on its way, joins of that workspace wait and then go
+    together in the next. Each run's join returns only once its own registration is recorded in
+    the control workflow's history.
+    """
+
+    def __init__(self, send: Callable[[Destination, list[RegisterRequest]], Awaitable[Switches]]) -> None:
+        self._send = send
+        self._waiting: dict[Destination, list[tuple[RegisterRequest, asyncio.Future[Switches]]]] = {}
+        self._draining: dict[Destination, asyncio.Task[None]] = {}
+
+    async def join(self, to: Destination, request: RegisterRequest) -> Switches:
+        joined: asyncio.Future[Switches] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(to, []).append((request, joined))
+        if to not in self._draining:
+            self._draining[to] = asyncio.create_task(self._drain(to))
+        return await joined
+
+    async def _drain(self, to: Destination) -> None:
+        try:
+            while batch := self._next_batch(to):
+                try:
+                    switches = await self._send(to, [request for request, _ in batch])
+                except Exception as e:
+                    for _, joined in batch:
+                        if not joined.done():
+                            joined.set_exception(e)
+                else:
+                    for _, joined in batch:
+                        if not joined.done():
+                            joined.set_result(switches)
+        finally:
+            del self._draining[to]
+
+    def _next_batch(self, to: Destination) -> list[tuple[RegisterRequest, asyncio.Future[Switches]]]:
+        # A join whose activity was cancelled meanwhile is not sent.
+        waiting = [(r, j) for r, j in self._waiting.pop(to, []) if not j.done()]
+        if len(waiting) > BATCH:
+            self._waiting[to] = waiting[BATCH:]
+        return waiting[:BATCH]
+
 
 class WorkspaceActivities:
     def __init__(self, client: Client, control_task_queue: str | None = None) -> None:
         self._client = client
         self._task_queue = control_task_queue
+        self._registrations = GroupRegistration(self._register_batch)
 
     @activity.defn(name="workspace.join")
     async def join(self, request: RegisterRequest) -> Admission:
         if request.max_concurrent_runs is not None:
             return await self._admission(await self._register(request), request)
-        switches = await self._published_switches(request.workspace)
-        await self._register(request.model_copy(update={"read_generation": switches.generation}))
+        to = (request.workspace, self._task_queue or activity.info().task_queue)
+        switches = await self._registrations.join(to, request)
         return Admission(**switches.model_dump())
 
     @activity.defn(name="workspace.register")
@@ -53,14 +108,27 @@ class WorkspaceActivities:
         return await self._admission(await self._register(request), request)
 
     async def _register(self, request: RegisterRequest) -> WorkflowHandle[Any, Any]:
+        return await self._start_control(
+            (request.workspace, self._task_queue or activity.info().task_queue), "register", request
+        )
+
+    async def _register_batch(self, to: Destination, requests: list[RegisterRequest]) -> Switches:
+        """Reads the published switches, then registers the runs saying which generation they read."""
+        switches = await self._published_switches(to[0])
+        read = [r.model_copy(update={"read_generation": switches.generation}) for r in requests]
+        await self._start_control(to, "register_batch", RegisterBatch(registrations=read))
+        return switches
+
+    async def _start_control(self, to: Destination, signal: str, payload: Any) -> WorkflowHandle[Any, Any]:
+        workspace, task_queue = to
         return await self._client.start_workflow(
             "WorkspaceControl",
-            request.workspace,
-            id=control_workflow_id(request.workspace),
-            task_queue=self._task_queue or activity.info().task_queue,
+            workspace,
+            id=control_workflow_id(workspace),
+            task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="register",
-            start_signal_args=[request],
+            start_signal=signal,
+            start_signal_args=[payload],
         )
 
     async def _published_switches(self, workspace: str) -> Switches:

@@ -45,6 +45,13 @@ class RegisterRequest(BaseModel):
     read_generation: int | None = None
 
 
+class RegisterBatch(BaseModel):
+    """Payload of the `register_batch` signal: runs of one workspace, with no concurrency cap,
+    joining together (a worker's burst of starts). Each says the generation it read."""
+
+    registrations: list[RegisterRequest] = Field(min_length=1, max_length=1000)
+
+
 def registration_key(run_id: str, chain_run_id: str) -> str:
     return f"{run_id}@{chain_run_id}"
 

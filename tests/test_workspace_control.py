@@ -216,8 +216,14 @@ async def test_a_run_is_told_of_a_switch_it_did_not_read_before_registering(
             SwitchListener.run, paused.generation + 1, id=f"listener-current-{paused.generation}", task_queue=queue
         )
         control = client.get_workflow_handle(control_workflow_id("acme"))
-        for listener, read in ((behind, paused.generation - 1), (current, paused.generation)):
-            await control.signal("register", {"workspace": "acme", "run_id": listener.id, "read_generation": read})
+        # One by the batch signal that joins use, one by the single registration.
+        await control.signal(
+            "register_batch",
+            {"registrations": [{"workspace": "acme", "run_id": behind.id, "read_generation": paused.generation - 1}]},
+        )
+        await control.signal(
+            "register", {"workspace": "acme", "run_id": current.id, "read_generation": paused.generation}
+        )
         heard = await asyncio.wait_for(behind.result(), timeout=10)
         assert [(s.generation, s.paused) for s in heard] == [(paused.generation, True)]
         resumed = await switch(client, "kill_switch", False)

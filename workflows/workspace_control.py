@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         Admission,
         DaySpend,
         Leave,
+        RegisterBatch,
         RegisterRequest,
         ReserveRequest,
         ReserveResult,
@@ -169,11 +170,7 @@ class WorkspaceControl:
         cap = request.max_concurrent_runs
         s.max_concurrent_runs = cap
         if cap is None:
-            read = request.read_generation
-            self._admit(s, request.run_id, acknowledged=read)
-            if read is not None and read < s.switches.generation:
-                # A switch came between the run's read of the memo and this registration.
-                await self._signal_runs(s, [request.run_id])
+            await self._join_uncapped(s, [request])
             return
         async with self._admitting:
             key = registration_key(request.run_id, request.chain_run_id)
@@ -192,6 +189,27 @@ class WorkspaceControl:
                 return
             self._admit(s, request.run_id)
             s.signing_off.add(request.run_id)
+
+    @workflow.signal(name="register_batch")
+    async def register_batch(self, payload: Any) -> None:
+        """Runs of a workspace with no concurrency cap, joining together."""
+        try:
+            batch = RegisterBatch.model_validate(payload)
+        except ValidationError:
+            return
+        s = await self._state()
+        s.max_concurrent_runs = None
+        await self._join_uncapped(s, batch.registrations)
+
+    async def _join_uncapped(self, s: ControlState, requests: list[RegisterRequest]) -> None:
+        behind = []
+        for request in requests:
+            self._admit(s, request.run_id, acknowledged=request.read_generation)
+            if request.read_generation is not None and request.read_generation < s.switches.generation:
+                # A switch came between the run's read of the memo and this registration.
+                behind.append(request.run_id)
+        if behind:
+            await self._signal_runs(s, behind)
 
     def _admit(self, s: ControlState, run_id: str, acknowledged: int | None = None) -> None:
         """`acknowledged`: the generation the run read from the memo. None: the run reads the
