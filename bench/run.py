@@ -443,6 +443,13 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
     )
     ratios = ", ".join(f"{x:.2f}" for x in r["round_ratios"])
     print(f"\nAirlock / bare runs per second: {r['ratio']:.2f} (target >= 0.90; rounds: {ratios})")
+    # Worker, driver and server share the machine's cores, so runs per second follow CPU per run;
+    # the CPU figures drift less from round to round than the wall clock does.
+    cpu = {k: r[k]["worker_cpu_ms_per_run"] + r[k]["server_cpu_ms_per_run"] for k in ("airlock", "bare")}
+    print(
+        f"CPU per run, worker+driver+server: Airlock {cpu['airlock']:.0f} ms, bare {cpu['bare']:.0f} ms; "
+        f"bare / Airlock {cpu['bare'] / cpu['airlock']:.2f}"
+    )
     print(
         "Both: same client, same server, worker options as worker.build_worker (32 activity threads, SDK defaults otherwise),"
     )
