@@ -23,7 +23,7 @@ install: $(STAMP)
 # bytecode (PYTHONDONTWRITEBYTECODE=1 is common) each of those imports compiles them from source:
 # several milliseconds of CPU per run. compileall writes the cache and skips what is up to date.
 bytecode: $(STAMP)
-	$(BIN)/python -m compileall -q airlock activities bench chaos policy tools workflows worker.py > /dev/null
+	$(BIN)/python -m compileall -q airlock activities bench chaos policy tools workflows worker.py
 
 demo: bytecode
 	$(BIN)/airlock dev

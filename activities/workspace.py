@@ -96,21 +96,19 @@ class WorkspaceActivities:
     @activity.defn(name="workspace.join")
     async def join(self, request: RegisterRequest) -> Admission:
         if request.max_concurrent_runs is not None:
-            return await self._admission(await self._register(request), request)
-        to = (request.workspace, self._task_queue or activity.info().task_queue)
-        switches = await self._registrations.join(to, request)
+            return await self.register(request)
+        switches = await self._registrations.join(self._destination(request.workspace), request)
         return Admission(**switches.model_dump())
 
     @activity.defn(name="workspace.register")
     async def register(self, request: RegisterRequest) -> Admission:
-        """The join of runs started before `workspace.join`, which ran it as a full activity and
-        always read the admission back."""
-        return await self._admission(await self._register(request), request)
+        """Registers one run and reads its admission back: the join under a concurrency cap, and
+        the whole join of runs started before `workspace.join`, which ran this as a full activity."""
+        handle = await self._start_control(self._destination(request.workspace), "register", request)
+        return await self._admission(handle, request)
 
-    async def _register(self, request: RegisterRequest) -> WorkflowHandle[Any, Any]:
-        return await self._start_control(
-            (request.workspace, self._task_queue or activity.info().task_queue), "register", request
-        )
+    def _destination(self, workspace: str) -> Destination:
+        return (workspace, self._task_queue or activity.info().task_queue)
 
     async def _register_batch(self, to: Destination, requests: list[RegisterRequest]) -> Switches:
         """Reads the published switches, then registers the runs saying which generation they read."""

@@ -325,7 +325,7 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
                   f"requested by {status.requested_by}, until {p.deadline.isoformat()}", file=out)
             print(f"  args: {json.dumps(p.args)}", file=out)
             for d in p.diff:
-                print(f"  {d.field}: {d.before} -> {d.after}", file=out)
+                print(f"  {d}", file=out)
             if p.escalated_to:
                 print(f"  escalated to {p.escalated_to}", file=out)
             signed = " (signed votes required)" if p.signed_votes_required else ""

@@ -126,7 +126,7 @@ def _print_commands(tctl: str, workflow_id: str, status: Status, ui: str) -> Non
     q = shlex.quote
     approve = {"approval_id": approval.approval_id, "approver": "u_bob", "comment": "damage confirmed"}
     deny = {"approval_id": approval.approval_id, "approver": "u_bob", "reason": "needs photos"}
-    diff = "; ".join(f"{c.field}: {c.before} -> {c.after}" for c in approval.diff)
+    diff = "; ".join(str(c) for c in approval.diff)
     cli = "airlock"
     with contextlib.suppress(RuntimeError):
         cli = q(_shown(binary("airlock")))
@@ -172,7 +172,7 @@ def _print_report(report: RunReport) -> None:
         print(f"  step {c.step} {c.tool}: {c.status.value} (rule {rule}; votes: {who})")
     for c in report.changes:
         for d in c.diff:
-            print(f"  changed {d.field}: {d.before} -> {d.after}")
+            print(f"  changed {d}")
     for r in report.refused_votes:
         print(f"  refused vote by {r.approver or '?'}: {r.reason}")
     for u in report.undo:

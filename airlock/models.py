@@ -186,6 +186,10 @@ class FieldChange(Record):
     before: JsonValue = None
     after: JsonValue = None
 
+    def __str__(self) -> str:
+        """As the CLI shows a change: `orders[ORD-1001].refunded_usd: 0.00 -> 120.00`."""
+        return f"{self.field}: {self.before} -> {self.after}"
+
 
 class Compensation(Record):
     """How to undo one executed write: a tool and its arguments, or why it cannot be undone."""

@@ -37,7 +37,7 @@ def keys_new(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 def _describe(p: PendingApproval) -> list[str]:
     lines = [f"{p.approval_id}: {p.tool} {json.dumps(p.args, sort_keys=True)} (tier {p.tier.value})"]
-    lines += [f"  {d.field}: {d.before} -> {d.after}" for d in p.diff]
+    lines += [f"  {d}" for d in p.diff]
     return lines
 
 

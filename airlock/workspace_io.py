@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from airlock.models import Comment, Name, Strict
 
 
 def control_workflow_id(workspace: str) -> str:
     return f"workspace:{workspace}"
+
+
+Message = TypeVar("Message", bound=BaseModel)
+
+
+def parse_signal(model: type[Message], payload: Any) -> Message | None:
+    """A control-plane signal's payload, or None when it is malformed: a signal has no sender to
+    answer, and a payload that cannot be read must be dropped, not fail the workflow task."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError:
+        return None
 
 
 # The control workflow's memo key under which it publishes its switches. A starting run reads

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         Settle,
         Switches,
         control_workflow_id,
+        parse_signal,
     )
     from airlock.hashing import call_hash, canonical_json
     from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
@@ -808,11 +809,7 @@ class AgentRun:
 
     @workflow.signal(name="workspace_switch")
     def workspace_switch(self, payload: Any) -> None:
-        try:
-            switches = Switches.model_validate(payload)
-        except ValidationError:
-            return
-        if switches.generation < self._switches.generation:
+        if (switches := parse_signal(Switches, payload)) is None or switches.generation < self._switches.generation:
             return
         if switches.generation > self._switches.generation:
             self._switches = switches

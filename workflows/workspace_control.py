@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         SwitchResult,
         Switches,
         WorkspaceView,
+        parse_signal,
     )
     from tools.runner import describe_validation_error
 
@@ -162,9 +163,7 @@ class WorkspaceControl:
         # A signal, not an update: a burst of run starts must never hit the server's cap on
         # concurrent in-flight updates. Under a cap the run reads its admission with the
         # `admission` query; otherwise it has read the switches from the memo.
-        try:
-            request = RegisterRequest.model_validate(payload)
-        except ValidationError:
+        if (request := parse_signal(RegisterRequest, payload)) is None:
             return
         s = await self._state()
         cap = request.max_concurrent_runs
@@ -193,9 +192,7 @@ class WorkspaceControl:
     @workflow.signal(name="register_batch")
     async def register_batch(self, payload: Any) -> None:
         """Runs of a workspace with no concurrency cap, joining together."""
-        try:
-            batch = RegisterBatch.model_validate(payload)
-        except ValidationError:
+        if (batch := parse_signal(RegisterBatch, payload)) is None:
             return
         s = await self._state()
         s.max_concurrent_runs = None
@@ -231,12 +228,8 @@ class WorkspaceControl:
 
     @workflow.signal(name="leave")
     def leave(self, payload: Any) -> None:
-        try:
-            run_id = Leave.model_validate(payload).run_id
-        except ValidationError:
-            return
-        if self._s is not None:
-            self._forget(self._s, run_id)
+        if (leave := parse_signal(Leave, payload)) is not None and self._s is not None:
+            self._forget(self._s, leave.run_id)
 
     def _forget(self, s: ControlState, run_id: str) -> None:
         s.runs.pop(run_id, None)
@@ -279,12 +272,10 @@ class WorkspaceControl:
 
     @workflow.signal(name="settle")
     def settle(self, payload: Any) -> None:
-        try:
-            settle = Settle.model_validate(payload)
-        except ValidationError:
-            return
         s = self._s
-        if s is None or (held := s.reservations.pop(settle.reservation_id, None)) is None:
+        if s is None or (settle := parse_signal(Settle, payload)) is None:
+            return
+        if (held := s.reservations.pop(settle.reservation_id, None)) is None:
             return
         day = next((d for d in s.days if d.day == held.day), None) or self._today(s)
         usd = settle.usd
@@ -320,12 +311,8 @@ class WorkspaceControl:
 
     @workflow.signal(name="ack")
     def ack(self, payload: Any) -> None:
-        try:
-            ack = Ack.model_validate(payload)
-        except ValidationError:
-            return
         s = self._s
-        if s is None or ack.run_id not in s.runs or ack.generation != s.switches.generation:
+        if s is None or (ack := parse_signal(Ack, payload)) is None or ack.run_id not in s.runs or ack.generation != s.switches.generation:
             return
         s.runs[ack.run_id] = ack.generation
         if s.switched_at is not None:
