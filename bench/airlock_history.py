@@ -32,6 +32,7 @@ from bench.common import (
     plan_of,
     result_or_stuck,
     run_input,
+    sizes_by_kind,
 )
 
 PLAN_PREFIX = "bench-plan"
@@ -68,12 +69,11 @@ class StubProvider:
         return ModelDecision(answer="done", model="stub")
 
 
-def _input(goal: str, kinds: list[str], activity_model: bool) -> dict[str, Any]:
-    if not activity_model:
-        return run_input([CALLS[k] for k in kinds])
-    raw = run_input([], goal=goal, model={"provider": "openai", "name": "stub"})
-    raw["budget"]["max_steps"] = raw["budget"]["max_tool_calls"] = len(kinds) + 5
-    return raw
+def _input(goal: str, activity_model: bool) -> dict[str, Any]:
+    """The scripted model reads its calls from the script; the stub behind the activity reads
+    them from the goal. The budget is the script's either way."""
+    real_model = {"goal": goal, "model": {"provider": "openai", "name": "stub"}} if activity_model else {}
+    return run_input([CALLS[k] for k in plan_of(goal)], **real_model)
 
 
 async def one_run(client: Client, task_queue: str, kind: str, n: int, activity_model: bool) -> HistorySize:
@@ -82,7 +82,7 @@ async def one_run(client: Client, task_queue: str, kind: str, n: int, activity_m
     kinds = plan_of(goal)
     handle = await client.start_workflow(
         "AgentRun",
-        _input(goal, kinds, activity_model),
+        _input(goal, activity_model),
         id=new_id("hist-job" if kind == "job" else f"hist-{kind}-{n}"),
         task_queue=task_queue,
         result_type=RunReport,
@@ -96,14 +96,7 @@ async def measure(client: Client, n: int, activity_model: bool) -> dict[str, Any
     """{kind: {"base": size, "n": size, "2n": size}} for kinds read, write, denied, and
     {"job": {"size": size, "base": size}} for the three-call job."""
     async with airlock_worker(client, new_id("bench-hist"), openai=StubProvider()) as settings:
-        out: dict[str, Any] = {}
-        base = await one_run(client, settings.task_queue, "read", 0, activity_model)
-        for kind in ("read", "write", "denied"):
-            sizes = [await one_run(client, settings.task_queue, kind, k, activity_model) for k in (n, 2 * n)]
-            out[kind] = {"base": base, "n": sizes[0], "2n": sizes[1]}
-        job = await one_run(client, settings.task_queue, "job", 3, activity_model)
-        out["job"] = {"size": job, "base": base}
-        return out
+        return await sizes_by_kind(lambda kind, k: one_run(client, settings.task_queue, kind, k, activity_model), n)
 
 
 async def measure_both(client: Client, n: int) -> dict[str, Any]:

@@ -20,12 +20,12 @@ from temporalio.client import Client, WorkflowHandle
 from airlock.models import Status, TimelineEntry
 from bench.common import (
     APPROVER,
-    REFUND_ACTIVITY,
     ToolStartTap,
     airlock_worker,
     new_id,
     pending_approval,
     percentile,
+    refund_activity,
     result_or_stuck,
     run_input,
 )
@@ -104,7 +104,7 @@ async def _why(handle: WorkflowHandle[Any, Any]) -> str:
 async def measure(client: Client, samples: int) -> dict[str, Any]:
     clock = ExecutionClock()
     out: dict[str, Any] = {"samples": samples}
-    tap = ToolStartTap(REFUND_ACTIVITY, clock.started)
+    tap = ToolStartTap(refund_activity(), clock.started)
     async with airlock_worker(client, new_id("bench-lat"), extra_interceptors=[tap]) as settings:
         await _approve_all(client, settings.task_queue, clock, 2, "signal")  # warm-up
         for via in ("signal", "update"):

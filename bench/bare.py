@@ -17,7 +17,7 @@ from typing import Any
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from airlock.activity_io import ExecuteOutcome, ToolCallInput
@@ -74,7 +74,7 @@ class BareRun:
             )
 
 
-def build_bare_worker(client: Client, task_queue: str, db: str, *, sandboxed: bool = True) -> Worker:
+def build_bare_worker(client: Client, task_queue: str, db: str, **options: Any) -> Worker:
     """A worker configured as `worker.build_worker` configures Airlock's (same executor size,
     same limits, same shutdown grace), running `BareRun` and Airlock's tool activities."""
     from activities.tool_calls import tool_activities
@@ -87,7 +87,7 @@ def build_bare_worker(client: Client, task_queue: str, db: str, *, sandboxed: bo
         task_queue=task_queue,
         workflows=[BareRun],
         activities=activities,
-        **({} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}),
+        **options,
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=32),
         graceful_shutdown_timeout=timedelta(seconds=30),
     )

@@ -60,8 +60,11 @@ async def control_worker(client: Client) -> AsyncIterator[Settings]:
     queue instead, the worker processes it starts included (through the environment).
     """
     os.environ["AIRLOCK_CONTROL_TASK_QUEUE"] = CONTROL_QUEUE
-    async with airlock_worker(client, CONTROL_QUEUE) as settings:
-        yield settings
+    try:
+        async with airlock_worker(client, CONTROL_QUEUE) as settings:
+            yield settings
+    finally:
+        del os.environ["AIRLOCK_CONTROL_TASK_QUEUE"]
 
 
 def backoffice_runner(db: str) -> ToolRunner:
@@ -223,6 +226,25 @@ def run_input(script: list[dict[str, Any]], *, steps_per_history: int = 200, **o
     return base
 
 
+async def sizes_by_kind(one: Callable[[str, int], Awaitable[HistorySize]], n: int) -> dict[str, Any]:
+    """What every history figure compares, measured by `one(kind, calls)`: {kind: {"base", "n",
+    "2n"}} for runs of 0, N and 2N reads, writes and denied calls, and {"job": {"size", "base"}}
+    for the three-call job."""
+    out: dict[str, Any] = {}
+    base = await one("read", 0)
+    for kind in ("read", "write", "denied"):
+        sizes = [await one(kind, k) for k in (n, 2 * n)]
+        out[kind] = {"base": base, "n": sizes[0], "2n": sizes[1]}
+    out["job"] = {"size": await one("job", 3), "base": base}
+    return out
+
+
+async def count_waiting(client: Client, task_queue: str) -> int:
+    """Runs on this queue waiting for approval, by visibility (which lags, never leads)."""
+    query = f"TaskQueue = '{task_queue}' AND AirlockState = 'awaiting_approval'"
+    return (await client.count_workflows(query)).count
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -378,8 +400,12 @@ def with_worker_settings(client: Client, **settings: Any) -> Client:
     return Client(**config)
 
 
-# The write every approval figure times: from the vote to the worker starting this activity.
-REFUND_ACTIVITY = f"tool.{WRITE['tool']}"
+def refund_activity() -> str:
+    """The write every approval figure times: from the vote to the worker starting this activity.
+    Imported late: the peers' processes, which use this module too, do not load Airlock's activities."""
+    from activities.tool_calls import execute_activity_name
+
+    return execute_activity_name(WRITE["tool"])
 
 
 class ToolStartTap(Interceptor):

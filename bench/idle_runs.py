@@ -26,6 +26,7 @@ from bench.common import (
     APPROVER,
     ROOT,
     WRITE,
+    count_waiting,
     new_id,
     pending_approval,
     percentile,
@@ -77,11 +78,6 @@ BATCH = 100
 STALL_S = 60.0
 
 
-async def _waiting(client: Client, task_queue: str) -> int:
-    query = f"TaskQueue = '{task_queue}' AND AirlockState = 'awaiting_approval'"
-    return (await client.count_workflows(query)).count
-
-
 async def _start_and_wait(client: Client, task_queue: str, runs: int) -> tuple[list[Any], int, str | None]:
     """Starts the runs in batches of BATCH, each once the one before waits for approval (so the
     worker is not flooded with first workflow tasks at once). Returns the handles, how many wait,
@@ -97,7 +93,7 @@ async def _start_and_wait(client: Client, task_queue: str, runs: int) -> tuple[l
                     for _ in range(min(BATCH, runs - len(handles)))
                 )
             )
-        count = await _waiting(client, task_queue)
+        count = await count_waiting(client, task_queue)
         if count >= runs:
             return handles, count, None
         if count != last_count:

@@ -16,9 +16,8 @@ from typing import Any
 
 from temporalio.client import Client
 
-from airlock.models import RunState, Status
 from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
-from bench.common import airlock_worker, new_id
+from bench.common import airlock_worker, count_waiting, new_id
 
 WAIT = {"tool": "email.send", "args": {"to": "dana@example.com", "subject": "s", "body": "b"}}
 
@@ -38,16 +37,8 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         control = client.get_workflow_handle(control_workflow_id("acme"))
         # In flight: every run has joined and waits for its approval. (The control workflow's
         # count of runs is no test: it still holds runs of earlier sections that have ended.)
-        waiting: set[str] = set()
         for _ in range(2400):
-            for h in handles:
-                if h.id not in waiting:
-                    try:
-                        if (await h.query("status", result_type=Status)).state is RunState.AWAITING_APPROVAL:
-                            waiting.add(h.id)
-                    except Exception:
-                        pass
-            if len(waiting) == runs:
+            if await count_waiting(client, settings.task_queue) >= runs:
                 break
             await asyncio.sleep(0.05)
         sent = time.perf_counter()

@@ -21,7 +21,16 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import Client
 
-from bench.common import CALLS, HistorySize, backoffice_runner, history_size, new_id, result_or_stuck
+from bench.common import (
+    CALLS,
+    HistorySize,
+    backoffice_runner,
+    history_size,
+    new_id,
+    plan_of,
+    result_or_stuck,
+    sizes_by_kind,
+)
 from tools.runner import ToolRunner
 
 _runner: ToolRunner | None = None
@@ -68,11 +77,10 @@ DENIAL = "refunds above 200 USD are not issued by agents"
 # ---- the driver (child process) --------------------------------------------------------------
 
 
-async def drive(
-    client: Client, workflow: type[Any], task_queue: str, id_prefix: str, prompt: str, approvals: int
-) -> HistorySize:
-    """Runs the peer's job workflow on `prompt`, approves `approvals` calls as they come up, and
-    measures its history. `workflow` has the peers' `run`, `approve` and `pending_approvals`."""
+async def drive(client: Client, workflow: type[Any], task_queue: str, id_prefix: str, prompt: str) -> HistorySize:
+    """Runs the peer's job workflow on `prompt`, approves its writes as they come up, and measures
+    its history. `workflow` has the peers' `run`, `approve` and `pending_approvals`."""
+    approvals = plan_of(prompt).count("write")
     handle = await client.start_workflow(workflow.run, prompt, id=new_id(id_prefix), task_queue=task_queue)
     seen: set[str] = set()
     deadline = time.monotonic() + 120
@@ -89,21 +97,9 @@ async def drive(
 
 
 async def job_sizes(client: Client, workflow: type[Any], task_queue: str, id_prefix: str, n: int) -> dict[str, Any]:
-    """The same runs as `bench.airlock_history.measure`, as JSON: 0, N and 2N calls of each kind,
-    and the three-call job."""
-
-    async def one(kind: str, k: int) -> HistorySize:
-        approvals = 1 if kind == "job" else k if kind == "write" else 0
-        return await drive(client, workflow, task_queue, id_prefix, f"plan:{kind}:{k}", approvals)
-
-    out: dict[str, Any] = {}
-    base = await one("read", 0)
-    for kind in ("read", "write", "denied"):
-        sizes = [await one(kind, k) for k in (n, 2 * n)]
-        out[kind] = {"base": base.as_dict(), "n": sizes[0].as_dict(), "2n": sizes[1].as_dict()}
-    job = await one("job", 3)
-    out["job"] = {"size": job.as_dict(), "base": base.as_dict()}
-    return out
+    """The same runs as `bench.airlock_history.measure`: 0, N and 2N calls of each kind, and the
+    three-call job."""
+    return await sizes_by_kind(lambda kind, k: drive(client, workflow, task_queue, id_prefix, f"plan:{kind}:{k}"), n)
 
 
 def main(measure: Callable[[str, int], Coroutine[Any, Any, dict[str, Any]]], packages: tuple[str, ...]) -> None:
@@ -121,4 +117,4 @@ def main(measure: Callable[[str, int], Coroutine[Any, Any, dict[str, Any]]], pac
     except BaseException as e:  # report, do not crash the whole bench
         traceback.print_exc(file=sys.stderr)
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:600]}
-    print(json.dumps(result))
+    print(json.dumps(result, default=HistorySize.as_dict))

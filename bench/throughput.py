@@ -103,7 +103,7 @@ async def measure(
         bare_q = new_id("bench-tp-bare")
         async with (
             airlock_worker(client, new_id("bench-tp-air"), **runner) as air,
-            build_bare_worker(client, bare_q, f"{tmp}/bare.db", sandboxed=sandboxed),
+            build_bare_worker(client, bare_q, f"{tmp}/bare.db", **runner),
         ):
             queues = {"airlock": air.task_queue, "bare": bare_q}
             # Warm-up: imports, sandbox caches, connections. Not counted.

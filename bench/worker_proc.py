@@ -20,7 +20,7 @@ from temporalio.client import Client
 from airlock.converter import data_converter
 from airlock.logging import configure_logging
 from airlock.settings import Settings
-from bench.common import REFUND_ACTIVITY, ToolStartTap, with_worker_settings
+from bench.common import ToolStartTap, refund_activity, with_worker_settings
 from worker import build_worker
 
 
@@ -32,7 +32,7 @@ def exec_log_tap(path: str) -> ToolStartTap:
     def started(workflow_id: str, step: int) -> None:
         file.write(f"{workflow_id} {step} {time.time():.6f}\n")
 
-    return ToolStartTap(REFUND_ACTIVITY, started)
+    return ToolStartTap(refund_activity(), started)
 
 
 async def main(a: argparse.Namespace) -> None:
