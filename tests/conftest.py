@@ -23,11 +23,13 @@ from activities.openai_provider import OpenAIProvider, PriceTable
 from airlock import cli
 from airlock.models import RunReport, Status
 from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
+from airlock.workspace_io import ReserveRequest, control_workflow_id
 from tools.backoffice.db import connect
 from tools.registry import load_registry
 from worker import build_worker, start_local_server
 
 RECORDINGS = Path(__file__).parent / "recordings" / "openai"
+PRODUCTION_POLICY = EXAMPLE_POLICY.parent / "production-example.yaml"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -183,8 +185,7 @@ def airlock_cli(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytes
     """The CLI pointed at the session's server and this test's task queues."""
     monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
     monkeypatch.setenv("AIRLOCK_TASK_QUEUE", settings.task_queue)
-    if settings.control_task_queue:
-        monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", settings.control_task_queue)
+    monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", CONTROL_QUEUE)
     return AirlockCli()
 
 
@@ -200,12 +201,27 @@ def fake_openai(settings: Settings, answer: Callable[[httpx2.Request], httpx2.Re
     )
 
 
-def recorded_openai_provider(settings: Settings, recording: str = "tool_call_proposal.json") -> OpenAIProvider:
+def recorded_openai_provider(settings: Settings) -> OpenAIProvider:
     """The real `openai` provider, every request answered with one recorded OpenAI response."""
-    response = json.loads((RECORDINGS / recording).read_text())["response"]
+    response = json.loads((RECORDINGS / "tool_call_proposal.json").read_text())["response"]
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         assert request.url.path == "/v1/chat/completions"
         return httpx2.Response(response["status"], headers=response["headers"], json=response["json"])
 
     return fake_openai(settings, answer)
+
+
+def reserve_request(workspace: str, n: int, usd: float, agent: str = "support") -> ReserveRequest:
+    """Reservation `r-n` of run `run-n`, against a 1 USD daily cap."""
+    return ReserveRequest(
+        workspace=workspace, run_id=f"run-{n}", reservation_id=f"r-{n}", agent=agent,
+        requested_by="u_alice", usd=usd, cap_usd=1.0,
+    )
+
+
+async def start_control(client: Client, workspace: str, task_queue: str) -> WorkflowHandle[Any, Any]:
+    """The workspace's control workflow, started directly (no run joins it)."""
+    return await client.start_workflow(
+        "WorkspaceControl", workspace, id=control_workflow_id(workspace), task_queue=task_queue
+    )

@@ -4,7 +4,6 @@ role whose runs only suggest, on a worker running policy/production-example.yaml
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest_asyncio
 from sqlalchemy import Engine
@@ -12,11 +11,9 @@ from temporalio.client import Client
 
 from airlock.models import CallStatus, Mode, Outcome, RunState
 from airlock.settings import Settings
-from tests.conftest import Runs, call, count_rows
+from tests.conftest import PRODUCTION_POLICY, Runs, call, count_rows
 from tools.backoffice.db import refunds
 from worker import build_worker
-
-PRODUCTION_POLICY = Path(__file__).parent.parent / "policy" / "production-example.yaml"
 
 
 def refund(amount: int) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,13 +12,12 @@ from hypothesis import strategies as st
 
 from airlock.models import Effect, Mode, Outcome, Tier
 from airlock.settings import EXAMPLE_POLICY
-from policy import CallContext, Policy, PolicyError, decide, load_policy, parse_policy, vote_refusal
-from policy import effective_mode
+from policy import CallContext, Policy, PolicyError, decide, effective_mode, load_policy, parse_policy, vote_refusal
 from policy.model import Condition, Rule, ToolPolicy, Workspace
+from tests.conftest import PRODUCTION_POLICY
 
 POLICY = load_policy(EXAMPLE_POLICY)
 TEXT = EXAMPLE_POLICY.read_text()
-PRODUCTION_POLICY = Path(__file__).parent.parent / "policy" / "production-example.yaml"
 
 
 def ctx(tool: str = "payments.create_refund", **kw: object) -> CallContext:
@@ -149,9 +149,12 @@ def test_missing_policy_file_is_named(tmp_path: Path) -> None:
 # ---- autonomy per role ------------------------------------------------------------------------
 
 
-def with_roles(autonomy_by_role: dict[str, Mode], max_autonomy: Mode = Mode.AUTO) -> Policy:
+def with_roles(
+    autonomy_by_role: dict[str, Mode], max_autonomy: Mode = Mode.AUTO, erin: Sequence[str] = ("requester", "lead")
+) -> Policy:
+    """The example policy, with acme's autonomy set and u_erin holding `erin`'s roles."""
     acme = POLICY.workspaces["acme"].model_copy(update={"max_autonomy": max_autonomy, "autonomy_by_role": autonomy_by_role})
-    people = {**POLICY.people, "u_erin": POLICY.people["u_alice"].model_copy(update={"roles": ["requester", "lead"]})}
+    people = {**POLICY.people, "u_erin": POLICY.people["u_alice"].model_copy(update={"roles": list(erin)})}
     return POLICY.model_copy(update={"workspaces": {**POLICY.workspaces, "acme": acme}, "people": people})
 
 
@@ -363,10 +366,7 @@ def test_autonomy_by_role_only_caps_and_a_further_role_never_takes_autonomy_away
     by_role: dict[str, Mode], roles: set[str], extra: str, max_autonomy: Mode, requested: Mode
 ) -> None:
     def mode_with(held: set[str]) -> Mode:
-        acme = POLICY.workspaces["acme"].model_copy(update={"max_autonomy": max_autonomy, "autonomy_by_role": by_role})
-        people = {**POLICY.people, "u_x": POLICY.people["u_alice"].model_copy(update={"roles": sorted(held)})}
-        policy = POLICY.model_copy(update={"workspaces": {**POLICY.workspaces, "acme": acme}, "people": people})
-        return effective_mode(policy, "acme", requested, "u_x")
+        return effective_mode(with_roles(by_role, max_autonomy, sorted(held)), "acme", requested, "u_erin")
 
     mode = mode_with(roles)
     assert mode.rank <= min(requested.rank, max_autonomy.rank)

@@ -12,7 +12,6 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from activities.openai_provider import OpenAIProvider
 from airlock.models import CallStatus, DecideResult, RunState
 from airlock.recorder import record_of
 from airlock.settings import Settings
@@ -51,11 +50,6 @@ async def test_wall_clock_budget_ends_a_run_waiting_for_approval(runs: Runs, db:
     assert count_rows(db, refunds) == 0
 
 
-@pytest.fixture
-def recorded_openai(settings: Settings) -> OpenAIProvider:
-    return recorded_openai_provider(settings)
-
-
 @pytest.mark.parametrize(
     ("budget", "reason"),
     [
@@ -64,11 +58,11 @@ def recorded_openai(settings: Settings) -> OpenAIProvider:
     ],
 )
 async def test_token_and_usd_budgets_stop_a_real_model(
-    client: Client, settings: Settings, recorded_openai: OpenAIProvider, budget: dict[str, Any], reason: str
+    client: Client, settings: Settings, budget: dict[str, Any], reason: str
 ) -> None:
     """Tokens and USD reported by the model are charged to the run; past the limit no tool
     call starts, and the report shows the cost by step."""
-    async with build_worker(client, settings, openai=recorded_openai):
+    async with build_worker(client, settings, openai=recorded_openai_provider(settings)):
         handle = await Runs(client, settings).start(model={"provider": "openai", "name": "gpt-4o-mini"}, budget=budget)
         report = await handle.result()
     assert report.state is RunState.BUDGET_EXHAUSTED
@@ -81,10 +75,10 @@ async def test_token_and_usd_budgets_stop_a_real_model(
 
 
 async def test_openai_proposals_are_governed_like_any_other(
-    client: Client, settings: Settings, recorded_openai: OpenAIProvider
+    client: Client, settings: Settings
 ) -> None:
     """A real model's proposals pass the same airlock: an invented tool is refused as unknown."""
-    async with build_worker(client, settings, openai=recorded_openai):
+    async with build_worker(client, settings, openai=recorded_openai_provider(settings)):
         handle = await Runs(client, settings).start(
             model={"provider": "openai", "name": "gpt-4o-mini"}, budget={"max_steps": 1}
         )

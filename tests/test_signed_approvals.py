@@ -7,10 +7,12 @@ this decision and this call counts. Every other vote is refused and recorded.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowHandle
@@ -47,8 +49,14 @@ def signed_settings(tmp_path: Path, keys_dir: Path, settings: Settings) -> Setti
     return settings.model_copy(update={"policy_path": path})
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def signed_runs(client: Client, signed_settings: Settings) -> AsyncIterator[Runs]:
+    async with build_worker(client, signed_settings):
+        yield Runs(client, signed_settings)
+
+
 def signed_vote(
-    key: Ed25519PrivateKey, status: Status, *, approver: str = "u_bob", decision: str = "approve", **override: Any
+    key: Ed25519PrivateKey, status: Status, *, decision: str = "approve", **override: Any
 ) -> dict[str, Any]:
     pending = status.pending_approvals[0]
     fields = {
@@ -60,7 +68,7 @@ def signed_vote(
     } | override
     return {
         "approval_id": pending.approval_id,
-        "approver": approver,
+        "approver": "u_bob",
         "decision": decision,
         "call_hash": pending.call_hash,
         "signature": sign(key, vote_message(**fields)),
@@ -72,53 +80,51 @@ async def decide(handle: WorkflowHandle[Any, Any], payload: dict[str, Any]) -> D
 
 
 async def test_unsigned_forged_misbound_and_flipped_votes_are_refused_and_recorded(
-    client: Client, signed_settings: Settings, keys_dir: Path, db: Engine
+    signed_runs: Runs, keys_dir: Path, db: Engine
 ) -> None:
     bob = load_key(keys_dir, "u_bob")
     mallory = Ed25519PrivateKey.generate()
-    async with build_worker(client, signed_settings):
-        runs = Runs(client, signed_settings)
-        handle = await runs.start(mode="approve", script=[READ, REFUND_120, EMAIL])
-        status = await runs.pending(handle)
-        pending = status.pending_approvals[0]
-        assert pending.signed_votes_required
-        assert pending.call_hash == call_hash(pending.tool, pending.args)
-        assert pending.approval_id.endswith(pending.call_hash[:10])
+    handle = await signed_runs.start(mode="approve", script=[READ, REFUND_120, EMAIL])
+    status = await signed_runs.pending(handle)
+    pending = status.pending_approvals[0]
+    assert pending.signed_votes_required
+    assert pending.call_hash == call_hash(pending.tool, pending.args)
+    assert pending.approval_id.endswith(pending.call_hash[:10])
 
-        # A raw signal, as anyone with namespace access could send it.
-        await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})
-        refused: list[tuple[dict[str, Any], str]] = [
-            # signed by someone else's key, in u_bob's name
-            (signed_vote(mallory, status), "bad signature: it does not verify with u_bob's key"),
-            # u_bob's real signature on a deny, presented as an approval
-            ({**signed_vote(bob, status, decision="deny"), "decision": "approve"}, "bad signature"),
-            # u_bob's signature over other arguments (a 950 USD refund)
-            (
-                signed_vote(bob, status, call_hash=call_hash(pending.tool, {**pending.args, "amount_usd": 950})),
-                "bad signature",
-            ),
-            # a vote that says which call it is for, and it is another one
-            (
-                {**signed_vote(bob, status), "call_hash": "0" * 64},
-                "the vote is bound to call 000000000000…",
-            ),
-            # u_carol's key signing a vote in u_bob's name
-            (signed_vote(load_key(keys_dir, "u_carol"), status), "bad signature"),
-        ]
-        for payload, reason in refused:
-            result = await decide(handle, payload)
-            assert not result.accepted and result.reason is not None and result.reason.startswith(reason), result
-        assert (await runs.status(handle)).pending_approvals[0].votes == []
-        assert count_rows(db, refunds) == 0
+    # A raw signal, as anyone with namespace access could send it.
+    await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})
+    refused: list[tuple[dict[str, Any], str]] = [
+        # signed by someone else's key, in u_bob's name
+        (signed_vote(mallory, status), "bad signature: it does not verify with u_bob's key"),
+        # u_bob's real signature on a deny, presented as an approval
+        ({**signed_vote(bob, status, decision="deny"), "decision": "approve"}, "bad signature"),
+        # u_bob's signature over other arguments (a 950 USD refund)
+        (
+            signed_vote(bob, status, call_hash=call_hash(pending.tool, {**pending.args, "amount_usd": 950})),
+            "bad signature",
+        ),
+        # a vote that says which call it is for, and it is another one
+        (
+            {**signed_vote(bob, status), "call_hash": "0" * 64},
+            "the vote is bound to call 000000000000…",
+        ),
+        # u_carol's key signing a vote in u_bob's name
+        (signed_vote(load_key(keys_dir, "u_carol"), status), "bad signature"),
+    ]
+    for payload, reason in refused:
+        result = await decide(handle, payload)
+        assert not result.accepted and result.reason is not None and result.reason.startswith(reason), result
+    assert (await signed_runs.status(handle)).pending_approvals[0].votes == []
+    assert count_rows(db, refunds) == 0
 
-        good = signed_vote(bob, status)
-        assert (await decide(handle, good)).accepted
-        email = await runs.wait_for(handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].tool == "email.send")
-        # The same signed vote again, while the run waits on its next call: it changes nothing.
-        again = await decide(handle, good)
-        assert not again.accepted and again.reason == f"approval {pending.approval_id} is already decided"
-        assert (await decide(handle, signed_vote(bob, email, decision="deny"))).accepted
-        report = await handle.result()
+    good = signed_vote(bob, status)
+    assert (await decide(handle, good)).accepted
+    email = await signed_runs.wait_for(handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].tool == "email.send")
+    # The same signed vote again, while the run waits on its next call: it changes nothing.
+    again = await decide(handle, good)
+    assert not again.accepted and again.reason == f"approval {pending.approval_id} is already decided"
+    assert (await decide(handle, signed_vote(bob, email, decision="deny"))).accepted
+    report = await handle.result()
 
     assert report.state is RunState.COMPLETED
     refund = report.calls[1]
@@ -137,44 +143,39 @@ async def test_unsigned_forged_misbound_and_flipped_votes_are_refused_and_record
 
 
 async def test_a_signed_vote_does_not_carry_over_to_another_run(
-    client: Client, signed_settings: Settings, keys_dir: Path
+    signed_runs: Runs, keys_dir: Path
 ) -> None:
     """Two runs propose the same call under the same approval id; u_bob's signature for one is
     refused by the other."""
     bob = load_key(keys_dir, "u_bob")
-    async with build_worker(client, signed_settings):
-        runs = Runs(client, signed_settings)
-        first, second = [await runs.start(mode="approve", script=[READ, REFUND_120]) for _ in range(2)]
-        one, two = [await runs.pending(h) for h in (first, second)]
-        assert one.pending_approvals[0].approval_id == two.pending_approvals[0].approval_id
-        vote = signed_vote(bob, one)
-        stolen = await decide(second, vote)
-        assert not stolen.accepted and (stolen.reason or "").startswith("bad signature")
-        assert (await decide(first, vote)).accepted
-        await decide(second, signed_vote(bob, two, decision="deny"))
-        assert (await first.result()).calls[1].status is CallStatus.EXECUTED
-        assert (await second.result()).calls[1].status is CallStatus.REJECTED
+    first, second = [await signed_runs.start(mode="approve", script=[READ, REFUND_120]) for _ in range(2)]
+    one, two = [await signed_runs.pending(h) for h in (first, second)]
+    assert one.pending_approvals[0].approval_id == two.pending_approvals[0].approval_id
+    vote = signed_vote(bob, one)
+    stolen = await decide(second, vote)
+    assert not stolen.accepted and (stolen.reason or "").startswith("bad signature")
+    assert (await decide(first, vote)).accepted
+    await decide(second, signed_vote(bob, two, decision="deny"))
+    assert (await first.result()).calls[1].status is CallStatus.EXECUTED
+    assert (await second.result()).calls[1].status is CallStatus.REJECTED
 
 
 async def test_airlock_approve_signs_with_the_local_key(
-    client: Client, signed_settings: Settings, keys_dir: Path, db: Engine,
-    monkeypatch: pytest.MonkeyPatch, airlock_cli: AirlockCli,
+    signed_runs: Runs, keys_dir: Path, db: Engine, monkeypatch: pytest.MonkeyPatch, airlock_cli: AirlockCli
 ) -> None:
     """`airlock approve RUN APPROVAL --as u_bob` shows the call and its diff, signs it and says
     whether it counted; without a key it refuses to send a vote this workspace would refuse."""
     monkeypatch.setenv("AIRLOCK_KEYS_DIR", str(keys_dir))
-    async with build_worker(client, signed_settings):
-        runs = Runs(client, signed_settings)
-        handle = await runs.start(mode="approve", script=[READ, REFUND_120])
-        approval_id = (await runs.pending(handle)).pending_approvals[0].approval_id
+    handle = await signed_runs.start(mode="approve", script=[READ, REFUND_120])
+    approval_id = (await signed_runs.pending(handle)).pending_approvals[0].approval_id
 
-        status, _ = await airlock_cli("approve", handle.id, approval_id, "--as", "u_dave")
-        assert status == 1  # u_dave has no key on this machine
+    status, _ = await airlock_cli("approve", handle.id, approval_id, "--as", "u_dave")
+    assert status == 1  # u_dave has no key on this machine
 
-        status, text = await airlock_cli("approve", handle.id, approval_id, "--as", "u_bob", "--comment", "ok")
-        assert status == 0, text
-        report = await handle.result()
-        timeline = await handle.query("timeline", result_type=list[TimelineEntry])
+    status, text = await airlock_cli("approve", handle.id, approval_id, "--as", "u_bob", "--comment", "ok")
+    assert status == 0, text
+    report = await handle.result()
+    timeline = await handle.query("timeline", result_type=list[TimelineEntry])
     [vote_entry] = [e for e in timeline if e.kind == "approval_vote"]
     assert vote_entry.actor == "u_bob" and vote_entry.message == "via update, signed"
     assert "orders[ORD-1001].refunded_usd: 0.00 -> 120.00" in text

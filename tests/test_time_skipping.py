@@ -17,7 +17,8 @@ from airlock.binaries import binary
 from airlock.converter import data_converter
 from airlock.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
 from airlock.settings import Settings
-from tests.conftest import Runs, call, count_rows, policy_file
+from airlock.workspace_io import ReserveResult, SpendView
+from tests.conftest import Runs, call, count_rows, policy_file, reserve_request, start_control
 from tools.backoffice.db import refunds
 from worker import build_worker, register_search_attributes
 
@@ -114,26 +115,13 @@ async def test_a_model_call_running_across_midnight_is_charged_to_the_day_it_res
 ) -> None:
     """Yesterday's open reservation no longer holds today's money, but its settlement still
     lands on yesterday's ledger."""
-    from airlock.workspace_io import ReserveRequest, ReserveResult, SpendView, control_workflow_id
-
-    settings = settings.model_copy(update={"control_task_queue": None})
-    client = skipping_env.client
     workspace = "acme"
-
-    def request(n: int, usd: float) -> ReserveRequest:
-        return ReserveRequest(
-            workspace=workspace, run_id=f"run-{n}", reservation_id=f"r-{n}", agent="support",
-            requested_by="u_alice", usd=usd, cap_usd=1.0,
-        )
-
-    async with build_worker(client, settings):
-        control = await client.start_workflow(
-            "WorkspaceControl", workspace, id=control_workflow_id(workspace), task_queue=settings.task_queue
-        )
-        assert (await control.execute_update("reserve", request(1, 0.4), result_type=ReserveResult)).granted
+    async with skipping_worker(skipping_env, settings) as runs:
+        control = await start_control(skipping_env.client, workspace, runs.settings.task_queue)
+        assert (await control.execute_update("reserve", reserve_request(workspace, 1, 0.4), result_type=ReserveResult)).granted
         await skipping_env.sleep(86_400)
-        assert (await control.execute_update("reserve", request(2, 0.5), result_type=ReserveResult)).granted
-        assert (await control.execute_update("reserve", request(3, 0.5), result_type=ReserveResult)).granted
+        assert (await control.execute_update("reserve", reserve_request(workspace, 2, 0.5), result_type=ReserveResult)).granted
+        assert (await control.execute_update("reserve", reserve_request(workspace, 3, 0.5), result_type=ReserveResult)).granted
         await control.signal("settle", {"reservation_id": "r-1", "usd": 0.3})
         spend = await control.query("spend", result_type=SpendView)
         await control.terminate("test done")

@@ -14,10 +14,19 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
-from airlock.models import RunReport, RunState
+from airlock.models import FINAL_STATES, RunReport, RunState
 from airlock.settings import Settings
-from airlock.workspace_io import ReserveRequest, ReserveResult, SpendView, WorkspaceView, control_workflow_id
-from tests.conftest import AirlockCli, Runs, call, policy_file, recorded_openai_provider, run_input
+from airlock.workspace_io import ReserveResult, SpendView, WorkspaceView, control_workflow_id
+from tests.conftest import (
+    AirlockCli,
+    Runs,
+    call,
+    policy_file,
+    recorded_openai_provider,
+    reserve_request,
+    run_input,
+    start_control,
+)
 from worker import build_worker
 
 REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
@@ -47,14 +56,9 @@ async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_en
         )
 
         async def outcome(h: WorkflowHandle[Any, RunReport]) -> RunReport | None:
-            while True:
-                status = await runs.wait_for(h, lambda s: True)
-                if status.pending_approvals:
-                    return None
-                try:
-                    return await asyncio.wait_for(asyncio.shield(h.result()), 0.2)
-                except TimeoutError:
-                    continue
+            """None for an admitted run (it waits for approval), the report of a refused one."""
+            status = await runs.wait_for(h, lambda s: bool(s.pending_approvals) or s.state in FINAL_STATES)
+            return None if status.pending_approvals else await h.result()
 
         outcomes = await asyncio.gather(*(outcome(h) for h in handles))
         refused = [r for r in outcomes if r is not None]
@@ -91,33 +95,25 @@ async def test_racing_reservations_never_pass_the_daily_cap(
     reservation that would pass the cap is refused, and nothing before it."""
     workspace, settings = capped(tmp_path, settings, daily_spend_usd=1.0)
     async with build_worker(client, settings):
-        control = await client.start_workflow(
-            "WorkspaceControl", workspace, id=control_workflow_id(workspace), task_queue=settings.task_queue
-        )
+        control = await start_control(client, workspace, settings.task_queue)
 
-        def request(n: int, usd: float, agent: str = "support") -> ReserveRequest:
-            return ReserveRequest(
-                workspace=workspace, run_id=f"run-{n}", reservation_id=f"r-{n}", agent=agent,
-                requested_by="u_alice", usd=usd, cap_usd=1.0,
-            )
+        async def reserve(n: int, usd: float, agent: str = "support") -> ReserveResult:
+            return await control.execute_update("reserve", reserve_request(workspace, n, usd, agent), result_type=ReserveResult)
 
-        async def reserve(req: ReserveRequest) -> ReserveResult:
-            return await control.execute_update("reserve", req, result_type=ReserveResult)
-
-        results = await asyncio.gather(*(reserve(request(n, 0.30)) for n in range(8)))
+        results = await asyncio.gather(*(reserve(n, 0.30) for n in range(8)))
         granted = [n for n, r in enumerate(results) if r.granted]
         assert len(granted) == 3
         refusal = next(r for r in results if not r.granted)
         assert refusal.reason is not None and "would pass the cap of 1.000000 USD" in refusal.reason
 
         # A retried reservation is answered as the first time and held once.
-        assert (await reserve(request(granted[0], 0.30))).granted
+        assert (await reserve(granted[0], 0.30)).granted
         assert (await control.query("spend", result_type=SpendView)).reserved_usd == pytest.approx(0.90)
 
         for n, actual in zip(granted, (0.25, 0.25, 0.0), strict=True):
             await control.signal("settle", {"reservation_id": f"r-{n}", "usd": actual})
-        assert not (await reserve(request(100, 0.51))).granted  # 0.50 spent + 0.51 > 1.00
-        assert (await reserve(request(101, 0.50, agent="triage"))).granted  # exactly at the cap
+        assert not (await reserve(100, 0.51)).granted  # 0.50 spent + 0.51 > 1.00
+        assert (await reserve(101, 0.50, agent="triage")).granted  # exactly at the cap
         await control.signal("settle", {"reservation_id": "r-101", "usd": 0.5})
 
         spend = await control.query("spend", result_type=SpendView)

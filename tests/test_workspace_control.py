@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
 from airlock.models import CallStatus, RunState
 from airlock.settings import Settings
@@ -169,26 +169,26 @@ async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client:
     await handle.signal("settle", {"reservation_id": "r-1", "usd": 0.15})
     for i in range(8):
         body = {"switch": "safe_mode", "on": i % 2 == 0, "by": "u_carol" if i != 3 else "u_dave", "reason": f"r{i}"}
-        await client.get_workflow_handle(control_id).execute_update("switch", body, result_type=SwitchResult)
+        await handle.execute_update("switch", body, result_type=SwitchResult)
     for _ in range(200):  # the checkpoint first asks visibility which runs still live
-        described = await client.get_workflow_handle(control_id).describe()
+        described = await handle.describe()
         if described.run_id != first_run:
             break
         await asyncio.sleep(0.05)
     assert described.run_id != first_run
-    view = await client.get_workflow_handle(control_id).query("state", result_type=WorkspaceView)
+    view = await handle.query("state", result_type=WorkspaceView)
     assert view.switches.generation == 7 and view.switches.safe_mode is False
     assert await published_switches(client, "sandbox") == view.switches
     assert any("u_dave lacks the admin role" in r for r in view.refused)
-    spend = await client.get_workflow_handle(control_id).query("spend", result_type=SpendView)
+    spend = await handle.query("spend", result_type=SpendView)
     assert spend.reserved_usd == pytest.approx(0.2)
     assert spend.days[0].spent_usd == pytest.approx(0.15) and spend.days[0].by_run == {"run-1": 0.15}
     # The open reservation still holds its money: 0.15 spent + 0.2 held + 0.7 > 1.0.
-    refused = await client.get_workflow_handle(control_id).execute_update(
+    refused = await handle.execute_update(
         "reserve", {**reserve, "usd": 0.7, "run_id": "run-3", "reservation_id": "r-3"}, result_type=ReserveResult
     )
     assert not refused.granted
-    await client.get_workflow_handle(control_id).terminate("test done")
+    await handle.terminate("test done")
 
 
 async def test_a_run_is_told_of_a_switch_it_did_not_read_before_registering(
@@ -208,7 +208,7 @@ async def test_a_run_is_told_of_a_switch_it_did_not_read_before_registering(
     assert "workspace kill switch" in (status.paused_by or "") and status.used.tool_calls == 0
 
     queue = f"{settings.task_queue}-listeners"
-    async with Worker(client, task_queue=queue, workflows=[SwitchListener], workflow_runner=UnsandboxedWorkflowRunner()):
+    async with Worker(client, task_queue=queue, workflows=[SwitchListener]):
         behind = await client.start_workflow(
             SwitchListener.run, paused.generation, id=f"listener-behind-{paused.generation}", task_queue=queue
         )
