@@ -351,7 +351,7 @@ async def audit_export(args: argparse.Namespace, out: TextIO) -> int:
 
     since = _parse_time(args.since)
     until = _parse_time(args.until) if args.until else None
-    query = [f'WorkflowType="AgentRun"', f'StartTime >= "{since.isoformat()}"']
+    query = ['WorkflowType="AgentRun"', f'StartTime >= "{since.isoformat()}"']
     if args.workspace:
         query.append(f'AirlockWorkspace="{args.workspace}"')
     client = await _client(Settings())

@@ -34,6 +34,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    import workflows.telemetry as telemetry
     from activities.tool_calls import execute_activity_name, prepare_activity_name
     from airlock.activity_io import (
         Executed,
@@ -45,18 +46,6 @@ with workflow.unsafe.imports_passed_through():
         ToolCallInput,
     )
     from airlock.audit import RunFacts, events_for
-    from airlock.workspace_io import (
-        Ack,
-        Admission,
-        Leave,
-        RegisterRequest,
-        ReserveRequest,
-        ReserveResult,
-        Settle,
-        Switches,
-        control_workflow_id,
-        parse_signal,
-    )
     from airlock.hashing import call_hash, canonical_json
     from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
     from airlock.models import (
@@ -79,11 +68,22 @@ with workflow.unsafe.imports_passed_through():
         TimelineKind,
         summarize,
     )
+    from airlock.workspace_io import (
+        Ack,
+        Admission,
+        Leave,
+        RegisterRequest,
+        ReserveRequest,
+        ReserveResult,
+        Settle,
+        Switches,
+        control_workflow_id,
+        parse_signal,
+    )
     from policy.engine import decide, effective_mode, may_start
     from tools.registry import CatalogEntry
     from tools.runner import describe_validation_error
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
-    import workflows.telemetry as telemetry
     from workflows.budget import exhausted, remaining
     from workflows.memory import RunMemory
 

@@ -15,7 +15,6 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import (
     RetryPolicy,
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
 )

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
 
     from airlock.activity_io import RunContext
     from airlock.workspace_io import (
+        SWITCHES_MEMO,
         Ack,
         Admission,
         DaySpend,
@@ -43,13 +44,12 @@ with workflow.unsafe.imports_passed_through():
         ReserveResult,
         Settle,
         SpendView,
-        SwitchRequest,
-        registration_key,
-        SWITCHES_MEMO,
-        SwitchResult,
         Switches,
+        SwitchRequest,
+        SwitchResult,
         WorkspaceView,
         parse_signal,
+        registration_key,
     )
     from tools.runner import describe_validation_error
 
