@@ -147,6 +147,7 @@ def build_worker(
         task_queue=task_queue or settings.task_queue,
         workflows=[AgentRun, UndoRun, WorkspaceControl],
         workflow_runner=workflow_runner,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         activities=[
             model.decide,
             context.pin_context,

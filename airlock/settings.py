@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
     openai_timeout_s: float = Field(60.0, validation_alias=AliasChoices("AIRLOCK_OPENAI_TIMEOUT_S"))
+    # Workflow tasks this worker holds at once; unset, the SDK's default. A task running local
+    # activities (tool calls) holds its slot until they end.
+    max_concurrent_workflow_tasks: int | None = Field(
+        None, ge=2, validation_alias="AIRLOCK_MAX_CONCURRENT_WORKFLOW_TASKS"
+    )
     log_level: str = Field("INFO", validation_alias="AIRLOCK_LOG_LEVEL")
     # Tool results larger than this (bytes of JSON) are stored by reference, not in histories.
     blob_threshold: int = Field(4096, ge=256, validation_alias="AIRLOCK_BLOB_THRESHOLD")

@@ -43,6 +43,25 @@ async def control_view(client: Client, workspace: str) -> WorkspaceView:
     return await client.get_workflow_handle(control_workflow_id(workspace)).query("state", result_type=WorkspaceView)
 
 
+async def test_a_burst_of_starts_under_a_cap_is_admitted_on_a_worker_with_fewer_slots(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    """Eight runs start at once under a cap, on a worker that holds two workflow tasks at once
+    and runs the control workflow on the runs' own queue, as deployed by default: every run is
+    admitted and completes. A join that kept its run's workflow task open while it waited for
+    admission left the control workflow no slot to admit anyone with, and the burst stalled."""
+    workspace, settings = capped(tmp_path, settings, max_concurrent_runs=100)
+    settings = settings.model_copy(update={"max_concurrent_workflow_tasks": 2})
+    async with build_worker(client, settings):
+        runs = Runs(client, settings)
+        handles = await asyncio.gather(
+            *(runs.start(workspace=workspace, script=[call("orders.get_order", order_id="ORD-1001")]) for _ in range(8))
+        )
+        reports = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=60)
+    assert [r.state for r in reports] == [RunState.COMPLETED] * 8
+    assert all(r.calls[0].status.value == "executed" for r in reports)
+
+
 async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_end(
     client: Client, settings: Settings, tmp_path: Path
 ) -> None:

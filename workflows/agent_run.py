@@ -124,7 +124,12 @@ BREAKER_COOLDOWN = timedelta(minutes=5)
 
 
 # How a starting run joins its workspace's control plane (see `AgentRun.run`).
-Join = Literal["local", "activity"] | None
+Join = Literal["local", "activity", "capped-by-activity"] | None
+# Under a concurrency cap the join waits for the control workflow's admission. Since this patch
+# it waits in a full activity, with this run's workflow task closed: a local activity kept the
+# task, and its worker slot, and once a burst of starts held every slot of the worker the control
+# workflow (on the same queue) had none left to admit them with.
+CAPPED_JOIN = "capped-join-by-activity"
 
 
 class RunEnded(Exception):
@@ -174,11 +179,14 @@ class AgentRun:
         # with a message naming the field, not fail decoding (a workflow task retried forever).
         # Decided before the first await, so the patch marker is among the first workflow task's
         # commands however that task is split (a query can complete it early). Runs since
-        # `workspace-join-local` join in a local activity; runs between that and
-        # `workspace-control` joined in a full activity; earlier runs did not join.
+        # CAPPED_JOIN join in a local activity, or under a cap in a full one; runs between that
+        # and `workspace-join-local` joined in a local activity; runs between that and
+        # `workspace-control` in a full activity; earlier runs did not join.
         join: Join = None
         if carried is None:
-            if workflow.patched("workspace-join-local"):
+            if workflow.patched(CAPPED_JOIN):
+                join = "capped-by-activity"
+            elif workflow.patched("workspace-join-local"):
                 join = "local"
             elif workflow.patched("workspace-control"):
                 join = "activity"
@@ -277,9 +285,10 @@ class AgentRun:
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
             )
             admission: Admission
+            if join == "capped-by-activity":
+                join = "local" if request.max_concurrent_runs is None else "activity"
             if join == "local":
-                # One marker event and no task of its own; under a concurrency cap it may wait a
-                # few seconds for the control workflow's decision, heartbeating this workflow task.
+                # One marker event and no task of its own: the join only sends the registration.
                 admission = await workflow.execute_local_activity("workspace.join", request, **options)
             else:
                 admission = await workflow.execute_activity("workspace.register", request, **options)
