@@ -33,7 +33,7 @@ from activities.workspace import WorkspaceActivities
 from airlock.binaries import binary
 from airlock.converter import data_converter
 from airlock.logging import configure_logging
-from airlock.settings import Settings
+from airlock.settings import TOOL_THREADS, Settings
 from airlock.tracing import configure_telemetry
 from policy import PolicyError, load_policy
 from tools.backoffice.db import connect, create_schema
@@ -155,7 +155,7 @@ def build_worker(
             *_workspace_activities(client, settings),
             *tool_activities(registry, runner),
         ],
-        activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=32),
+        activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),
         interceptors=extra_interceptors or [],
         # On SIGTERM, running activities get this long to finish before the worker exits.
         graceful_shutdown_timeout=timedelta(seconds=30),

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXAMPLE_POLICY = PACKAGE_DIR.parent / "policy" / "example.yaml"
 DEFAULT_PRICES = PACKAGE_DIR / "prices.yaml"
+# Threads a worker runs tool calls on (its activity executor).
+TOOL_THREADS = 32
 
 
 class Settings(BaseSettings):
@@ -33,10 +35,12 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
     openai_timeout_s: float = Field(60.0, validation_alias=AliasChoices("AIRLOCK_OPENAI_TIMEOUT_S"))
-    # Workflow tasks this worker holds at once; unset, the SDK's default. A task running local
-    # activities (tool calls) holds its slot until they end.
-    max_concurrent_workflow_tasks: int | None = Field(
-        None, ge=2, validation_alias="AIRLOCK_MAX_CONCURRENT_WORKFLOW_TASKS"
+    # Workflow tasks this worker holds at once. A task running tool calls (local activities)
+    # keeps its slot until they end, and the worker runs TOOL_THREADS tool calls at a time: a
+    # task beyond that only waits for a thread while its 10 s task timeout runs, and under a
+    # burst of starts such tasks time out and their tool calls run again.
+    max_concurrent_workflow_tasks: int = Field(
+        TOOL_THREADS, ge=2, validation_alias="AIRLOCK_MAX_CONCURRENT_WORKFLOW_TASKS"
     )
     log_level: str = Field("INFO", validation_alias="AIRLOCK_LOG_LEVEL")
     # Tool results larger than this (bytes of JSON) are stored by reference, not in histories.

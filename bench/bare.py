@@ -76,8 +76,10 @@ class BareRun:
 
 def build_bare_worker(client: Client, task_queue: str, db: str, **options: Any) -> Worker:
     """A worker configured as `worker.build_worker` configures Airlock's (same executor size,
-    same limits, same shutdown grace), running `BareRun` and Airlock's tool activities."""
+    same workflow-task slots, same shutdown grace), running `BareRun` and Airlock's tool
+    activities."""
     from activities.tool_calls import tool_activities
+    from airlock.settings import TOOL_THREADS, Settings
     from bench.common import backoffice_runner
 
     runner = backoffice_runner(db)
@@ -88,6 +90,7 @@ def build_bare_worker(client: Client, task_queue: str, db: str, **options: Any) 
         workflows=[BareRun],
         activities=activities,
         **options,
-        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=32),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),
+        max_concurrent_workflow_tasks=Settings().max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=30),
     )

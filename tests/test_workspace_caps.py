@@ -7,12 +7,14 @@ test's policy), so spend and slots never leak between tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 
 from airlock.models import FINAL_STATES, RunReport, RunState
 from airlock.settings import Settings
@@ -57,7 +59,13 @@ async def test_a_burst_of_starts_under_a_cap_is_admitted_on_a_worker_with_fewer_
         handles = await asyncio.gather(
             *(runs.start(workspace=workspace, script=[call("orders.get_order", order_id="ORD-1001")]) for _ in range(8))
         )
-        reports = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=60)
+        try:
+            reports = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=60)
+        finally:
+            # A stalled burst must fail the test, not hang the worker's shutdown on it.
+            for h in handles:
+                with contextlib.suppress(RPCError):
+                    await h.terminate("test over")
     assert [r.state for r in reports] == [RunState.COMPLETED] * 8
     assert all(r.calls[0].status.value == "executed" for r in reports)
 
