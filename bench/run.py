@@ -451,8 +451,9 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
         f"bare / Airlock {cpu['bare'] / cpu['airlock']:.2f}"
     )
     print(
-        "Both: same client, same server, worker options as worker.build_worker (32 activity threads, SDK defaults otherwise),"
+        "Both: same client, same server, worker options as worker.build_worker (32 activity threads, 32 workflow-task"
     )
+    print("slots, SDK defaults otherwise),")
     print(
         "the same number of local activities per run; the bare tool slot runs Airlock's own tool.orders.get_order activity."
     )
