@@ -1,9 +1,10 @@
 """The run's side of the workspace control plane.
 
-`workspace.join`: a starting run joins its workspace's control workflow (starting it on first use,
-with a signal) and learns its admission: the switches in force, and under a concurrency cap
-whether it may run at all. `workspace.reserve`: a run holds the estimated cost of its next paid
-model call against the workspace's daily spend cap.
+`workspace.join` (a local activity) and, under a concurrency cap, `workspace.register` (a full
+one): a starting run joins its workspace's control workflow (starting it on first use, with a
+signal) and learns its admission: the switches in force, and under a cap whether it may run at
+all. `workspace.reserve`: a run holds the estimated cost of its next paid model call against the
+workspace's daily spend cap.
 
 Without a concurrency cap the join costs the control workflow a share of one signal and no reply:
 the run reads the switches from the control workflow's memo first and says which generation it
@@ -95,6 +96,8 @@ class WorkspaceActivities:
 
     @activity.defn(name="workspace.join")
     async def join(self, request: RegisterRequest) -> Admission:
+        # Runs join under a cap with `workspace.register`, as a full activity; a join of a run
+        # started before `capped-join-by-activity` may still arrive here with one.
         if request.max_concurrent_runs is not None:
             return await self.register(request)
         switches = await self._registrations.join(self._destination(request.workspace), request)

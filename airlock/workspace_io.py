@@ -68,6 +68,11 @@ def registration_key(run_id: str, chain_run_id: str) -> str:
     return f"{run_id}@{chain_run_id}"
 
 
+def registered_run_id(key: str) -> str:
+    """The run id in a `registration_key`."""
+    return key.rsplit("@", 1)[0]
+
+
 class Admission(Switches):
     """Answer to a registration: the switches in force and whether the run may go on."""
 

@@ -285,9 +285,7 @@ class AgentRun:
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
             )
             admission: Admission
-            if join == "capped-by-activity":
-                join = "local" if request.max_concurrent_runs is None else "activity"
-            if join == "local":
+            if join == "local" or (join == "capped-by-activity" and request.max_concurrent_runs is None):
                 # One marker event and no task of its own: the join only sends the registration.
                 admission = await workflow.execute_local_activity("workspace.join", request, **options)
             else:

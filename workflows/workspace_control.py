@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         SwitchResult,
         WorkspaceView,
         parse_signal,
+        registered_run_id,
         registration_key,
     )
     from tools.runner import describe_validation_error
@@ -219,7 +220,7 @@ class WorkspaceControl:
         """`key` is `registration_key(run id, first run of its chain)`."""
         s = self._ready
         switches = s.switches.model_dump()
-        run_id = key.rsplit("@", 1)[0]
+        run_id = registered_run_id(key)
         if key in s.refused_runs:
             return Admission(**switches, admitted=False, refusal=s.refused_runs[key])
         if run_id in s.runs:
