@@ -142,6 +142,11 @@ def call(tool: str, **args: Any) -> dict[str, Any]:
     return {"tool": tool, "args": args}
 
 
+# The calls most tests script: a read, and a refund the shipped policy sends for approval.
+READ = call("orders.get_order", order_id="ORD-1001")
+REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
+
+
 def count_rows(db: Engine, table: Any, *where: Any) -> int:
     with db.connect() as conn:
         return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()

@@ -18,19 +18,17 @@ from temporalio.client import Client, WorkflowHandle
 
 from airlock.settings import Settings
 from airlock.signing import new_key, public_key_text, sign, vote_message
-from tests.conftest import Runs, call, policy_file
+from tests.conftest import READ, REFUND_120, Runs, call, policy_file
 from worker import build_worker, start_local_server
 
 HISTORIES = Path(__file__).parent / "histories"
-READ = call("orders.get_order", order_id="ORD-1001")
-REFUND = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 EMAIL = call("email.send", to="dana@example.com", subject="Refund", body="Your refund is on its way.")
 
 Scenario = Callable[[Runs], Awaitable[WorkflowHandle[Any, Any]]]
 
 
 async def approved(runs: Runs) -> WorkflowHandle[Any, Any]:
-    handle = await runs.start(mode="approve", script=[READ, REFUND, {"answer": "refunded"}])
+    handle = await runs.start(mode="approve", script=[READ, REFUND_120, {"answer": "refunded"}])
     approval = (await runs.pending(handle)).pending_approvals[0].approval_id
     await handle.signal("approve", {"approval_id": approval, "approver": "u_alice"})  # refused
     await handle.signal("approve", {"approval_id": approval, "approver": "u_bob", "comment": "ok"})
@@ -81,7 +79,7 @@ async def governed(runs: Runs) -> WorkflowHandle[Any, Any]:
         )
         async with build_worker(runs.client, settings):
             own = Runs(runs.client, settings)
-            handle = await own.start(workspace="governed", mode="approve", script=[READ, REFUND])
+            handle = await own.start(workspace="governed", mode="approve", script=[READ, REFUND_120])
             status = await own.pending(handle)
             pending = status.pending_approvals[0]
             await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})  # unsigned

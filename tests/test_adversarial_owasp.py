@@ -27,11 +27,9 @@ from airlock.models import CallStatus, DecideResult, RunState
 from airlock.settings import EXAMPLE_POLICY, Settings
 from policy import load_policy
 from tests.adversarial_support import VOTE_REASONS, assert_not_stuck, settle, timeline
-from tests.conftest import Runs, call, count_rows, policy_file, run_input
+from tests.conftest import REFUND_120, Runs, call, count_rows, policy_file, run_input
 from tools.backoffice.db import customers, emails, refunds, tickets
 from worker import build_worker
-
-REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 
 
 async def client_as(client: Client, identity: str) -> Client:

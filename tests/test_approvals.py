@@ -12,11 +12,9 @@ from temporalio.client import Client, WorkflowHandle
 
 from airlock.models import CallStatus, DecideResult, RunReport, RunState
 from airlock.settings import Settings
-from tests.conftest import AirlockCli, Runs, call, count_rows
+from tests.conftest import REFUND_120, AirlockCli, Runs, call, count_rows
 from tools.backoffice.db import customers, refunds
 from worker import build_worker
-
-REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 
 
 async def start_refund(runs: Runs) -> tuple[WorkflowHandle[Any, RunReport], str]:

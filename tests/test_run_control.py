@@ -15,12 +15,10 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from airlock.models import CallStatus, DecideResult, RunState
 from airlock.recorder import record_of
 from airlock.settings import Settings
-from tests.conftest import Runs, call, count_rows, recorded_openai_provider, run_input
+from tests.conftest import READ, REFUND_120, Runs, call, count_rows, recorded_openai_provider, run_input
 from tools.backoffice.db import refunds
 from worker import build_worker
 
-READ = call("orders.get_order", order_id="ORD-1001")
-REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 
 
 @pytest.mark.parametrize(

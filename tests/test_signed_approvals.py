@@ -22,12 +22,10 @@ from airlock.models import CallStatus, DecideResult, RunState, Status, TimelineE
 from airlock.settings import Settings
 from airlock.signing import load_key, new_key, public_key_text, sign, verifies, vote_message
 from policy.loader import PolicyError, load_policy
-from tests.conftest import AirlockCli, Runs, call, count_rows, policy_file
+from tests.conftest import READ, REFUND_120, AirlockCli, Runs, call, count_rows, policy_file
 from tools.backoffice.db import refunds
 from worker import build_worker
 
-READ = call("orders.get_order", order_id="ORD-1001")
-REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 EMAIL = call("email.send", to="dana@example.com", subject="Your refund", body="120 USD is on its way.")
 
 

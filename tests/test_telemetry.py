@@ -40,15 +40,13 @@ from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
 from airlock.models import CallStatus, RunReport, RunState
 from airlock.settings import Settings
 from airlock.tracing import RunMetrics, Telemetry, build_telemetry, configure_telemetry, use_meter_provider
-from tests.conftest import Runs, call
+from tests.conftest import READ, REFUND_120, Runs, call
 from worker import build_worker
 from workflows.agent_run import AgentRun
 
 ROOT = Path(__file__).parent.parent
 COMMITTED = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
-READ = call("orders.get_order", order_id="ORD-1001")
-REFUND = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 BAD_EMAIL = call("email.send", to="x@evil.test", subject="s", body="b")
 
 
@@ -57,7 +55,7 @@ class PricedModel:
 
     STEPS: list[tuple[dict[str, Any] | None, int, int, float]] = [
         (READ, 100, 20, 0.0012),
-        (REFUND, 200, 30, 0.0025),  # needs approval (refund.over-50-approval)
+        (REFUND_120, 200, 30, 0.0025),  # needs approval (refund.over-50-approval)
         (BAD_EMAIL, 50, 10, 0.0005),  # denied (email.allowed-domains)
         (None, 40, 5, 0.0003),  # the answer
     ]

@@ -18,11 +18,10 @@ from airlock.converter import data_converter
 from airlock.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
 from airlock.settings import Settings
 from airlock.workspace_io import ReserveResult, SpendView
-from tests.conftest import Runs, call, count_rows, policy_file, reserve_request, start_control
+from tests.conftest import REFUND_120, Runs, count_rows, policy_file, reserve_request, start_control
 from tools.backoffice.db import refunds
 from worker import build_worker, register_search_attributes
 
-REFUND = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -49,7 +48,7 @@ async def skipping_worker(env: WorkflowEnvironment, settings: Settings, **update
 
 async def start_refund(runs: Runs) -> WorkflowHandle[Any, RunReport]:
     """A refund waiting for approval, in a run whose wall-clock budget outlasts any approval timeout."""
-    return await runs.start(mode="approve", budget={"max_wall_clock_s": 200_000}, script=[REFUND])
+    return await runs.start(mode="approve", budget={"max_wall_clock_s": 200_000}, script=[REFUND_120])
 
 
 async def test_unanswered_approval_is_a_deny(skipping_env: WorkflowEnvironment, settings: Settings, db: Engine) -> None:

@@ -20,9 +20,10 @@ from airlock.models import FINAL_STATES, RunReport, RunState
 from airlock.settings import Settings
 from airlock.workspace_io import ReserveResult, SpendView, WorkspaceView, control_workflow_id
 from tests.conftest import (
+    READ,
+    REFUND_120,
     AirlockCli,
     Runs,
-    call,
     policy_file,
     recorded_openai_provider,
     reserve_request,
@@ -31,7 +32,6 @@ from tests.conftest import (
 )
 from worker import build_worker
 
-REFUND_120 = call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="damaged")
 
 
 def capped(tmp_path: Path, settings: Settings, **limits: Any) -> tuple[str, Settings]:
@@ -57,7 +57,7 @@ async def test_a_burst_of_starts_under_a_cap_is_admitted_on_a_worker_with_fewer_
     async with build_worker(client, settings):
         runs = Runs(client, settings)
         handles = await asyncio.gather(
-            *(runs.start(workspace=workspace, script=[call("orders.get_order", order_id="ORD-1001")]) for _ in range(8))
+            *(runs.start(workspace=workspace, script=[READ]) for _ in range(8))
         )
         try:
             reports = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=60)
