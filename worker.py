@@ -26,7 +26,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
-from activities.run_context import RunContextActivities
+from activities.run_context import RunContextActivities, RunStartActivities
 from activities.tool_calls import tool_activities
 from activities.undo_plan import UndoActivities
 from activities.workspace import WorkspaceActivities
@@ -120,9 +120,17 @@ def openai_provider(settings: Settings, registry: ToolRegistry) -> ModelProvider
     return OpenAIProvider.from_settings(settings, registry)
 
 
-def _workspace_activities(client: Client, settings: Settings) -> list[Any]:
+def _start_and_workspace_activities(client: Client, settings: Settings, context: RunContextActivities) -> list[Any]:
     workspace = WorkspaceActivities(client, settings.control_task_queue)
-    return [workspace.join, workspace.register, workspace.reserve, workspace.live_runs]
+    start = RunStartActivities(context, workspace)
+    return [
+        start.start,
+        context.pin_context,
+        workspace.join,
+        workspace.register,
+        workspace.reserve,
+        workspace.live_runs,
+    ]
 
 
 def build_worker(
@@ -150,9 +158,8 @@ def build_worker(
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         activities=[
             model.decide,
-            context.pin_context,
             UndoActivities(client).plan,
-            *_workspace_activities(client, settings),
+            *_start_and_workspace_activities(client, settings, context),
             *tool_activities(registry, runner),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),

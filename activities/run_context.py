@@ -1,14 +1,23 @@
-"""`run.pin_context`: hands a starting run the policy and tool catalogue it will be judged by.
+"""A run's start: it pins the policy and tool catalogue it will be judged by, and joins its
+workspace's control plane.
 
-The result is written into the run's history, so the run keeps deciding by the policy it started
-with even if the file changes underneath a long-running worker, and a replay decides the same way.
+`run.start` does both in one local activity, one marker event: the pinned context is written into
+the run's history, so the run keeps deciding by the policy it started with even if the file
+changes underneath a long-running worker, and a replay decides the same way. It joins the
+workspace (`workspace.join`) only when the policy lets the run start and sets no concurrency cap:
+under a cap, admission may wait on the control workflow, and the run waits for it in a full
+activity (`workspace.register`) that does not hold its workflow task. `run.pin_context` alone
+serves the control workflow, and runs started before `run.start`.
 """
 
 from __future__ import annotations
 
 from temporalio import activity
 
-from airlock.activity_io import RunContext
+from activities.workspace import WorkspaceActivities
+from airlock.activity_io import RunContext, Started
+from airlock.workspace_io import RegisterRequest
+from policy.engine import may_start
 from policy.model import Policy
 from tools.registry import ToolRegistry
 
@@ -22,6 +31,26 @@ class RunContextActivities:
             default_model=default_model,
         )
 
+    def pinned(self, workflow_id: str) -> RunContext:
+        return self._context.model_copy(update={"workflow_id": workflow_id})
+
     @activity.defn(name="run.pin_context")
     def pin_context(self) -> RunContext:
-        return self._context.model_copy(update={"workflow_id": activity.info().workflow_id})
+        return self.pinned(activity.info().workflow_id)
+
+
+class RunStartActivities:
+    def __init__(self, context: RunContextActivities, workspace: WorkspaceActivities) -> None:
+        self._context = context
+        self._workspace = workspace
+
+    @activity.defn(name="run.start")
+    async def start(self, registration: RegisterRequest) -> Started:
+        """`registration` as the run would send it; the cap comes from the policy pinned here."""
+        context = self._context.pinned(activity.info().workflow_id)
+        policy = context.policy
+        if may_start(policy, registration.workspace, registration.agent, registration.requested_by):
+            return Started(context=context)
+        if policy.workspaces[registration.workspace].limits.max_concurrent_runs is not None:
+            return Started(context=context)
+        return Started(context=context, admission=await self._workspace.join(registration))

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, JsonValue
 
 from airlock.models import Compensation, FieldChange
+from airlock.workspace_io import Admission
 from policy.model import Policy
 from tools.registry import CatalogEntry
 
@@ -26,6 +27,16 @@ class RunContext(BaseModel):
     # Written into the history by the activity, so a replay of a history file (which does not
     # name its workflow) still knows the run's real id for keys and reports.
     workflow_id: str = ""
+
+
+class Started(BaseModel):
+    """Result of `run.start`: the pinned context and, if the run joined its workspace in the
+    same activity, its admission."""
+
+    context: RunContext
+    # None when the run did not join there: the policy refuses it, or a concurrency cap makes
+    # its admission wait on the control workflow, which it does in a full activity instead.
+    admission: Admission | None = None
 
 
 class ToolCallInput(BaseModel):

@@ -1,11 +1,12 @@
 """The bare baseline for figure 2: Temporal with no governance, same activities, same worker.
 
 `BareRun` runs exactly as many local activities as an `AgentRun` of N allowed reads under the
-scripted model: one at the start (Airlock's `run.pin_context`), then for each step a model
+scripted model: one at the start (Airlock's `run.start`), then for each step a model
 proposal, a preparation and the tool itself, and a last model call that finishes. The tool
 slot runs Airlock's own `tool.orders.get_order` activity against the same database, so the
-difference between the two is governance alone: schema validation and preview, policy
-decisions, budgets, the timeline and call records, search attributes and the report.
+difference between the two is governance alone: joining the workspace's control plane, schema
+validation and preview, policy decisions, budgets, the timeline and call records, search
+attributes and the report.
 """
 
 from __future__ import annotations

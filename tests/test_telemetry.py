@@ -235,8 +235,7 @@ async def test_a_run_has_one_trace_with_each_span_once_although_every_task_repla
     }
     activity_spans = Counter(s.name for s in trace if s.name.startswith("RunActivity:"))
     assert activity_spans == {
-        "RunActivity:run.pin_context": 1,
-        "RunActivity:workspace.join": 1,
+        "RunActivity:run.start": 1,
         "RunActivity:model.decide": 4,
         **{f"RunActivity:{name}": 1 for name in tool_spans},
     }

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareOutcome,
         Rejected,
         RunContext,
+        Started,
         ToolCallInput,
     )
     from airlock.audit import RunFacts, events_for
@@ -99,6 +100,11 @@ LOCAL = dict(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10)),
 )
+# Joining the workspace: a run may have to wait for a control workflow that is starting.
+JOIN = dict(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
+)
 MODEL_TIMEOUT = timedelta(minutes=2)
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=60), maximum_attempts=6
@@ -124,12 +130,15 @@ BREAKER_COOLDOWN = timedelta(minutes=5)
 
 
 # How a starting run joins its workspace's control plane (see `AgentRun.run`).
-Join = Literal["local", "activity", "capped-by-activity"] | None
+Join = Literal["in-start", "capped-by-activity", "local", "activity"] | None
 # Under a concurrency cap the join waits for the control workflow's admission. Since this patch
 # it waits in a full activity, with this run's workflow task closed: a local activity kept the
 # task, and its worker slot, and once a burst of starts held every slot of the worker the control
 # workflow (on the same queue) had none left to admit them with.
 CAPPED_JOIN = "capped-join-by-activity"
+# Since this patch a run pins its context and joins its workspace in one local activity
+# (`run.start`), one marker event instead of two; under a cap it still waits in a full activity.
+START_IN_ONE = "start-in-one-activity"
 
 
 class RunEnded(Exception):
@@ -179,12 +188,15 @@ class AgentRun:
         # with a message naming the field, not fail decoding (a workflow task retried forever).
         # Decided before the first await, so the patch marker is among the first workflow task's
         # commands however that task is split (a query can complete it early). Runs since
-        # CAPPED_JOIN join in a local activity, or under a cap in a full one; runs between that
-        # and `workspace-join-local` joined in a local activity; runs between that and
-        # `workspace-control` in a full activity; earlier runs did not join.
+        # START_IN_ONE join in their start activity, or under a cap in a full one; runs between
+        # that and CAPPED_JOIN pinned first, then joined the same way in an activity of its own;
+        # runs between that and `workspace-join-local` joined in a local activity; runs between
+        # that and `workspace-control` in a full activity; earlier runs did not join.
         join: Join = None
         if carried is None:
-            if workflow.patched(CAPPED_JOIN):
+            if workflow.patched(START_IN_ONE):
+                join = "in-start"
+            elif workflow.patched(CAPPED_JOIN):
                 join = "capped-by-activity"
             elif workflow.patched("workspace-join-local"):
                 join = "local"
@@ -249,9 +261,29 @@ class AgentRun:
                 type="InvalidRunInput",
                 non_retryable=True,
             ) from None
-        context: RunContext = await workflow.execute_local_activity(
-            "run.pin_context", result_type=RunContext, summary="pin policy and tools", **LOCAL
+        # Joining the workspace's control plane: learn the switches in force, and be told of
+        # every later change (kill switch, safe mode).
+        registration = RegisterRequest(
+            workspace=run_input.workspace,
+            run_id=self._workflow_id,
+            chain_run_id=self._chain_run_id,
+            agent=run_input.agent,
+            requested_by=run_input.requested_by,
         )
+        admission: Admission | None = None
+        if join == "in-start":
+            started: Started = await workflow.execute_local_activity(
+                "run.start",
+                registration,
+                result_type=Started,
+                summary=f"pin policy and tools, join workspace {run_input.workspace}",
+                **JOIN,
+            )
+            context, admission = started.context, started.admission
+        else:
+            context = await workflow.execute_local_activity(
+                "run.pin_context", result_type=RunContext, summary="pin policy and tools", **LOCAL
+            )
         refusal = may_start(
             context.policy, run_input.workspace, run_input.agent, run_input.requested_by
         )
@@ -268,28 +300,16 @@ class AgentRun:
             started_at=workflow.now(),
         )
         if join is not None:
-            # Join the workspace's control plane: learn the switches in force, and be told of
-            # every later change (kill switch, safe mode).
-            request = RegisterRequest(
-                workspace=run_input.workspace,
-                run_id=self._workflow_id,
-                chain_run_id=self._chain_run_id,
-                agent=run_input.agent,
-                requested_by=run_input.requested_by,
-                max_concurrent_runs=context.policy.workspaces[run_input.workspace].limits.max_concurrent_runs,
+            request = registration.model_copy(
+                update={"max_concurrent_runs": context.policy.workspaces[run_input.workspace].limits.max_concurrent_runs}
             )
-            options: Any = dict(
-                result_type=Admission,
-                summary=f"join workspace {run_input.workspace}",
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
-            )
-            admission: Admission
-            if join == "local" or (join == "capped-by-activity" and request.max_concurrent_runs is None):
-                # One marker event and no task of its own: the join only sends the registration.
-                admission = await workflow.execute_local_activity("workspace.join", request, **options)
-            else:
-                admission = await workflow.execute_activity("workspace.register", request, **options)
+            if admission is None:  # not joined in `run.start`
+                options: Any = dict(result_type=Admission, summary=f"join workspace {run_input.workspace}", **JOIN)
+                if join == "local" or (join == "capped-by-activity" and request.max_concurrent_runs is None):
+                    # One marker event and no task of its own: the join only sends the registration.
+                    admission = await workflow.execute_local_activity("workspace.join", request, **options)
+                else:
+                    admission = await workflow.execute_activity("workspace.register", request, **options)
             m.switches = Switches.model_validate(admission.model_dump(include=set(Switches.model_fields)))
             m.registered = True
             m.signs_off = admission.signs_off
