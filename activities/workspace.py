@@ -1,9 +1,10 @@
 """The run's side of the workspace control plane.
 
-`workspace.join` (a local activity) and, under a concurrency cap, `workspace.register` (a full
-one): a starting run joins its workspace's control workflow (starting it on first use, with a
-signal) and learns its admission: the switches in force, and under a cap whether it may run at
-all. `workspace.reserve`: a run holds the estimated cost of its next paid model call against the
+The join (inside the run's `run.start` local activity, or `workspace.join` for runs started
+before it) and, under a concurrency cap, `workspace.register` (a full activity): a starting run
+joins its workspace's control workflow (starting it on first use, with a signal) and learns its
+admission: the switches in force, and under a cap whether it may run at all.
+`workspace.reserve`: a run holds the estimated cost of its next paid model call against the
 workspace's daily spend cap.
 
 Without a concurrency cap the join costs the control workflow a share of one signal and no reply:
