@@ -11,7 +11,6 @@ import concurrent.futures
 import signal
 import sys
 from datetime import timedelta
-from typing import Any
 
 import structlog
 from temporalio.api.operatorservice.v1 import (
@@ -120,19 +119,6 @@ def openai_provider(settings: Settings, registry: ToolRegistry) -> ModelProvider
     return OpenAIProvider.from_settings(settings, registry)
 
 
-def _start_and_workspace_activities(client: Client, settings: Settings, context: RunContextActivities) -> list[Any]:
-    workspace = WorkspaceActivities(client, settings.control_task_queue)
-    start = RunStartActivities(context, workspace)
-    return [
-        start.start,
-        context.pin_context,
-        workspace.join,
-        workspace.register,
-        workspace.reserve,
-        workspace.live_runs,
-    ]
-
-
 def build_worker(
     client: Client,
     settings: Settings,
@@ -150,6 +136,7 @@ def build_worker(
     runner = ToolRunner(registry, engine, settings.blob_threshold)
     model = ModelActivities(openai or openai_provider(settings, registry), engine)
     context = RunContextActivities(policy, registry, settings.default_model)
+    workspace = WorkspaceActivities(client, settings.control_task_queue)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -158,8 +145,13 @@ def build_worker(
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         activities=[
             model.decide,
+            RunStartActivities(context, workspace).start,
+            context.pin_context,
+            workspace.join,
+            workspace.register,
+            workspace.reserve,
+            workspace.live_runs,
             UndoActivities(client).plan,
-            *_start_and_workspace_activities(client, settings, context),
             *tool_activities(registry, runner),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),

@@ -46,11 +46,13 @@ class RunStartActivities:
 
     @activity.defn(name="run.start")
     async def start(self, registration: RegisterRequest) -> Started:
-        """`registration` as the run would send it; the cap comes from the policy pinned here."""
+        """`registration` as the run would send it without a cap: it is sent only when the
+        policy pinned here lets the run start and caps nothing."""
         context = self._context.pinned(activity.info().workflow_id)
         policy = context.policy
-        if may_start(policy, registration.workspace, registration.agent, registration.requested_by):
-            return Started(context=context)
-        if policy.workspaces[registration.workspace].limits.max_concurrent_runs is not None:
+        if (
+            may_start(policy, registration.workspace, registration.agent, registration.requested_by)
+            or policy.workspaces[registration.workspace].limits.max_concurrent_runs is not None
+        ):
             return Started(context=context)
         return Started(context=context, admission=await self._workspace.join(registration))

@@ -299,17 +299,17 @@ class AgentRun:
             mode=effective_mode(context.policy, run_input.workspace, run_input.mode, run_input.requested_by),
             started_at=workflow.now(),
         )
-        if join is not None:
+        if join is not None and admission is None:  # not joined in `run.start`
             request = registration.model_copy(
                 update={"max_concurrent_runs": context.policy.workspaces[run_input.workspace].limits.max_concurrent_runs}
             )
-            if admission is None:  # not joined in `run.start`
-                options: Any = dict(result_type=Admission, summary=f"join workspace {run_input.workspace}", **JOIN)
-                if join == "local" or (join == "capped-by-activity" and request.max_concurrent_runs is None):
-                    # One marker event and no task of its own: the join only sends the registration.
-                    admission = await workflow.execute_local_activity("workspace.join", request, **options)
-                else:
-                    admission = await workflow.execute_activity("workspace.register", request, **options)
+            options: Any = dict(result_type=Admission, summary=f"join workspace {run_input.workspace}", **JOIN)
+            if join == "local" or (join == "capped-by-activity" and request.max_concurrent_runs is None):
+                # One marker event and no task of its own: the join only sends the registration.
+                admission = await workflow.execute_local_activity("workspace.join", request, **options)
+            else:
+                admission = await workflow.execute_activity("workspace.register", request, **options)
+        if admission is not None:
             m.switches = Switches.model_validate(admission.model_dump(include=set(Switches.model_fields)))
             m.registered = True
             m.signs_off = admission.signs_off
