@@ -470,6 +470,23 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
     )
     results["throughput_unsandboxed"] = u
 
+    from bench import workflow_instructions as counted
+
+    if counted.valgrind() is None:
+        print("Workflow code per run, counted: skipped (valgrind is not installed; apt install valgrind)")
+        return
+    c = await counted.measure(client, a.tp_steps)
+    air, bare = c["airlock"], c["bare"]
+    print(
+        f"Workflow code per run, counted (instructions replaying recorded histories under valgrind): "
+        f"Airlock {air['per_run']:.0f} M, bare {bare['per_run']:.0f} M; bare / Airlock {c['ratio']:.2f}"
+    )
+    print(
+        f"  once per run (sandbox, start, report) {air['once_per_run']:.0f} M vs {bare['once_per_run']:.0f} M; "
+        f"each step {air['per_step']:.1f} M vs {bare['per_step']:.1f} M (from runs of {c['short']} and {c['steps']} steps)"
+    )
+    results["throughput_instructions"] = c
+
 
 # ---- figure 3: policy decision time -----------------------------------------------------------
 

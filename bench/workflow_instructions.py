@@ -1,0 +1,138 @@
+"""Figure 2, counted: the CPU instructions workflow code spends per run, Airlock against the bare
+baseline, by replaying recorded histories under valgrind (cachegrind without its cache model).
+
+Runs per second move by a tenth from one round to the next on a busy 2-core machine; an
+instruction count hardly moves, so it shows what governance costs in workflow code alone, apart
+from the server, the activities and the machine's noise. Each history is replayed `REPLAYS` and
+`REPLAYS + EXTRA` times in separate processes: the difference, divided by `EXTRA`, is one run's
+replay without the process's start. Runs of 2 and of N steps tell apart what a run costs once
+(sandbox, start, report) from what each step costs. Airlock replays under the worker's own
+sandbox (`worker.SANDBOX`), the bare baseline under the SDK's default one, as their workers run.
+
+    python -m bench.workflow_instructions HISTORY.json airlock|bare COUNT   # one replay process
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHistory
+
+from bench.common import READ, ROOT, airlock_worker, new_id, run_input
+
+REPLAYS = 2
+EXTRA = 10
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def valgrind() -> str | None:
+    return shutil.which("valgrind")
+
+
+async def record(client: Client, steps: list[int], folder: Path) -> dict[tuple[str, int], Path]:
+    """One Airlock run of allowed reads and one bare run for each length in `steps`, their
+    histories written to `folder`."""
+    from bench.bare import BareRun, build_bare_worker
+
+    paths: dict[tuple[str, int], Path] = {}
+    bare_q = new_id("bench-count-bare")
+    async with (
+        airlock_worker(client, new_id("bench-count-air")) as air,
+        build_bare_worker(client, bare_q, str(folder / "bare.db")),
+    ):
+        for n in steps:
+            for kind in ("airlock", "bare"):
+                if kind == "airlock":
+                    handle: Any = await client.start_workflow(
+                        "AgentRun", run_input([READ] * n), id=new_id("count-air"), task_queue=air.task_queue
+                    )
+                else:
+                    handle = await client.start_workflow(BareRun.run, n, id=new_id("count-bare"), task_queue=bare_q)
+                await handle.result()
+                paths[(kind, n)] = folder / f"{kind}-{n}.json"
+                paths[(kind, n)].write_text((await handle.fetch_history()).to_json())
+    return paths
+
+
+async def _instructions(history: Path, kind: str, count: int) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        valgrind() or "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "bench.workflow_instructions",
+        str(history),
+        kind,
+        str(count),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    text = err.decode(errors="replace")
+    found = _REFS.search(text)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(f"replaying {history.name} under valgrind failed (exit {proc.returncode}): {text[-600:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+async def per_run(history: Path, kind: str) -> float:
+    """Instructions of one run's replay, in millions (two replay processes side by side)."""
+    few, more = await asyncio.gather(
+        _instructions(history, kind, REPLAYS), _instructions(history, kind, REPLAYS + EXTRA)
+    )
+    return (more - few) / EXTRA / 1e6
+
+
+async def measure(client: Client, steps: int, short: int = 2) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="airlock-bench-count-") as tmp:
+        paths = await record(client, [short, steps], Path(tmp))
+        counts = {f"{kind}-{n}": await per_run(path, kind) for (kind, n), path in paths.items()}
+    out: dict[str, Any] = {"steps": steps, "short": short, "millions_per_run": counts}
+    for kind in ("airlock", "bare"):
+        long_run, short_run = counts[f"{kind}-{steps}"], counts[f"{kind}-{short}"]
+        per_step = (long_run - short_run) / (steps - short)
+        out[kind] = {"per_run": long_run, "per_step": per_step, "once_per_run": short_run - short * per_step}
+    out["ratio"] = out["bare"]["per_run"] / out["airlock"]["per_run"]
+    return out
+
+
+async def _replay(history: Path, kind: str, count: int) -> None:
+    from temporalio.worker import Replayer
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+    from airlock.converter import data_converter
+    from bench.bare import BareRun
+    from worker import SANDBOX
+    from workflows.agent_run import AgentRun
+
+    events = WorkflowHistory.from_json("count", history.read_text()).events
+    replayer = (
+        Replayer(workflows=[AgentRun], data_converter=data_converter, workflow_runner=SANDBOX)
+        if kind == "airlock"
+        else Replayer(workflows=[BareRun], data_converter=data_converter, workflow_runner=SandboxedWorkflowRunner())
+    )
+
+    async def histories() -> Any:
+        for i in range(count):
+            yield WorkflowHistory(f"count-{i}", events)
+
+    async with replayer.workflow_replay_iterator(histories()) as results:
+        async for result in results:
+            if result.replay_failure is not None:
+                raise result.replay_failure
+
+
+if __name__ == "__main__":
+    from airlock.logging import configure_logging
+
+    configure_logging("WARNING")
+    asyncio.run(_replay(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
