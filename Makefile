@@ -40,7 +40,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 # Figures side by side on one local dev server; nothing asserts on time.
-# `make bench BENCH_ARGS=--quick` takes about a minute and a half.
+# `make bench BENCH_ARGS=--quick` takes about 3 minutes.
 bench: $(BENCH_STAMP) bytecode
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

@@ -1,7 +1,7 @@
 """`make bench`: Airlock's figures, measured side by side in one run on one local dev server.
 
-    python -m bench.run            # full sizes (about 6 to 8 minutes on 2 cores)
-    python -m bench.run --quick    # small sizes (under about 2 minutes)
+    python -m bench.run            # full sizes (about 7 to 9 minutes on 2 cores)
+    python -m bench.run --quick    # small sizes (about 3 minutes)
 
 It starts a Temporal dev server (in memory) with `WorkflowEnvironment.start_local`, runs every
 section against it, prints one table per section and stops everything it started. Nothing here
@@ -11,7 +11,8 @@ processes) go to a file named at the end, not to the terminal.
 
 Sections:
   history     history events and bytes per tool call: Airlock, OpenAI Agents SDK, Pydantic AI
-  throughput  governed Airlock runs per second against a bare Temporal workflow
+  throughput  governed Airlock runs per second against a bare Temporal workflow, and (with
+              valgrind) the instructions workflow code spends per run, counted on replay
   policy      time of `policy.engine` on the shipped policy, and its share of a step
   latency     approval round trip: signal sent -> tool execution started
   kill        kill switch: switch -> every in-flight run acknowledged
@@ -72,7 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="small sizes, under about 2 minutes")
+    p.add_argument("--quick", action="store_true", help="small sizes, about 3 minutes")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections ({', '.join(SECTIONS)})")
     p.add_argument("--skip-peers", action="store_true", help="history: measure Airlock only")
     p.add_argument("--n", type=int, help="history: calls of each kind per run (runs with 0, N and 2N)")

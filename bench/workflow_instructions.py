@@ -15,6 +15,7 @@ sandbox (`worker.SANDBOX`), the bare baseline under the SDK's default one, as th
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import sys
@@ -73,6 +74,8 @@ async def _instructions(history: Path, kind: str, count: int) -> int:
         kind,
         str(count),
         cwd=ROOT,
+        # A fixed hash seed: set and dict orders, and so the count, are the same from one run to the next.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
