@@ -486,6 +486,10 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
         f"  once per run (sandbox, start, report) {air['once_per_run']:.0f} M vs {bare['once_per_run']:.0f} M; "
         f"each step {air['per_step']:.1f} M vs {bare['per_step']:.1f} M (from runs of {c['short']} and {c['steps']} steps)"
     )
+    print(
+        f"  of the once-per-run part, the sandbox importing the workflow module: {air['module_import']:.0f} M vs "
+        f"{bare['module_import']:.0f} M (the same replays with that module passed through)"
+    )
     results["throughput_instructions"] = c
 
 

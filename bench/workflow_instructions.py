@@ -8,8 +8,10 @@ from the server, the activities and the machine's noise. Each history is replaye
 replay without the process's start. Runs of 2 and of N steps tell apart what a run costs once
 (sandbox, start, report) from what each step costs. Airlock replays under the worker's own
 sandbox (`worker.SANDBOX`), the bare baseline under the SDK's default one, as their workers run.
+Both are counted once more with their workflow module passed through the sandbox: the difference
+is what the sandbox's import of that module costs every run.
 
-    python -m bench.workflow_instructions HISTORY.json airlock|bare COUNT   # one replay process
+    python -m bench.workflow_instructions HISTORY.json airlock|bare COUNT [passthrough]   # one replay
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ async def record(client: Client, steps: list[int], folder: Path) -> dict[tuple[s
     return paths
 
 
-async def _instructions(history: Path, kind: str, count: int) -> int:
+async def _instructions(history: Path, kind: str, count: int, passthrough: bool) -> int:
     proc = await asyncio.create_subprocess_exec(
         valgrind() or "valgrind",
         "--tool=cachegrind",
@@ -73,6 +75,7 @@ async def _instructions(history: Path, kind: str, count: int) -> int:
         str(history),
         kind,
         str(count),
+        *(["passthrough"] if passthrough else []),
         cwd=ROOT,
         # A fixed hash seed: set and dict orders, and so the count, are the same from one run to the next.
         env={**os.environ, "PYTHONHASHSEED": "0"},
@@ -87,10 +90,10 @@ async def _instructions(history: Path, kind: str, count: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-async def per_run(history: Path, kind: str) -> float:
+async def per_run(history: Path, kind: str, passthrough: bool = False) -> float:
     """Instructions of one run's replay, in millions (two replay processes side by side)."""
     few, more = await asyncio.gather(
-        _instructions(history, kind, REPLAYS), _instructions(history, kind, REPLAYS + EXTRA)
+        _instructions(history, kind, REPLAYS, passthrough), _instructions(history, kind, REPLAYS + EXTRA, passthrough)
     )
     return (more - few) / EXTRA / 1e6
 
@@ -99,18 +102,20 @@ async def measure(client: Client, steps: int, short: int = 2) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="airlock-bench-count-") as tmp:
         paths = await record(client, [short, steps], Path(tmp))
         counts = {f"{kind}-{n}": await per_run(path, kind) for (kind, n), path in paths.items()}
+        passed_through = {kind: await per_run(paths[(kind, steps)], kind, passthrough=True) for kind in ("airlock", "bare")}
     out: dict[str, Any] = {"steps": steps, "short": short, "millions_per_run": counts}
     for kind in ("airlock", "bare"):
         long_run, short_run = counts[f"{kind}-{steps}"], counts[f"{kind}-{short}"]
         per_step = (long_run - short_run) / (steps - short)
         out[kind] = {"per_run": long_run, "per_step": per_step, "once_per_run": short_run - short * per_step}
+        out[kind]["module_import"] = long_run - passed_through[kind]
     out["ratio"] = out["bare"]["per_run"] / out["airlock"]["per_run"]
     return out
 
 
-async def _replay(history: Path, kind: str, count: int) -> None:
+async def _replay(history: Path, kind: str, count: int, passthrough: bool) -> None:
     from temporalio.worker import Replayer
-    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     from airlock.converter import data_converter
     from bench.bare import BareRun
@@ -118,11 +123,11 @@ async def _replay(history: Path, kind: str, count: int) -> None:
     from workflows.agent_run import AgentRun
 
     events = WorkflowHistory.from_json("count", history.read_text()).events
-    replayer = (
-        Replayer(workflows=[AgentRun], data_converter=data_converter, workflow_runner=SANDBOX)
-        if kind == "airlock"
-        else Replayer(workflows=[BareRun], data_converter=data_converter, workflow_runner=SandboxedWorkflowRunner())
-    )
+    workflow, runner = (AgentRun, SANDBOX) if kind == "airlock" else (BareRun, SandboxedWorkflowRunner())
+    if passthrough:
+        restrictions: SandboxRestrictions = runner.restrictions.with_passthrough_modules(workflow.__module__)
+        runner = SandboxedWorkflowRunner(restrictions=restrictions)
+    replayer = Replayer(workflows=[workflow], data_converter=data_converter, workflow_runner=runner)
 
     async def histories() -> Any:
         for i in range(count):
@@ -138,4 +143,4 @@ if __name__ == "__main__":
     from airlock.logging import configure_logging
 
     configure_logging("WARNING")
-    asyncio.run(_replay(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+    asyncio.run(_replay(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:] == ["passthrough"]))
