@@ -107,8 +107,12 @@ async def measure(client: Client, steps: int, short: int = 2) -> dict[str, Any]:
     for kind in ("airlock", "bare"):
         long_run, short_run = counts[f"{kind}-{steps}"], counts[f"{kind}-{short}"]
         per_step = (long_run - short_run) / (steps - short)
-        out[kind] = {"per_run": long_run, "per_step": per_step, "once_per_run": short_run - short * per_step}
-        out[kind]["module_import"] = long_run - passed_through[kind]
+        out[kind] = {
+            "per_run": long_run,
+            "per_step": per_step,
+            "once_per_run": short_run - short * per_step,
+            "module_import": long_run - passed_through[kind],
+        }
     out["ratio"] = out["bare"]["per_run"] / out["airlock"]["per_run"]
     return out
 
