@@ -16,8 +16,9 @@ database, so a local activity re-executed after a crash finds its first result t
 model calls are full activities: slow, rate-limited, and worth the server's own retry backoff.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the sandbox imports this module afresh for every
+# run, and Temporal reads the run's and the handlers' type hints each time. Evaluated where they
+# are written, they are objects already; as strings, each would be compiled again for every run.
 import asyncio
 import contextlib
 import json
