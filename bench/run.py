@@ -487,8 +487,8 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
         f"each step {air['per_step']:.1f} M vs {bare['per_step']:.1f} M (from runs of {c['short']} and {c['steps']} steps)"
     )
     print(
-        f"  of the once-per-run part, the sandbox importing the workflow module: {air['module_import']:.0f} M vs "
-        f"{bare['module_import']:.0f} M (the same replays with that module passed through)"
+        f"  of the once-per-run part, the sandbox importing the workflow module: {air['module_import']:.1f} M vs "
+        f"{bare['module_import']:.1f} M (the same replays with that module passed through)"
     )
     results["throughput_instructions"] = c
 
