@@ -471,6 +471,11 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
     )
     results["throughput_unsandboxed"] = u
 
+    await _counted_workflow_code(client, a, results)
+
+
+async def _counted_workflow_code(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Figure 2 without the machine's noise: instructions of workflow code per run, on replay."""
     from bench import workflow_instructions as counted
 
     if counted.valgrind() is None:
