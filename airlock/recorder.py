@@ -110,8 +110,8 @@ async def reconstruct(history: WorkflowHistory) -> Recording:
     runs = [instance for kind, instance in capture.instances if kind == "AgentRun"]
     if not runs:
         raise ReplayFailed("the history holds no AgentRun execution")
-    run = runs[-1]
-    if run._m is None:  # noqa: SLF001 - reading the replayed instance is the point
+    run = runs[-1]._run  # noqa: SLF001 - reading the replayed run is the point
+    if run._m is None:  # noqa: SLF001
         raise ReplayFailed("the run never started: its input was refused")
     return Recording(
         workflow_id=run._m.context.workflow_id or history.workflow_id,  # noqa: SLF001

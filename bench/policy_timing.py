@@ -1,7 +1,7 @@
 """Figure 3: how long `policy.engine` takes on the shipped policy, per call.
 
 Each call is timed on its own (perf_counter_ns around one decision), after a warm-up, for the
-three calls of the job. "as in a step" adds what `AgentRun._govern` does around the decision:
+three calls of the job. "as in a step" adds what `GovernedRun._govern` does around the decision:
 building the `CallContext` and copying it with the previewed arguments and facts.
 """
 

@@ -11,17 +11,22 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.agent_run import AgentRun
+    from workflows.agent_run import AgentRun, GovernedRun
+
+
+class GovernedRunWithAnExtraTimer(GovernedRun):
+    async def _ask_model(self) -> Any:
+        await workflow.sleep(timedelta(milliseconds=1))
+        return await super()._ask_model()
 
 
 @workflow.defn(name="AgentRun", sandboxed=False)
 class AgentRunWithAnExtraTimer(AgentRun):
     """Today's AgentRun plus one new timer before each model call."""
 
+    def __init__(self) -> None:
+        self._run = GovernedRunWithAnExtraTimer()
+
     @workflow.run
     async def run(self, raw: Any, carried: Any = None) -> Any:
         return await super().run(raw, carried)
-
-    async def _ask_model(self) -> Any:
-        await workflow.sleep(timedelta(milliseconds=1))
-        return await super()._ask_model()

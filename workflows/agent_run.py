@@ -165,8 +165,9 @@ def approval_id_for(step: int, index: int, tool: str, args: dict[str, Any]) -> s
     return f"apr-{step}-{index}-{call_hash(tool, args)[:10]}"
 
 
-@workflow.defn(name="AgentRun")
-class AgentRun:
+class GovernedRun:
+    """One governed agent run: its state and its steps. `AgentRun` is its face to Temporal."""
+
     def __init__(self) -> None:
         self._m: RunMemory | None = None
         self._state = RunState.RUNNING
@@ -183,7 +184,6 @@ class AgentRun:
 
     # ---- the run ---------------------------------------------------------------------------
 
-    @workflow.run
     async def run(self, raw: Any, carried: RunMemory | None = None) -> RunReport:
         # `raw` is loosely typed on purpose: input that does not fit RunInput must fail the run
         # with a message naming the field, not fail decoding (a workflow task retried forever).
@@ -743,15 +743,12 @@ class AgentRun:
             lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s - escalate_s)
         )
 
-    @workflow.signal(name="approve")
     def approve(self, payload: Any) -> None:
         self._take_vote(payload, "approve", via="signal")
 
-    @workflow.signal(name="deny")
     def deny(self, payload: Any) -> None:
         self._take_vote(payload, "deny", via="signal")
 
-    @workflow.update(name="decide")
     def decide_update(self, payload: Any) -> DecideResult:
         result = self._take_vote(payload, None, via="update")
         return DecideResult(
@@ -799,11 +796,9 @@ class AgentRun:
 
     # ---- pause, resume ----------------------------------------------------------------------
 
-    @workflow.signal(name="pause")
     def pause(self, payload: Any) -> None:
         self._pause_signal(payload, pausing=True)
 
-    @workflow.signal(name="resume")
     def resume(self, payload: Any) -> None:
         self._pause_signal(payload, pausing=False)
 
@@ -835,7 +830,6 @@ class AgentRun:
 
     # ---- the workspace control plane --------------------------------------------------------
 
-    @workflow.signal(name="workspace_switch")
     def workspace_switch(self, payload: Any) -> None:
         if (switches := parse_signal(Switches, payload)) is None or switches.generation < self._switches.generation:
             return
@@ -873,7 +867,6 @@ class AgentRun:
 
     # ---- queries ----------------------------------------------------------------------------
 
-    @workflow.query(name="status")
     def status(self) -> Status:
         m = self._memory
         used = self._used_now()
@@ -896,7 +889,6 @@ class AgentRun:
             requested_by=m.input.requested_by,
         )
 
-    @workflow.query(name="timeline")
     def timeline(self) -> list[TimelineEntry]:
         return self._memory.timeline
 
@@ -1077,3 +1069,51 @@ class AgentRun:
                 COST.value_set(values[3]),
             ]
         )
+
+
+@workflow.defn(name="AgentRun")
+class AgentRun:
+    """The workflow Temporal runs: its entry point and its handlers, each handing over to the run.
+
+    The run's state and steps live in `GovernedRun`, not here: the sandbox defines this class
+    afresh for every run, and Temporal then looks at every member of it.
+    """
+
+    def __init__(self) -> None:
+        self._run = GovernedRun()
+
+    @workflow.run
+    async def run(self, raw: Any, carried: RunMemory | None = None) -> RunReport:
+        return await self._run.run(raw, carried)
+
+    @workflow.signal(name="approve")
+    def approve(self, payload: Any) -> None:
+        self._run.approve(payload)
+
+    @workflow.signal(name="deny")
+    def deny(self, payload: Any) -> None:
+        self._run.deny(payload)
+
+    @workflow.update(name="decide")
+    def decide_update(self, payload: Any) -> DecideResult:
+        return self._run.decide_update(payload)
+
+    @workflow.signal(name="pause")
+    def pause(self, payload: Any) -> None:
+        self._run.pause(payload)
+
+    @workflow.signal(name="resume")
+    def resume(self, payload: Any) -> None:
+        self._run.resume(payload)
+
+    @workflow.signal(name="workspace_switch")
+    def workspace_switch(self, payload: Any) -> None:
+        self._run.workspace_switch(payload)
+
+    @workflow.query(name="status")
+    def status(self) -> Status:
+        return self._run.status()
+
+    @workflow.query(name="timeline")
+    def timeline(self) -> list[TimelineEntry]:
+        return self._run.timeline()
