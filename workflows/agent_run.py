@@ -130,7 +130,7 @@ BREAKER_FAILURES = 3
 BREAKER_COOLDOWN = timedelta(minutes=5)
 
 
-# How a starting run joins its workspace's control plane (see `AgentRun.run`).
+# How a starting run joins its workspace's control plane (see `GovernedRun.run`).
 Join = Literal["in-start", "capped-by-activity", "local", "activity"] | None
 # Under a concurrency cap the join waits for the control workflow's admission. Since this patch
 # it waits in a full activity, with this run's workflow task closed: a local activity kept the
@@ -743,14 +743,8 @@ class GovernedRun:
             lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s - escalate_s)
         )
 
-    def approve(self, payload: Any) -> None:
-        self._take_vote(payload, "approve", via="signal")
-
-    def deny(self, payload: Any) -> None:
-        self._take_vote(payload, "deny", via="signal")
-
     def decide_update(self, payload: Any) -> DecideResult:
-        result = self._take_vote(payload, None, via="update")
+        result = self.take_vote(payload, None, via="update")
         return DecideResult(
             accepted=result.accepted,
             reason=result.reason,
@@ -758,7 +752,7 @@ class GovernedRun:
             approvals_still_needed=result.still_needed,
         )
 
-    def _take_vote(self, payload: Any, decision: Literal["approve", "deny"] | None, via: str) -> VoteResult:
+    def take_vote(self, payload: Any, decision: Literal["approve", "deny"] | None, via: str) -> VoteResult:
         parsed = parse_vote(payload, decision)
         if isinstance(parsed, str):
             result = VoteResult(False, parsed, None, None)
@@ -796,13 +790,7 @@ class GovernedRun:
 
     # ---- pause, resume ----------------------------------------------------------------------
 
-    def pause(self, payload: Any) -> None:
-        self._pause_signal(payload, pausing=True)
-
-    def resume(self, payload: Any) -> None:
-        self._pause_signal(payload, pausing=False)
-
-    def _pause_signal(self, payload: Any, pausing: bool) -> None:
+    def pause_signal(self, payload: Any, pausing: bool) -> None:
         try:
             signal = PauseSignal.model_validate(payload)
         except ValidationError as e:
@@ -1088,11 +1076,11 @@ class AgentRun:
 
     @workflow.signal(name="approve")
     def approve(self, payload: Any) -> None:
-        self._run.approve(payload)
+        self._run.take_vote(payload, "approve", via="signal")
 
     @workflow.signal(name="deny")
     def deny(self, payload: Any) -> None:
-        self._run.deny(payload)
+        self._run.take_vote(payload, "deny", via="signal")
 
     @workflow.update(name="decide")
     def decide_update(self, payload: Any) -> DecideResult:
@@ -1100,11 +1088,11 @@ class AgentRun:
 
     @workflow.signal(name="pause")
     def pause(self, payload: Any) -> None:
-        self._run.pause(payload)
+        self._run.pause_signal(payload, pausing=True)
 
     @workflow.signal(name="resume")
     def resume(self, payload: Any) -> None:
-        self._run.resume(payload)
+        self._run.pause_signal(payload, pausing=False)
 
     @workflow.signal(name="workspace_switch")
     def workspace_switch(self, payload: Any) -> None:
