@@ -451,10 +451,13 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
         f"CPU per run, worker+driver+server: Airlock {cpu['airlock']:.0f} ms, bare {cpu['bare']:.0f} ms; "
         f"bare / Airlock {cpu['bare'] / cpu['airlock']:.2f}"
     )
+    from airlock.settings import TOOL_THREADS, Settings
+
     print(
-        "Both: same client, same server, worker options as worker.build_worker (32 activity threads, 32 workflow-task"
+        "Both: same client, same server, worker options as worker.build_worker "
+        f"({TOOL_THREADS} activity threads, {Settings().max_concurrent_workflow_tasks} workflow-task slots, "
+        "SDK defaults otherwise),"
     )
-    print("slots, SDK defaults otherwise),")
     print(
         "the same number of local activities per run; the bare tool slot runs Airlock's own tool.orders.get_order activity."
     )
