@@ -39,16 +39,20 @@ from policy import PolicyError, load_policy
 from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
-from workflows.agent_run import SEARCH_ATTRIBUTES, AgentRun
+from workflows.agent_run import AgentRun
+from workflows.search_attributes import SEARCH_ATTRIBUTES
 from workflows.undo_run import UndoRun
 from workflows.workspace_control import WorkspaceControl
 
 log = structlog.get_logger("airlock.worker")
 
 # Airlock's own modules that workflow code imports are pure (models, the policy engine, budget
-# and vote arithmetic) or replay-safe (telemetry); passing them through the sandbox keeps it from
-# re-importing them, and rebuilding their pydantic models, for every run. Workflow modules
-# themselves (`workflows.agent_run`, `workflows.undo_run`) are still sandboxed.
+# and vote arithmetic), replay-safe (telemetry) or keep their state per run (`GovernedRun`);
+# passing them through the sandbox keeps it from re-importing them, and rebuilding their classes
+# and pydantic models, for every run. The modules that define workflows (`workflows.agent_run`,
+# `workflows.undo_run`, `workflows.workspace_control`) are still imported afresh for each run.
+# Temporal's default sandbox, which the replay tests use, imports `workflows.governed_run` inside
+# its restrictions.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
         "airlock",
@@ -57,7 +61,9 @@ SANDBOX = SandboxedWorkflowRunner(
         "activities",
         "workflows.approvals",
         "workflows.budget",
+        "workflows.governed_run",
         "workflows.memory",
+        "workflows.search_attributes",
         "workflows.telemetry",
         "cryptography",
     )

@@ -57,7 +57,7 @@ class Recording(BaseModel):
 
 
 @dataclass
-class _Capture(Interceptor):
+class CaptureInstances(Interceptor):
     """Keeps a reference to each replayed workflow instance so its state can be read after."""
 
     instances: list[tuple[str, Any]] = field(default_factory=list)
@@ -101,7 +101,7 @@ async def replay(history: WorkflowHistory, workflows: Sequence[type] = ()) -> No
 async def reconstruct(history: WorkflowHistory) -> Recording:
     """The run's state at the end of this history (the last run of a continue-as-new chain
     carries the record of the runs before it)."""
-    capture = _Capture()
+    capture = CaptureInstances()
     replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter, interceptors=[capture])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is not None:

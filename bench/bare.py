@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from airlock.activity_io import ExecuteOutcome, ToolCallInput
 
-# Same options as Airlock's local activities (workflows.agent_run.LOCAL).
+# Same options as Airlock's local activities (workflows.governed_run.LOCAL).
 LOCAL = dict(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),

@@ -338,7 +338,7 @@ async def pending_approval(handle: WorkflowHandle[Any, Any], seen: set[str], tim
     (3 per query) to the history being measured.
     """
     from airlock.models import Status
-    from workflows.agent_run import PENDING, STATE
+    from workflows.search_attributes import PENDING, STATE
 
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + 2.0

@@ -11,7 +11,8 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.agent_run import AgentRun, GovernedRun
+    from workflows.agent_run import AgentRun
+    from workflows.governed_run import GovernedRun
 
 
 class GovernedRunWithAnExtraTimer(GovernedRun):

@@ -161,7 +161,7 @@ async def test_inbox_query_finds_runs_awaiting_approval(runs: Runs, client: Clie
         await asyncio.sleep(0.1)
     assert [w.id for w in found] == [handle.id]
     attrs = found[0].typed_search_attributes
-    from workflows.agent_run import PENDING
+    from workflows.search_attributes import PENDING
 
     assert attrs.get(PENDING) == 1
     await handle.cancel()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, WorkflowRunner
 
 from airlock.converter import data_converter
+from airlock.recorder import CaptureInstances
 from tests.conftest import Runs
 from tests.history_scenarios import HISTORIES, SCENARIOS, histories_of
+from worker import SANDBOX
 from workflows.agent_run import AgentRun
+from workflows.governed_run import GovernedRun
 
 # Histories of every released shape of the workflow: today's, and older ones kept in
 # subfolders (e.g. runs from before the workspace control plane) that must still replay.
@@ -33,6 +37,21 @@ async def test_committed_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+@pytest.mark.parametrize(("runner", "imported_afresh"), [(None, True), (SANDBOX, False)], ids=["replay", "worker"])
+async def test_the_run_is_sandboxed_where_histories_are_checked(runner: WorkflowRunner | None, imported_afresh: bool) -> None:
+    """The run's logic is imported inside the sandbox's restrictions when the committed histories
+    are replayed here, so a clock or I/O call slipped into it fails these tests; the worker passes
+    it through, so it is not imported again for every run."""
+    capture = CaptureInstances()
+    options: dict[str, Any] = {} if runner is None else {"workflow_runner": runner}
+    replay = Replayer(workflows=[AgentRun], data_converter=data_converter, interceptors=[capture], **options)
+    path = HISTORIES / "approved.json"
+    result = await replay.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
+    assert result.replay_failure is None
+    [(_, instance)] = capture.instances
+    assert (type(instance._run) is not GovernedRun) is imported_afresh  # noqa: SLF001
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

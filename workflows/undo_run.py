@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from airlock.models import CallStatus, RunReport
     from airlock.undo_io import NotUndone, UndoInput, UndoPlan, UndoReport
     from tools.runner import describe_validation_error
-    from workflows.agent_run import UNDO_OF, WORKSPACE
+    from workflows.search_attributes import UNDO_OF, WORKSPACE
 
 UNDO_AGENT = "undo"
 

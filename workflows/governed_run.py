@@ -1,0 +1,1057 @@
+"""`GovernedRun`: one governed agent run, its state and its steps; `AgentRun` is its face to Temporal.
+
+The loop: the model proposes → the arguments are validated against the tool's schema → the policy
+decides (allow, needs approval, deny) with the rule that decided → for writes, a preview computes
+the diff and the facts the policy needs → approvals are awaited where needed (no answer in time is
+a deny) → the call executes under an idempotency key → everything is recorded. Budgets are checked
+before every model call and every tool call; exhausting one ends the run with a report.
+
+Deterministic by construction: the policy and tool catalogue are pinned into the history when the
+run starts, decisions are pure functions of them, and time comes only from `workflow.now()`.
+
+History economy: tool calls (validation, previews, reads and writes) and the scripted model run
+as local activities: one marker event each, inside the current workflow task. Writes stay
+exactly-once because they commit together with their idempotency key in the back-office
+database, so a local activity re-executed after a crash finds its first result there. Only real
+model calls are full activities: slow, rate-limited, and worth the server's own retry backoff.
+
+The worker passes this module through its workflow sandbox (`worker.SANDBOX`), so it is imported
+once per process rather than once per run; it keeps no state outside the `GovernedRun` of each
+run. The replay tests and the flight recorder replay under Temporal's default sandbox, which
+imports it afresh inside the sandbox's restrictions: a clock, random number or I/O call slipped
+into this module fails the replay tests on any committed history that reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import timedelta
+from typing import Any, Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+# Pure modules (pydantic models and the policy's decision functions): passing them through the
+# sandbox is safe because they do no I/O and hold no state that changes while a run is live.
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    import workflows.telemetry as telemetry
+    from activities.tool_calls import execute_activity_name, prepare_activity_name
+    from airlock.activity_io import (
+        Executed,
+        ExecuteOutcome,
+        Prepared,
+        PrepareOutcome,
+        Rejected,
+        RunContext,
+        Started,
+        ToolCallInput,
+    )
+    from airlock.audit import RunFacts, events_for
+    from airlock.hashing import call_hash, canonical_json
+    from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
+    from airlock.models import (
+        FINAL_STATES,
+        CallRecord,
+        CallStatus,
+        DecideResult,
+        Decision,
+        Effect,
+        Outcome,
+        PauseSignal,
+        PendingApproval,
+        RefusedVote,
+        RunInput,
+        RunReport,
+        RunState,
+        Status,
+        StepCost,
+        TimelineEntry,
+        TimelineKind,
+        summarize,
+    )
+    from airlock.workspace_io import (
+        Ack,
+        Admission,
+        Leave,
+        RegisterRequest,
+        ReserveRequest,
+        ReserveResult,
+        Settle,
+        Switches,
+        control_workflow_id,
+        parse_signal,
+    )
+    from policy.engine import decide, effective_mode, may_start
+    from tools.registry import CatalogEntry
+    from tools.runner import describe_validation_error
+    from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
+    from workflows.budget import exhausted, remaining
+    from workflows.memory import RunMemory
+    from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
+
+LOCAL = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10)),
+)
+# Joining the workspace: a run may have to wait for a control workflow that is starting.
+JOIN = dict(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
+)
+MODEL_TIMEOUT = timedelta(minutes=2)
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=60), maximum_attempts=6
+)
+# Writes are local activities too: the database's idempotency ledger, not the activity's
+# bookkeeping, is what makes a re-execution (after a crash, or a retry) harmless, and a local
+# activity costs one history event instead of six.
+WRITE = dict(
+    start_to_close_timeout=timedelta(minutes=1),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=4
+    ),
+)
+# Arguments larger than this are refused before anything else looks at them.
+MAX_ARGS_BYTES = 32_768
+# A run whose state grew past this many bytes continues as new at the next step.
+SEGMENT_BYTES = 512 * 1024
+# Proposal arguments larger than this are kept in the timeline by hash, not in full.
+TIMELINE_ARGS_BYTES = 1024
+# After this many consecutive failures of a tool's activity the run stops calling it for a while.
+BREAKER_FAILURES = 3
+BREAKER_COOLDOWN = timedelta(minutes=5)
+
+
+# How a starting run joins its workspace's control plane (see `GovernedRun.run`).
+Join = Literal["in-start", "capped-by-activity", "local", "activity"] | None
+# Under a concurrency cap the join waits for the control workflow's admission. Since this patch
+# it waits in a full activity, with this run's workflow task closed: a local activity kept the
+# task, and its worker slot, and once a burst of starts held every slot of the worker the control
+# workflow (on the same queue) had none left to admit them with.
+CAPPED_JOIN = "capped-join-by-activity"
+# Since this patch a run pins its context and joins its workspace in one local activity
+# (`run.start`), one marker event instead of two; under a cap it still waits in a full activity.
+START_IN_ONE = "start-in-one-activity"
+
+
+class RunEnded(Exception):
+    """Raised inside the loop to end the run in a final state with a reason."""
+
+    def __init__(self, state: RunState, reason: str, answer: str | None = None) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+        self.answer = answer
+
+
+def _bounded_text(payload: Any, limit: int = 1000) -> str:
+    try:
+        text = canonical_json(payload)
+    except (TypeError, ValueError):
+        text = repr(payload)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def approval_id_for(step: int, index: int, tool: str, args: dict[str, Any]) -> str:
+    """Names the exact call: a vote for these arguments cannot be applied to others."""
+    return f"apr-{step}-{index}-{call_hash(tool, args)[:10]}"
+
+
+class GovernedRun:
+    """One governed agent run: its state and its steps. `AgentRun` is its face to Temporal."""
+
+    def __init__(self) -> None:
+        self._m: RunMemory | None = None
+        self._state = RunState.RUNNING
+        self._desk: ApprovalDesk | None = None
+        self._published: tuple[Any, ...] | None = None
+        self._early_refusals: list[RefusedVote] = []
+        self._catalog_cache: dict[str, CatalogEntry] | None = None
+        # Workspace switches (kill switch, safe mode) as last told, and the acks still in flight.
+        self._switches = Switches()
+        self._acks: list[asyncio.Task[None]] = []
+        # A pause or resume that arrived before the run had started (e.g. sent with the start).
+        self._early_pause: PauseSignal | None = None
+        self._early_pausing = False
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    async def run(self, raw: Any, carried: RunMemory | None = None) -> RunReport:
+        # `raw` is loosely typed on purpose: input that does not fit RunInput must fail the run
+        # with a message naming the field, not fail decoding (a workflow task retried forever).
+        # Decided before the first await, so the patch marker is among the first workflow task's
+        # commands however that task is split (a query can complete it early). Runs since
+        # START_IN_ONE join in their start activity, or under a cap in a full one; runs between
+        # that and CAPPED_JOIN pinned first, then joined the same way in an activity of its own;
+        # runs between that and `workspace-join-local` joined in a local activity; runs between
+        # that and `workspace-control` in a full activity; earlier runs did not join.
+        join: Join = None
+        if carried is None:
+            if workflow.patched(START_IN_ONE):
+                join = "in-start"
+            elif workflow.patched(CAPPED_JOIN):
+                join = "capped-by-activity"
+            elif workflow.patched("workspace-join-local"):
+                join = "local"
+            elif workflow.patched("workspace-control"):
+                join = "activity"
+        m = carried or await self._start(raw, join)
+        self._m = m
+        self._desk = ApprovalDesk(
+            m.context.policy,
+            m.input.requested_by,
+            m.decided_approvals,
+            RunBinding(workflow_id=self._workflow_id, run_id=self._chain_run_id),
+        )
+        m.refused_votes.extend(self._early_refusals)
+        if self._switches.generation > m.switches.generation:
+            m.switches = self._switches
+        self._switches = m.switches
+        if self._early_pause is not None:
+            m.paused_by = self._early_pause.by if self._early_pausing else None
+            kind: TimelineKind = "paused" if self._early_pausing else "resumed"
+            self._record(kind, actor=self._early_pause.by, message=self._early_pause.reason)
+        self._state = RunState.PAUSED if m.paused_by else RunState.RUNNING
+        self._publish()
+        steps_here = 0
+        try:
+            if m.refused_admission is not None:
+                raise RunEnded(RunState.BUDGET_EXHAUSTED, m.refused_admission)
+            while True:
+                await self._wait_while_paused()
+                self._check_budget("model_call")
+                if (
+                    steps_here >= m.input.steps_per_history
+                    or m.segment_bytes > SEGMENT_BYTES
+                    or workflow.info().is_continue_as_new_suggested()
+                ):
+                    await self._continue_as_new()
+                steps_here += 1
+                m.used.steps += 1
+                decision = await self._ask_model()
+                if not decision.calls:
+                    raise RunEnded(RunState.COMPLETED, "the agent finished", decision.answer)
+                for index, call in enumerate(decision.calls):
+                    self._check_budget("tool_call")
+                    await self._govern(call, index)
+        except RunEnded as end:
+            return await self._finish(end.state, end.reason, end.answer)
+        except asyncio.CancelledError:
+            return await self._finish(RunState.STOPPED, "stopped: the workflow was cancelled")
+        except ActivityError as e:
+            cause = e.cause if e.cause is not None else e
+            return await self._finish(RunState.FAILED, f"{e.activity_type} failed: {cause}")
+        except FailureError as e:
+            # The model's local activity gave up (its last failure surfaces as is).
+            return await self._finish(RunState.FAILED, f"model.decide failed: {e}")
+
+    async def _start(self, raw: Any, join: Join) -> RunMemory:
+        try:
+            run_input = RunInput.model_validate(raw)
+        except ValidationError as e:
+            raise ApplicationError(
+                "invalid run input: " + describe_validation_error(e),
+                type="InvalidRunInput",
+                non_retryable=True,
+            ) from None
+        # Joining the workspace's control plane: learn the switches in force, and be told of
+        # every later change (kill switch, safe mode).
+        registration = RegisterRequest(
+            workspace=run_input.workspace,
+            run_id=self._workflow_id,
+            chain_run_id=self._chain_run_id,
+            agent=run_input.agent,
+            requested_by=run_input.requested_by,
+        )
+        admission: Admission | None = None
+        if join == "in-start":
+            started: Started = await workflow.execute_local_activity(
+                "run.start",
+                registration,
+                result_type=Started,
+                summary=f"pin policy and tools, join workspace {run_input.workspace}",
+                **JOIN,
+            )
+            context, admission = started.context, started.admission
+        else:
+            context = await workflow.execute_local_activity(
+                "run.pin_context", result_type=RunContext, summary="pin policy and tools", **LOCAL
+            )
+        refusal = may_start(
+            context.policy, run_input.workspace, run_input.agent, run_input.requested_by
+        )
+        if refusal:
+            raise ApplicationError(
+                f"run refused by policy {context.policy_hash}: {refusal}",
+                type="RunNotAllowed",
+                non_retryable=True,
+            )
+        m = RunMemory(
+            input=run_input,
+            context=context,
+            mode=effective_mode(context.policy, run_input.workspace, run_input.mode, run_input.requested_by),
+            started_at=workflow.now(),
+        )
+        if join is not None and admission is None:  # not joined in `run.start`
+            request = registration.model_copy(
+                update={"max_concurrent_runs": context.policy.workspaces[run_input.workspace].limits.max_concurrent_runs}
+            )
+            options: Any = dict(result_type=Admission, summary=f"join workspace {run_input.workspace}", **JOIN)
+            if join == "local" or (join == "capped-by-activity" and request.max_concurrent_runs is None):
+                # One marker event and no task of its own: the join only sends the registration.
+                admission = await workflow.execute_local_activity("workspace.join", request, **options)
+            else:
+                admission = await workflow.execute_activity("workspace.register", request, **options)
+        if admission is not None:
+            m.switches = Switches.model_validate(admission.model_dump(include=set(Switches.model_fields)))
+            m.registered = True
+            m.signs_off = admission.signs_off
+            m.refused_admission = None if admission.admitted else admission.refusal
+        self._m = m
+        self._record(
+            "run_started",
+            actor=run_input.requested_by,
+            message=f"goal: {run_input.goal}",
+            data={
+                "mode_requested": run_input.mode.value,
+                "mode": m.mode.value,
+                "policy_hash": context.policy_hash,
+                "model": self._model_name(),
+            },
+        )
+        return m
+
+    async def _continue_as_new(self) -> None:
+        m = self._memory
+        self._record("continued_as_new", message=f"history checkpoint after step {m.used.steps}")
+        await self._settle_acks()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        # The input travels inside the checkpoint; sending it twice could pass the 2 MB cap.
+        workflow.continue_as_new(args=[None, m.checkpoint()])
+
+    async def _finish(self, state: RunState, reason: str, answer: str | None = None) -> RunReport:
+        m = self._memory
+        self._state = state
+        self._tick()
+        for approval_id in list(self._desk_.pending):
+            self._desk_.close(approval_id, state.value)
+        for call in m.calls:
+            if call.status is CallStatus.AWAITING_APPROVAL:
+                call.status, call.error = CallStatus.STOPPED, reason
+        self._record("run_finished", outcome=state.value, message=reason)
+        self._publish()
+        telemetry.run_finished(
+            **self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd
+        )
+        await self._settle_acks()
+        if m.signs_off:
+            # Frees this run's slot under the workspace's concurrency cap.
+            await self._tell_control("leave", Leave(run_id=self._workflow_id))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        executed_writes = m.executed_writes()
+        return RunReport(
+            workflow_id=self._workflow_id,
+            state=state,
+            reason=reason,
+            answer=answer,
+            workspace=m.input.workspace,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            mode=m.mode,
+            model=self._model_name(),
+            policy_hash=m.context.policy_hash,
+            started_at=m.started_at,
+            finished_at=workflow.now(),
+            calls=m.calls,
+            changes=executed_writes,
+            undo=[c.compensation for c in reversed(executed_writes) if c.compensation],
+            cost_by_step=m.cost_by_step,
+            used=m.used,
+            limits=m.input.budget,
+            refused_votes=m.refused_votes,
+            runs_in_chain=m.runs_in_chain,
+            earlier_calls=m.earlier_calls,
+        )
+
+    # ---- one step ---------------------------------------------------------------------------
+
+    async def _ask_model(self) -> ModelDecision:
+        m = self._memory
+        spec = m.input.model
+        scripted = spec.provider == "scripted"
+        request = ModelRequest(
+            workflow_id=self._workflow_id,
+            workspace=m.input.workspace,
+            step=m.used.steps,
+            provider=spec.provider,
+            model_name=spec.name,
+            temperature=spec.temperature,
+            goal=m.input.goal,
+            tool_names=[] if scripted else self._capabilities(),
+            transcript=[] if scripted else m.transcript,
+            scripted=spec.script[m.script_position] if scripted and m.script_position < len(spec.script) else None,
+        )
+        if scripted:
+            decision = await workflow.execute_local_activity(
+                "model.decide",
+                request,
+                result_type=ModelDecision,
+                **LOCAL,
+            )
+            m.script_position += 1
+        else:
+            reservation = await self._reserve_spend(request.step)
+            cost = 0.0
+            try:
+                decision = await workflow.execute_activity(
+                    "model.decide",
+                    request,
+                    result_type=ModelDecision,
+                    start_to_close_timeout=MODEL_TIMEOUT,
+                    retry_policy=MODEL_RETRY,
+                    summary=f"step {request.step}: {spec.name}",
+                )
+                cost = decision.cost_usd
+            finally:
+                if reservation is not None:
+                    await self._tell_control("settle", Settle(reservation_id=reservation, usd=cost))
+            m.dearest_model_call_usd = max(m.dearest_model_call_usd, cost)
+        m.used.tokens += decision.prompt_tokens + decision.completion_tokens
+        m.used.cost_usd = round(m.used.cost_usd + decision.cost_usd, 6)
+        m.cost_by_step.append(
+            StepCost(
+                step=request.step,
+                model=decision.model,
+                prompt_tokens=decision.prompt_tokens,
+                completion_tokens=decision.completion_tokens,
+                cost_usd=decision.cost_usd,
+            )
+        )
+        telemetry.model_charged(
+            **self._tags(),
+            model=decision.model,
+            tokens=decision.prompt_tokens + decision.completion_tokens,
+            cost_usd=decision.cost_usd,
+        )
+        self._record(
+            "model_call",
+            message=decision.answer,
+            data={
+                "model": decision.model,
+                "tokens": decision.prompt_tokens + decision.completion_tokens,
+                "cost_usd": decision.cost_usd,
+                "proposals": len(decision.calls),
+            },
+        )
+        if not scripted:
+            for call in decision.calls:
+                m.transcript.append(
+                    TranscriptItem(role="assistant", call_id=call.call_id, tool=call.tool, args=call.args)
+                )
+            if decision.answer and not decision.calls:
+                m.transcript.append(TranscriptItem(role="assistant", content=decision.answer))
+        return decision
+
+    async def _tell_control(self, signal: str, payload: Ack | Leave | Settle) -> None:
+        """A message to the workspace's control workflow whose loss must not fail the run: if the
+        control workflow is gone, its replacement starts without this run's slot, reservation or
+        acknowledgement."""
+        handle = workflow.get_external_workflow_handle(control_workflow_id(self._memory.input.workspace))
+        try:
+            await handle.signal(signal, payload)
+        except FailureError as e:
+            workflow.logger.warning("workspace control did not take %s: %s", signal, e)
+
+    async def _reserve_spend(self, step: int) -> str | None:
+        """Holds the next paid model call's estimated cost against the workspace's daily cap;
+        ends the run `budget_exhausted` when the cap would be passed. Returns the reservation
+        to settle, or None when the workspace has no spend cap."""
+        m = self._memory
+        limits = m.context.policy.workspaces[m.input.workspace].limits
+        if limits.daily_spend_usd is None or not m.registered:
+            return None
+        reservation_id = f"{self._workflow_id}/{self._chain_run_id}/step-{step}"
+        result: ReserveResult = await workflow.execute_activity(
+            "workspace.reserve",
+            ReserveRequest(
+                workspace=m.input.workspace,
+                run_id=self._workflow_id,
+                reservation_id=reservation_id,
+                agent=m.input.agent,
+                requested_by=m.input.requested_by,
+                usd=max(limits.model_call_estimate_usd, m.dearest_model_call_usd),
+                cap_usd=limits.daily_spend_usd,
+            ),
+            result_type=ReserveResult,
+            summary=f"reserve spend for step {step}",
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=20),
+        )
+        if not result.granted:
+            raise RunEnded(RunState.BUDGET_EXHAUSTED, result.reason or "workspace daily spend cap")
+        return reservation_id
+
+    async def _govern(self, call: ProposedCall, index: int) -> None:
+        m = self._memory
+        await self._wait_while_paused()
+        step = m.used.steps
+        m.used.tool_calls += 1
+        size = len(canonical_json(call.args).encode())
+        if size > MAX_ARGS_BYTES:
+            call = call.model_copy(update={"args": {}, "args_error": f"{size} bytes of arguments; the limit is {MAX_ARGS_BYTES}"})
+            size = 2
+        m.segment_bytes += size
+        record = CallRecord(step=step, index=index, tool=call.tool, args=call.args, status=CallStatus.INVALID)
+        m.calls.append(record)
+        shown = call.args if size <= TIMELINE_ARGS_BYTES else {"args_sha256": call_hash(call.tool, call.args)}
+        self._record("proposal", tool=call.tool, index=index, data=shown)
+        if (loop := self._loop_reason(call)) is not None:
+            self._reject_invalid(record, call, loop)
+            raise RunEnded(RunState.BUDGET_EXHAUSTED, loop)
+
+        entry = self._catalog.get(call.tool)
+        if call.args_error:
+            return self._reject_invalid(record, call, f"arguments: {call.args_error}")
+        if entry is None:
+            known = ", ".join(self._capabilities())
+            return self._reject_invalid(record, call, f"unknown tool {call.tool!r}; available: {known}")
+        record.effect = entry.effect
+
+        context = m.call_context(entry, call.args)
+        if call.tool not in self._capabilities():
+            # Least privilege: a tool outside the agent's capabilities is not even previewed.
+            return self._refuse(record, call, decide(m.context.policy, context, safe_mode=self._switches.safe_mode))
+
+        if (until := m.open_circuits.get(call.tool)) is not None:
+            if workflow.now() < until:
+                return self._fail(record, call, f"circuit open: {call.tool} failed {BREAKER_FAILURES} times in a row; not called again before {until.isoformat()}")
+            del m.open_circuits[call.tool]
+        try:
+            prepared = await self._prepare(call, index, step)
+        except FailureError as e:
+            return self._tool_unavailable(record, call, e)
+        if isinstance(prepared, Rejected):
+            return self._reject_invalid(record, call, prepared.error)
+        record.args, record.diff, record.facts = prepared.args, prepared.diff, prepared.facts
+        decision = decide(
+            m.context.policy,
+            context.model_copy(update={"args": prepared.args, "facts": prepared.facts}),
+            safe_mode=self._switches.safe_mode,
+        )
+        if decision.outcome is Outcome.DENY:
+            return self._refuse(record, call, decision)
+        record.decision = decision
+        self._record_decision(record, decision)
+        if decision.outcome is Outcome.APPROVE:
+            approved = await self._await_approval(record, call, decision)
+            if not approved:
+                return
+            await self._wait_while_paused()
+            self._check_budget("tool_call", counting_this_call=True)
+        await self._execute(record, call, entry)
+
+    async def _prepare(self, call: ProposedCall, index: int, step: int) -> Prepared | Rejected:
+        outcome: Prepared | Rejected = await workflow.execute_local_activity(
+            prepare_activity_name(call.tool),
+            self._call_input(call, index, step),
+            result_type=PrepareOutcome,  # type: ignore[arg-type]
+            **LOCAL,
+        )
+        return outcome
+
+    async def _execute(self, record: CallRecord, call: ProposedCall, entry: CatalogEntry) -> None:
+        # The last gate: a switch may have been thrown while the call was being checked.
+        await self._wait_while_paused()
+        if self._switches.safe_mode and entry.effect is not Effect.READ:
+            if not record.votes:
+                decision = decide(self._memory.context.policy, self._memory.call_context(entry, record.args), safe_mode=True)
+                return self._refuse(record, call, decision)
+            # A call people already approved is held, not dropped, until safe mode ends.
+            await workflow.wait_condition(lambda: not self._switches.safe_mode)
+            await self._wait_while_paused()
+        key = f"{self._workflow_id}/{self._chain_run_id}/s{record.step}/c{record.index}"
+        if entry.effect is not Effect.READ:
+            record.idempotency_key = key
+        handle = workflow.start_local_activity(
+            execute_activity_name(call.tool),
+            self._call_input(call, record.index, record.step, args=record.args, key=key),
+            result_type=ExecuteOutcome,  # type: ignore[arg-type]
+            **({} if entry.effect is Effect.READ else {"summary": f"{call.tool}({summarize(record.args)})"}),
+            **(LOCAL if entry.effect is Effect.READ else WRITE),
+        )
+        try:
+            # A call already on its way is let finish and recorded, even when the run is being
+            # stopped: otherwise the report would miss a change that did happen.
+            outcome: Executed | Rejected = await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            with contextlib.suppress(FailureError):
+                self._apply_outcome(record, call, await handle)
+            raise
+        except FailureError as e:
+            # A local activity that gave up surfaces as its last failure, not as ActivityError.
+            return self._tool_unavailable(record, call, e)
+        self._memory.tool_failures.pop(call.tool, None)
+        self._apply_outcome(record, call, outcome)
+
+    def _tool_unavailable(self, record: CallRecord, call: ProposedCall, error: FailureError) -> None:
+        """The tool's activity gave up after its retries: a failed call, not a failed run. After
+        repeated failures the breaker opens, so a broken tool does not burn the run's budget."""
+        m = self._memory
+        cause = error.cause if isinstance(error, ActivityError) and error.cause is not None else error
+        failures = m.tool_failures.get(call.tool, 0) + 1
+        m.tool_failures[call.tool] = failures
+        note = ""
+        if record.idempotency_key:
+            note = f"; if it committed, the ledger holds its result under {record.idempotency_key}"
+        self._fail(record, call, f"tool unavailable after retries: {cause}{note}")
+        if failures >= BREAKER_FAILURES:
+            until = workflow.now() + BREAKER_COOLDOWN
+            m.open_circuits[call.tool] = until
+            m.tool_failures[call.tool] = 0
+            self._record("circuit_open", tool=call.tool, message=f"{failures} consecutive failures; paused until {until.isoformat()}")
+
+    def _fail(self, record: CallRecord, call: ProposedCall, error: str) -> None:
+        record.status, record.error = CallStatus.FAILED, error
+        self._memory.last_error = f"{call.tool}: {error}"
+        self._record("tool_error", tool=call.tool, index=record.index, outcome="unavailable", message=error)
+        self._tell_agent(call, f"the call failed: {error}")
+
+    def _loop_reason(self, call: ProposedCall) -> str | None:
+        """Why this proposal is a loop (the same call proposed too often), or None."""
+        m = self._memory
+        key = call_hash(call.tool, call.args)[:16]  # a short hash: this map rides along in checkpoints
+        seen = m.proposals_seen.get(key, 0) + 1
+        m.proposals_seen[key] = seen
+        limit = m.input.budget.max_identical_calls
+        if seen <= limit:
+            return None
+        return f"max_identical_calls: {call.tool} proposed {seen} times with the same arguments (limit {limit})"
+
+    def _apply_outcome(self, record: CallRecord, call: ProposedCall, outcome: Executed | Rejected) -> None:
+        if isinstance(outcome, Rejected):
+            record.status, record.error = CallStatus.FAILED, outcome.error
+            self._memory.last_error = f"{call.tool}: {outcome.error}"
+            self._record("tool_error", tool=call.tool, index=record.index, outcome=outcome.reason, message=outcome.error)
+            self._tell_agent(call, f"the tool refused the call: {outcome.error}")
+            return
+        record.status, record.result, record.compensation = CallStatus.EXECUTED, outcome.result, outcome.compensation
+        self._memory.segment_bytes += len(canonical_json(outcome.result).encode())
+        self._record(
+            "tool_result", tool=call.tool, index=record.index, outcome="deduplicated" if outcome.deduplicated else "executed",
+            data=outcome.result,
+        )
+        self._tell_agent(call, outcome.result, role="tool_result")
+
+    # ---- approvals --------------------------------------------------------------------------
+
+    async def _await_approval(self, record: CallRecord, call: ProposedCall, decision: Decision) -> bool:
+        m = self._memory
+        approval_id = approval_id_for(record.step, record.index, call.tool, record.args)
+        record.approval_id, record.status = approval_id, CallStatus.AWAITING_APPROVAL
+        wall_left = remaining(m.input.budget, m.used).wall_clock_s
+        wait_s = min(decision.timeout_s, wall_left)
+        now = workflow.now()
+        pending = PendingApproval(
+            approval_id=approval_id,
+            step=record.step,
+            index=record.index,
+            tool=call.tool,
+            args=record.args,
+            tier=decision.tier,
+            approvals_required=decision.approvals_required,
+            approvals_still_needed=decision.approvals_required,
+            approver_roles=decision.approver_roles,
+            required_role=decision.required_role,
+            diff=record.diff,
+            requested_at=now,
+            deadline=now + timedelta(seconds=wait_s),
+            call_hash=call_hash(call.tool, record.args),
+            signed_votes_required=m.context.policy.workspaces[m.input.workspace].signed_approvals,
+        )
+        tier = m.context.policy.tiers[decision.tier]
+        escalate_s = tier.escalate_after_s if tier.escalate_after_s is not None and tier.escalate_after_s < wait_s else None
+        if escalate_s is not None:
+            pending.escalates_at = now + timedelta(seconds=escalate_s)
+        # The call's record shares the vote list, so votes counted before a stop are reported.
+        record.votes = pending.votes
+        desk = self._desk_
+        desk.open(pending)
+        self._record(
+            "approval_requested", tool=call.tool, index=record.index, approval_id=approval_id, rule=decision.rule,
+            message=f"{decision.approvals_required} approval(s) of {', '.join(decision.approver_roles)} "
+            f"within {decision.timeout_s}s",
+            data={"diff": [c.model_dump(mode="json") for c in record.diff]},
+        )
+        self._set_state(RunState.AWAITING_APPROVAL)
+        try:
+            if escalate_s is None:
+                await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s))
+            else:
+                await self._wait_with_escalation(pending, escalate_s, wait_s, tier.escalate_to or "")
+        except asyncio.TimeoutError:
+            desk.resolutions[approval_id] = ("denied", "")
+            if wait_s < decision.timeout_s:
+                desk.close(approval_id, "expired")
+                record.votes = pending.votes
+                raise RunEnded(RunState.BUDGET_EXHAUSTED, f"max_wall_clock_s: reached while {approval_id} awaited approval")
+            outcome, reason = "denied", f"no approval within {decision.timeout_s}s: the call counts as denied"
+        else:
+            outcome, reason = desk.resolutions[approval_id]
+        desk.close(approval_id, outcome)
+        record.votes = pending.votes
+        self._set_state(RunState.PAUSED if m.paused_by else RunState.RUNNING)
+        telemetry.approval_resolved(
+            **self._tags(),
+            tool=call.tool,
+            outcome=outcome,
+            waited_s=(workflow.now() - pending.requested_at).total_seconds(),
+        )
+        self._record("approval_resolved", tool=call.tool, index=record.index, approval_id=approval_id, outcome=outcome, message=reason)
+        if outcome == "approved":
+            return True
+        record.status = CallStatus.REJECTED
+        record.error = reason
+        self._tell_agent(call, f"the call was not approved: {reason}")
+        return False
+
+    async def _wait_with_escalation(self, pending: PendingApproval, escalate_s: int, wait_s: float, role: str) -> None:
+        """Waits for the votes; past `escalate_s` holders of `role` may decide too (recorded).
+        Raises TimeoutError at `wait_s`, like the plain wait."""
+        desk = self._desk_
+        approval_id = pending.approval_id
+        try:
+            await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=escalate_s))
+            return
+        except asyncio.TimeoutError:
+            pass
+        desk.escalate(approval_id, role)
+        self._record(
+            "approval_escalated", tool=pending.tool, index=pending.index, approval_id=approval_id,
+            message=f"no decision within {escalate_s}s: holders of role {role} may now decide "
+            f"(roles: {', '.join(pending.approver_roles)}); denied at {pending.deadline.isoformat()}",
+        )
+        telemetry.approval_escalated(**self._tags(), tool=pending.tool)
+        await workflow.wait_condition(
+            lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s - escalate_s)
+        )
+
+    def decide_update(self, payload: Any) -> DecideResult:
+        result = self.take_vote(payload, None, via="update")
+        return DecideResult(
+            accepted=result.accepted,
+            reason=result.reason,
+            approval_id=result.approval_id,
+            approvals_still_needed=result.still_needed,
+        )
+
+    def take_vote(self, payload: Any, decision: Literal["approve", "deny"] | None, via: str) -> VoteResult:
+        parsed = parse_vote(payload, decision)
+        if isinstance(parsed, str):
+            result = VoteResult(False, parsed, None, None)
+        elif self._desk is None or self._state in FINAL_STATES:
+            result = VoteResult(False, f"unknown approval id {parsed.approval_id!r}", parsed.approval_id, parsed.approver)
+        else:
+            result = self._desk.vote(parsed, workflow.now())
+        if result.accepted:
+            how = f"via {via}" + (", signed" if result.signed else "")
+            self._record(
+                "approval_vote", approval_id=result.approval_id, actor=result.approver,
+                outcome=(parsed.decision if not isinstance(parsed, str) else None),
+                message=f"{how}; {result.still_needed} more needed" if result.still_needed else how,
+            )
+        else:
+            refused = RefusedVote(
+                at=workflow.now(),
+                approval_id=result.approval_id,
+                approver=result.approver,
+                reason=result.reason or "refused",
+                # Kept as bounded text: a refused payload is evidence, not a way to bloat the run.
+                payload=_bounded_text(payload),
+            )
+            if self._m is None:
+                self._early_refusals.append(refused)
+            else:
+                self._m.refused_votes.append(refused)
+                self._m.segment_bytes += len(refused.payload or "") + 200
+                self._record(
+                    "approval_refused", approval_id=result.approval_id, actor=result.approver,
+                    message=f"via {via}: {result.reason}",
+                )
+            workflow.logger.warning("vote refused: %s", result.reason)
+        return result
+
+    # ---- pause, resume ----------------------------------------------------------------------
+
+    def pause_signal(self, payload: Any, pausing: bool) -> None:
+        try:
+            signal = PauseSignal.model_validate(payload)
+        except ValidationError as e:
+            if self._m is not None:
+                self._m.last_error = f"{'pause' if pausing else 'resume'} ignored: malformed payload: {describe_validation_error(e)}"
+                self._record("paused" if pausing else "resumed", outcome="refused", message=self._m.last_error)
+            return
+        if self._m is None:
+            self._early_pause, self._early_pausing = signal, pausing
+            return
+        if self._state in FINAL_STATES:
+            return
+        self._m.paused_by = signal.by if pausing else None
+        self._record("paused" if pausing else "resumed", actor=signal.by, message=signal.reason)
+        if self._state in (RunState.RUNNING, RunState.PAUSED):
+            self._set_state(RunState.PAUSED if pausing else RunState.RUNNING)
+
+    async def _wait_while_paused(self) -> None:
+        m = self._memory
+        if m.paused_by is None and not self._switches.paused:
+            return
+        self._set_state(RunState.PAUSED)
+        await workflow.wait_condition(lambda: m.paused_by is None and not self._switches.paused)
+        self._set_state(RunState.RUNNING)
+
+    # ---- the workspace control plane --------------------------------------------------------
+
+    def workspace_switch(self, payload: Any) -> None:
+        if (switches := parse_signal(Switches, payload)) is None or switches.generation < self._switches.generation:
+            return
+        if switches.generation > self._switches.generation:
+            self._switches = switches
+            if self._m is not None:
+                self._m.switches = switches
+                self._record(
+                    "workspace_switch",
+                    actor=switches.by,
+                    outcome=f"paused={switches.paused} safe_mode={switches.safe_mode}",
+                    message=switches.reason,
+                )
+                self._publish_pause_state()
+        # Acknowledged from here on: every tool call checks these switches before it starts. A
+        # generation already read at registration is acknowledged too: the control workflow may
+        # have counted the registration before the switch.
+        self._acks.append(asyncio.create_task(self._ack(switches.generation)))
+
+    def _publish_pause_state(self) -> None:
+        m = self._memory
+        if self._state in (RunState.RUNNING, RunState.PAUSED):
+            paused = m.paused_by is not None or self._switches.paused
+            self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
+
+    async def _ack(self, generation: int) -> None:
+        # A switch can arrive before the run has started; the ack waits for it.
+        await workflow.wait_condition(lambda: self._m is not None)
+        await self._tell_control("ack", Ack(run_id=self._workflow_id, generation=generation))
+
+    async def _settle_acks(self) -> None:
+        """Acknowledgements still in flight are sent before the run ends or continues as new."""
+        if self._acks:
+            await asyncio.gather(*self._acks, return_exceptions=True)
+
+    # ---- queries ----------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        m = self._memory
+        used = self._used_now()
+        return Status(
+            workflow_id=self._workflow_id,
+            state=self._state,
+            step=m.used.steps,
+            mode=m.mode,
+            used=used,
+            left=remaining(m.input.budget, used),
+            limits=m.input.budget,
+            pending_approvals=[
+                p.model_copy(update={"may_approve": self._desk_.may_approve(p)}) for p in self._desk_.pending.values()
+            ],
+            paused_by=m.paused_by or (f"{self._switches.by} (workspace kill switch)" if self._switches.paused else None),
+            last_error=m.last_error,
+            policy_hash=m.context.policy_hash,
+            open_circuits={t: u for t, u in m.open_circuits.items() if u > workflow.now()},
+            chain_run_id=self._chain_run_id,
+            requested_by=m.input.requested_by,
+        )
+
+    def timeline(self) -> list[TimelineEntry]:
+        return self._memory.timeline
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    @property
+    def _memory(self) -> RunMemory:
+        if self._m is None:
+            raise ApplicationError("the run is starting; ask again in a moment", type="NotStarted")
+        return self._m
+
+    @property
+    def _desk_(self) -> ApprovalDesk:
+        assert self._desk is not None
+        return self._desk
+
+    @property
+    def _chain_run_id(self) -> str:
+        info = workflow.info()
+        return info.first_execution_run_id or info.run_id
+
+    @property
+    def _workflow_id(self) -> str:
+        pinned = self._m.context.workflow_id if self._m is not None else ""
+        return pinned or workflow.info().workflow_id
+
+    @property
+    def _catalog(self) -> dict[str, CatalogEntry]:
+        if self._catalog_cache is None:
+            self._catalog_cache = {e.name: e for e in self._memory.context.catalog}
+        return self._catalog_cache
+
+    def _capabilities(self) -> list[str]:
+        m = self._memory
+        agent = m.context.policy.agents.get(m.input.agent)
+        return [t for t in (agent.capabilities if agent else []) if t in self._catalog]
+
+    def _tags(self) -> dict[str, str]:
+        m = self._memory
+        return {
+            "workflow_id": self._workflow_id,
+            "workspace": m.input.workspace,
+            "agent": m.input.agent,
+        }
+
+    def _model_name(self) -> str:
+        spec = self._memory.input.model
+        return spec.provider if not spec.name else f"{spec.provider}:{spec.name}"
+
+    def _call_input(self, call: ProposedCall, index: int, step: int, args: dict[str, Any] | None = None, key: str | None = None) -> ToolCallInput:
+        return ToolCallInput(
+            workflow_id=self._workflow_id,
+            workspace=self._memory.input.workspace,
+            step=step,
+            index=index,
+            tool=call.tool,
+            args=call.args if args is None else args,
+            idempotency_key=key,
+        )
+
+    def _used_now(self) -> Any:
+        m = self._memory
+        elapsed = (workflow.now() - m.started_at).total_seconds()
+        return m.used.model_copy(update={"wall_clock_s": elapsed})
+
+    def _tick(self) -> None:
+        m = self._memory
+        m.used.wall_clock_s = (workflow.now() - m.started_at).total_seconds()
+
+    def _check_budget(self, before: Literal["model_call", "tool_call"], counting_this_call: bool = False) -> None:
+        m = self._memory
+        self._tick()
+        used = m.used
+        if counting_this_call:
+            # The call was counted when proposed; it is the one about to run, so do not let it
+            # exhaust the budget it is already inside.
+            used = used.model_copy(update={"tool_calls": used.tool_calls - 1})
+        reason = exhausted(m.input.budget, used, before=before, model_spends=m.input.model.provider != "scripted")
+        if reason:
+            raise RunEnded(RunState.BUDGET_EXHAUSTED, reason)
+
+    def _reject_invalid(self, record: CallRecord, call: ProposedCall, error: str) -> None:
+        record.status, record.error = CallStatus.INVALID, error
+        self._memory.last_error = f"{call.tool}: {error}"
+        self._record("invalid_call", tool=call.tool, index=record.index, message=error)
+        self._tell_agent(call, f"the call was not run: {error}")
+
+    def _refuse(self, record: CallRecord, call: ProposedCall, decision: Decision) -> None:
+        record.decision = decision
+        record.status = CallStatus.SUGGESTED if decision.rule == "mode.suggest" else CallStatus.DENIED
+        record.error = decision.reason
+        self._record_decision(record, decision)
+        self._tell_agent(call, f"the policy refused the call (rule {decision.rule}): {decision.reason}")
+
+    def _record_decision(self, record: CallRecord, decision: Decision) -> None:
+        telemetry.policy_decided(
+            **self._tags(), tool=record.tool, outcome=decision.outcome.value, rule=decision.rule
+        )
+        self._record(
+            "decision",
+            tool=record.tool,
+            index=record.index,
+            rule=decision.rule,
+            outcome=decision.outcome.value,
+            message=decision.reason,
+        )
+
+    def _tell_agent(self, call: ProposedCall, content: Any, role: Literal["airlock", "tool_result"] = "airlock") -> None:
+        m = self._memory
+        if m.input.model.provider == "scripted":
+            return
+        text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
+        m.transcript.append(TranscriptItem(role=role, call_id=call.call_id, tool=call.tool, content=text))
+
+    def _record(
+        self,
+        kind: TimelineKind,
+        *,
+        tool: str | None = None,
+        index: int | None = None,
+        approval_id: str | None = None,
+        actor: str | None = None,
+        rule: str | None = None,
+        outcome: str | None = None,
+        message: str | None = None,
+        data: Any = None,
+    ) -> None:
+        m = self._memory
+        entry = TimelineEntry(
+            at=workflow.now(),
+            step=m.used.steps,
+            kind=kind,
+            tool=tool,
+            call_index=index,
+            approval_id=approval_id,
+            actor=actor,
+            rule=rule,
+            outcome=outcome,
+            message=message,
+            data=data,
+        )
+        m.timeline.append(entry)
+        # The worker's log stream carries the same audit events an export rebuilds later. They
+        # are built only when someone will read them: not on replay, not below INFO.
+        if not workflow.logger.isEnabledFor(logging.INFO):
+            return
+        seq = m.timeline_offset + len(m.timeline) - 1
+        for event in events_for(seq, entry, self._run_facts(), m.calls):
+            workflow.logger.info(event.type, extra={"airlock": event.model_dump(mode="json", exclude_none=True)})
+
+    def _run_facts(self) -> RunFacts:
+        m = self._memory
+        return RunFacts(
+            run_id=self._workflow_id,
+            workspace=m.input.workspace,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            policy_hash=m.context.policy_hash,
+        )
+
+    def _set_state(self, state: RunState) -> None:
+        if self._state is not state:
+            self._state = state
+            self._publish()
+
+    def _publish(self) -> None:
+        """Keeps the search attributes in step with the run; only changes cost a history event."""
+        m = self._memory
+        values = (m.input.workspace, self._state.value, len(self._desk_.pending), round(m.used.cost_usd, 6))
+        if values == self._published:
+            return
+        self._published = values
+        workflow.upsert_search_attributes(
+            [
+                WORKSPACE.value_set(values[0]),
+                STATE.value_set(values[1]),
+                PENDING.value_set(values[2]),
+                COST.value_set(values[3]),
+            ]
+        )
