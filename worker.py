@@ -168,6 +168,15 @@ def build_worker(
     )
 
 
+def freeze_startup_heap() -> None:
+    """Keeps what is loaded by now (the SDK, the tools, the policy), which lives as long as the
+    process, out of the garbage collector's reach, so that a full collection walks only what runs
+    allocate: it holds up every workflow task and activity of the process a quarter as long (about
+    25 ms instead of 100). Garbage is collected first, so that none is kept forever."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -179,10 +188,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     client = await connect_client(settings)
     await register_search_attributes(client)
     worker = build_worker(client, settings)
-    # What is loaded by now (the SDK, the tools, the policy) lives as long as the process. Kept out
-    # of the collector's reach, a full collection walks only what runs allocate: it holds up every
-    # workflow task and activity of the process a quarter as long (about 25 ms instead of 100).
-    gc.freeze()
+    freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

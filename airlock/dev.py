@@ -210,7 +210,7 @@ async def _follow_demo(client: Client, settings: Settings, tctl: str, ui: str) -
 
 async def dev(settings: Settings, with_demo: bool) -> None:
     from airlock.logging import configure_logging
-    from worker import build_worker, register_search_attributes
+    from worker import build_worker, freeze_startup_heap, register_search_attributes
 
     configure_logging(os.environ.get("AIRLOCK_LOG_LEVEL", "WARNING"))
     state_dir = Path(".airlock")
@@ -230,6 +230,7 @@ async def dev(settings: Settings, with_demo: bool) -> None:
     try:
         await register_search_attributes(client)
         worker = build_worker(client, settings)
+        freeze_startup_heap()
         async with worker:
             print(f"worker polling task queue {settings.task_queue!r}; Web UI {ui}", flush=True)
             if with_demo:
