@@ -1,4 +1,5 @@
-"""Joins of one workspace that arrive while a registration is on its way go out together."""
+"""Joins of one workspace that arrive while a registration is on its way, or during a burst of
+starts, go out together."""
 
 from __future__ import annotations
 
@@ -81,3 +82,26 @@ async def test_a_cancelled_join_is_not_sent_and_a_burst_is_split() -> None:
     sizes = [len(ids) for _, ids in control.sent]
     assert sizes == [1, BATCH, 1]
     assert "run--1" not in {i for _, ids in control.sent for i in ids}
+
+
+async def test_in_a_burst_a_registration_waits_a_moment_for_the_joins_behind_it() -> None:
+    control = Control()
+    control.release.set()
+    group = GroupRegistration(control.send, linger_s=1.0)
+    await group.join(ACME, request(1))
+    second = asyncio.create_task(group.join(ACME, request(2)))
+    await settle()
+    assert control.sent == [(ACME, ["run-1"])]  # a registration went out just now: this one waits
+    third = asyncio.create_task(group.join(ACME, request(3)))
+    await asyncio.gather(second, third)
+    assert control.sent == [(ACME, ["run-1"]), (ACME, ["run-2", "run-3"])]
+
+
+async def test_after_a_quiet_spell_a_join_goes_at_once() -> None:
+    control = Control()
+    control.release.set()
+    group = GroupRegistration(control.send, linger_s=60.0, burst_s=0.05)
+    await group.join(ACME, request(1))
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(group.join(ACME, request(2)), timeout=10)
+    assert control.sent == [(ACME, ["run-1"]), (ACME, ["run-2"])]
