@@ -31,6 +31,7 @@ from bench.common import READ, ROOT, airlock_worker, new_id, run_input
 
 REPLAYS = 2
 EXTRA = 10
+CRASH_ATTEMPTS = 3
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -64,6 +65,19 @@ async def record(client: Client, steps: list[int], folder: Path) -> dict[tuple[s
 
 
 async def _instructions(history: Path, kind: str, count: int, passthrough: bool) -> int:
+    # The count is the same on every attempt, so a process killed by a signal (valgrind's
+    # emulation of the SDK's threads very rarely crashes) is run again; a replay that fails is not.
+    for attempt in range(1, CRASH_ATTEMPTS + 1):
+        returncode, text = await _replay_under_valgrind(history, kind, count, passthrough)
+        found = _REFS.search(text)
+        if returncode == 0 and found is not None:
+            return int(found.group(1).replace(",", ""))
+        if returncode >= 0:
+            break
+    raise RuntimeError(f"replaying {history.name} under valgrind failed (exit {returncode}, attempt {attempt}): {text[-600:]}")
+
+
+async def _replay_under_valgrind(history: Path, kind: str, count: int, passthrough: bool) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         valgrind() or "valgrind",
         "--tool=cachegrind",
@@ -83,11 +97,7 @@ async def _instructions(history: Path, kind: str, count: int, passthrough: bool)
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()
-    text = err.decode(errors="replace")
-    found = _REFS.search(text)
-    if proc.returncode != 0 or found is None:
-        raise RuntimeError(f"replaying {history.name} under valgrind failed (exit {proc.returncode}): {text[-600:]}")
-    return int(found.group(1).replace(",", ""))
+    return proc.returncode if proc.returncode is not None else -1, err.decode(errors="replace")
 
 
 async def per_run(history: Path, kind: str, passthrough: bool = False) -> float:
