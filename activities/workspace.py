@@ -12,8 +12,8 @@ the run reads the switches from the control workflow's memo first and says which
 read; the control workflow, handling registrations and switches one at a time, tells it of any
 newer one. Joins that arrive while a registration is on its way go together in the next one
 (group commit), and during a burst of starts a registration waits a moment for company: a burst
-costs the control workflow a few signals, not one per run, and a lone run waits for nothing. Under a cap, admission is the control workflow's decision, read back
-with the `admission` query.
+costs the control workflow a few signals, not one per run, and a lone run waits for nothing.
+Under a cap, admission is the control workflow's decision, read back with the `admission` query.
 """
 
 from __future__ import annotations

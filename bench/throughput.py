@@ -1,11 +1,12 @@
 """Figure 2: governed Airlock runs per second against the bare baseline (bench.bare).
 
 Both workers live in this process on the same client and server, configured alike; each batch
-starts R runs of N steps at once and waits for all of them. Once the workers are built, the heap
-is frozen as the production worker process freezes its own (`worker.freeze_startup_heap`): full
-collections, which the busier of the two workloads triggers, then walk only what runs allocate. Batches alternate between the two
+starts R runs of N steps at once and waits for all of them. Batches alternate between the two
 so that drift (a warming server, a busy neighbour) falls on both; the figure is the median of
-the rounds. CPU seconds are this process's (worker and driver) and the dev server's.
+the rounds. CPU seconds are this process's (worker and driver) and the dev server's. Once the
+workers are built, the heap is frozen as the production worker process freezes its own
+(`worker.freeze_startup_heap`): full collections, which the busier of the two workloads
+triggers, then walk only what runs allocate.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ async def measure(
                 # Warm-up: imports, sandbox caches, connections. Not counted.
                 for kind in ("bare", "airlock"):
                     await _batch(client, kind, queues[kind], max(2, runs // 10), steps)
-                step_ms = {kind: await _single(client, kind, queues[kind], single_steps) for kind in ("bare", "airlock")}
+                step_ms = {k: await _single(client, k, queues[k], single_steps) for k in ("bare", "airlock")}
                 samples: dict[str, list[dict[str, float]]] = {"airlock": [], "bare": []}
                 for r in range(rounds):
                     order = ("bare", "airlock") if r % 2 == 0 else ("airlock", "bare")

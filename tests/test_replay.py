@@ -40,7 +40,9 @@ async def test_committed_history_replays(path: Path) -> None:
 
 
 @pytest.mark.parametrize(("runner", "imported_afresh"), [(None, True), (SANDBOX, False)], ids=["replay", "worker"])
-async def test_the_run_is_sandboxed_where_histories_are_checked(runner: WorkflowRunner | None, imported_afresh: bool) -> None:
+async def test_the_run_is_sandboxed_where_histories_are_checked(
+    runner: WorkflowRunner | None, imported_afresh: bool
+) -> None:
     """The run's logic is imported inside the sandbox's restrictions when the committed histories
     are replayed here, so a clock or I/O call slipped into it fails these tests; the worker passes
     it through, so it is not imported again for every run."""
