@@ -459,7 +459,8 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
         "SDK defaults otherwise),"
     )
     print(
-        "the same number of local activities per run; the bare tool slot runs Airlock's own tool.orders.get_order activity."
+        "the same number of local activities per run; the bare loop's model and tool calls run Airlock's own "
+        "model.decide (scripted) and tool.orders.get_order activities."
     )
     results["throughput"] = r
 

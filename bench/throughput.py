@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner
 
 from airlock.models import RunReport
-from bench.bare import BareRun, build_bare_worker
+from bench.bare import BareRun, bare_job, build_bare_worker
 from bench.common import READ, airlock_worker, median, new_id, results_or_stuck, run_input
 from worker import freeze_startup_heap
 
@@ -66,8 +66,9 @@ def _starts(
             )
             for _ in range(count)
         ]
+    job = bare_job([READ] * steps)
     return [
-        client.start_workflow(BareRun.run, steps, id=new_id(f"{id_prefix}-bare"), task_queue=task_queue)
+        client.start_workflow(BareRun.run, args=job, id=new_id(f"{id_prefix}-bare"), task_queue=task_queue)
         for _ in range(count)
     ]
 

@@ -42,7 +42,7 @@ def valgrind() -> str | None:
 async def record(client: Client, steps: list[int], folder: Path) -> dict[tuple[str, int], Path]:
     """One Airlock run of allowed reads and one bare run for each length in `steps`, their
     histories written to `folder`."""
-    from bench.bare import BareRun, build_bare_worker
+    from bench.bare import BareRun, bare_job, build_bare_worker
 
     paths: dict[tuple[str, int], Path] = {}
     bare_q = new_id("bench-count-bare")
@@ -57,7 +57,9 @@ async def record(client: Client, steps: list[int], folder: Path) -> dict[tuple[s
                         "AgentRun", run_input([READ] * n), id=new_id("count-air"), task_queue=air.task_queue
                     )
                 else:
-                    handle = await client.start_workflow(BareRun.run, n, id=new_id("count-bare"), task_queue=bare_q)
+                    handle = await client.start_workflow(
+                        BareRun.run, args=bare_job([READ] * n), id=new_id("count-bare"), task_queue=bare_q
+                    )
                 await handle.result()
                 paths[(kind, n)] = folder / f"{kind}-{n}.json"
                 paths[(kind, n)].write_text((await handle.fetch_history()).to_json())
