@@ -19,19 +19,14 @@ from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from airlock.activity_io import ExecuteOutcome, ToolCallInput
     from airlock.model_io import ModelDecision, ModelRequest
     from airlock.models import ScriptedCall
+    from workflows.governed_run import LOCAL  # the options of Airlock's own local activities
 
-# Same options as Airlock's local activities (workflows.governed_run.LOCAL).
-LOCAL = dict(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10)),
-)
 WORKSPACE = "acme"
 
 

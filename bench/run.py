@@ -407,6 +407,7 @@ async def section_history(client: Client, a: argparse.Namespace, log: TextIO, re
 
 
 async def section_throughput(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
+    from airlock.settings import TOOL_THREADS, Settings
     from bench import throughput
 
     print(
@@ -451,8 +452,6 @@ async def section_throughput(client: Client, a: argparse.Namespace, results: dic
         f"CPU per run, worker+driver+server: Airlock {cpu['airlock']:.0f} ms, bare {cpu['bare']:.0f} ms; "
         f"bare / Airlock {cpu['bare'] / cpu['airlock']:.2f}"
     )
-    from airlock.settings import TOOL_THREADS, Settings
-
     print(
         "Both: same client, same server, worker options as worker.build_worker "
         f"({TOOL_THREADS} activity threads, {Settings().max_concurrent_workflow_tasks} workflow-task slots, "

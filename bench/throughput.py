@@ -16,7 +16,8 @@ import gc
 import os
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
@@ -54,7 +55,19 @@ def own_cpu() -> float:
     return t.user + t.system
 
 
-def _starts(
+@asynccontextmanager
+async def workers(client: Client, folder: str, **options: Any) -> AsyncIterator[dict[str, str]]:
+    """An Airlock worker and a bare one, configured alike, for the length of the block: their task
+    queues by kind. `options` go to both."""
+    bare_q = new_id("bench-bare")
+    async with (
+        airlock_worker(client, new_id("bench-air"), **options) as air,
+        build_bare_worker(client, bare_q, f"{folder}/bare.db", **options),
+    ):
+        yield {"airlock": air.task_queue, "bare": bare_q}
+
+
+def starts(
     client: Client, kind: str, task_queue: str, steps: int, id_prefix: str, count: int
 ) -> list[Awaitable[WorkflowHandle[Any, Any]]]:
     """`count` starts of `steps`-step runs of one kind, to be awaited together."""
@@ -76,7 +89,7 @@ def _starts(
 async def _batch(client: Client, kind: str, task_queue: str, runs: int, steps: int) -> dict[str, float]:
     server = server_process()
     c0, s0, t0 = own_cpu(), cpu_seconds(server), time.perf_counter()
-    handles = await asyncio.gather(*_starts(client, kind, task_queue, steps, "tp", runs))
+    handles = await asyncio.gather(*starts(client, kind, task_queue, steps, "tp", runs))
     results = await results_or_stuck(handles)
     wall = time.perf_counter() - t0
     if kind == "airlock":
@@ -95,7 +108,7 @@ async def _single(client: Client, kind: str, task_queue: str, steps: int) -> flo
     """Milliseconds per step of one run alone on the worker: a step's latency, not a share of
     a busy worker's time."""
     t0 = time.perf_counter()
-    await results_or_stuck(await asyncio.gather(*_starts(client, kind, task_queue, steps, "step", 1)))
+    await results_or_stuck(await asyncio.gather(*starts(client, kind, task_queue, steps, "step", 1)))
     return 1000 * (time.perf_counter() - t0) / steps
 
 
@@ -106,12 +119,7 @@ async def measure(
     between the two measurements is what the sandbox costs, apart from governance."""
     runner = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
-        bare_q = new_id("bench-tp-bare")
-        async with (
-            airlock_worker(client, new_id("bench-tp-air"), **runner) as air,
-            build_bare_worker(client, bare_q, f"{tmp}/bare.db", **runner),
-        ):
-            queues = {"airlock": air.task_queue, "bare": bare_q}
+        async with workers(client, tmp, **runner) as queues:
             freeze_startup_heap()
             try:
                 # Warm-up: imports, sandbox caches, connections. Not counted.

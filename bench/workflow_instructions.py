@@ -27,7 +27,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHistory
 
-from bench.common import READ, ROOT, airlock_worker, new_id, run_input
+from bench.common import ROOT
 
 REPLAYS = 2
 EXTRA = 10
@@ -40,26 +40,15 @@ def valgrind() -> str | None:
 
 
 async def record(client: Client, steps: list[int], folder: Path) -> dict[tuple[str, int], Path]:
-    """One Airlock run of allowed reads and one bare run for each length in `steps`, their
-    histories written to `folder`."""
-    from bench.bare import BareRun, bare_job, build_bare_worker
+    """One Airlock run of allowed reads and one bare run for each length in `steps`, started and
+    served as the throughput section starts and serves them, their histories written to `folder`."""
+    from bench.throughput import starts, workers
 
     paths: dict[tuple[str, int], Path] = {}
-    bare_q = new_id("bench-count-bare")
-    async with (
-        airlock_worker(client, new_id("bench-count-air")) as air,
-        build_bare_worker(client, bare_q, str(folder / "bare.db")),
-    ):
+    async with workers(client, str(folder)) as queues:
         for n in steps:
             for kind in ("airlock", "bare"):
-                if kind == "airlock":
-                    handle: Any = await client.start_workflow(
-                        "AgentRun", run_input([READ] * n), id=new_id("count-air"), task_queue=air.task_queue
-                    )
-                else:
-                    handle = await client.start_workflow(
-                        BareRun.run, args=bare_job([READ] * n), id=new_id("count-bare"), task_queue=bare_q
-                    )
+                [handle] = await asyncio.gather(*starts(client, kind, queues[kind], n, "count", 1))
                 await handle.result()
                 paths[(kind, n)] = folder / f"{kind}-{n}.json"
                 paths[(kind, n)].write_text((await handle.fetch_history()).to_json())
