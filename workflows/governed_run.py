@@ -138,6 +138,12 @@ CAPPED_JOIN = "capped-join-by-activity"
 # Since this patch a run pins its context and joins its workspace in one local activity
 # (`run.start`), one marker event instead of two; under a cap it still waits in a full activity.
 START_IN_ONE = "start-in-one-activity"
+# Since this patch a run publishes its search attributes when they can be seen: not when it
+# starts, but when it first waits outside its first workflow task (for a person, a timer, a full
+# activity, a switch, a continue-as-new) or finds itself past that task. A run that ends within its
+# first task, as most short runs do, publishes once, its final state: one history event fewer,
+# and one visibility write fewer on the server.
+PUBLISH_WHEN_SEEN = "publish-when-seen"
 
 
 class RunEnded(Exception):
@@ -171,6 +177,10 @@ class GovernedRun:
         self._state = RunState.RUNNING
         self._desk: ApprovalDesk | None = None
         self._published: tuple[Any, ...] | None = None
+        # A run under PUBLISH_WHEN_SEEN whose state is not published yet, and the history length
+        # its first workflow task saw: a longer one means that task has ended.
+        self._unpublished = False
+        self._first_task_length = 0
         self._early_refusals: list[RefusedVote] = []
         self._catalog_cache: dict[str, CatalogEntry] | None = None
         # Workspace switches (kill switch, safe mode) as last told, and the acks still in flight.
@@ -187,13 +197,17 @@ class GovernedRun:
         # with a message naming the field, not fail decoding (a workflow task retried forever).
         # Decided before the first await, so the patch marker is among the first workflow task's
         # commands however that task is split (a query can complete it early). Runs since
-        # START_IN_ONE join in their start activity, or under a cap in a full one; runs between
+        # PUBLISH_WHEN_SEEN start as those since START_IN_ONE and publish their state lazily.
+        # Runs since START_IN_ONE join in their start activity, or under a cap in a full one; runs between
         # that and CAPPED_JOIN pinned first, then joined the same way in an activity of its own;
         # runs between that and `workspace-join-local` joined in a local activity; runs between
         # that and `workspace-control` in a full activity; earlier runs did not join.
         join: Join = None
+        lazy = False
         if carried is None:
-            if workflow.patched(START_IN_ONE):
+            if workflow.patched(PUBLISH_WHEN_SEEN):
+                join, lazy = "in-start", True
+            elif workflow.patched(START_IN_ONE):
                 join = "in-start"
             elif workflow.patched(CAPPED_JOIN):
                 join = "capped-by-activity"
@@ -201,7 +215,7 @@ class GovernedRun:
                 join = "local"
             elif workflow.patched("workspace-control"):
                 join = "activity"
-        m = carried or await self._start(raw, join)
+        m = carried or await self._start(raw, join, lazy)
         self._m = m
         self._desk = ApprovalDesk(
             m.context.policy,
@@ -218,13 +232,20 @@ class GovernedRun:
             kind: TimelineKind = "paused" if self._early_pausing else "resumed"
             self._record(kind, actor=self._early_pause.by, message=self._early_pause.reason)
         self._state = RunState.PAUSED if m.paused_by else RunState.RUNNING
-        self._publish()
+        if m.publish_when_seen:
+            # A continued run's search attributes carry over from the run before it.
+            self._unpublished = True
+            self._first_task_length = workflow.info().get_current_history_length()
+        else:
+            self._publish()
         steps_here = 0
         try:
             if m.refused_admission is not None:
                 raise RunEnded(RunState.BUDGET_EXHAUSTED, m.refused_admission)
             while True:
                 await self._wait_while_paused()
+                if self._unpublished and workflow.info().get_current_history_length() != self._first_task_length:
+                    self._publish()
                 self._check_budget("model_call")
                 if (
                     steps_here >= m.input.steps_per_history
@@ -251,7 +272,7 @@ class GovernedRun:
             # The model's local activity gave up (its last failure surfaces as is).
             return await self._finish(RunState.FAILED, f"model.decide failed: {e}")
 
-    async def _start(self, raw: Any, join: Join) -> RunMemory:
+    async def _start(self, raw: Any, join: Join, lazy: bool) -> RunMemory:
         try:
             run_input = RunInput.model_validate(raw)
         except ValidationError as e:
@@ -297,6 +318,7 @@ class GovernedRun:
             context=context,
             mode=effective_mode(context.policy, run_input.workspace, run_input.mode, run_input.requested_by),
             started_at=workflow.now(),
+            publish_when_seen=lazy,
         )
         if join is not None and admission is None:  # not joined in `run.start`
             request = registration.model_copy(
@@ -330,6 +352,7 @@ class GovernedRun:
     async def _continue_as_new(self) -> None:
         m = self._memory
         self._record("continued_as_new", message=f"history checkpoint after step {m.used.steps}")
+        self._publish_before_waiting()
         await self._settle_acks()
         await workflow.wait_condition(workflow.all_handlers_finished)
         # The input travels inside the checkpoint; sending it twice could pass the 2 MB cap.
@@ -406,6 +429,7 @@ class GovernedRun:
             )
             m.script_position += 1
         else:
+            self._publish_before_waiting()
             reservation = await self._reserve_spend(request.step)
             cost = 0.0
             try:
@@ -573,6 +597,7 @@ class GovernedRun:
                 decision = decide(self._memory.context.policy, self._memory.call_context(entry, record.args), safe_mode=True)
                 return self._refuse(record, call, decision)
             # A call people already approved is held, not dropped, until safe mode ends.
+            self._publish_before_waiting()
             await workflow.wait_condition(lambda: not self._switches.safe_mode)
             await self._wait_while_paused()
         key = f"{self._workflow_id}/{self._chain_run_id}/s{record.step}/c{record.index}"
@@ -1036,13 +1061,20 @@ class GovernedRun:
         )
 
     def _set_state(self, state: RunState) -> None:
-        if self._state is not state:
+        if self._state is not state or self._unpublished:
             self._state = state
+            self._publish()
+
+    def _publish_before_waiting(self) -> None:
+        """The run is about to wait beyond its workflow task: what it has not published yet, it
+        publishes now, so that lists of runs by state and workspace show it while it waits."""
+        if self._unpublished:
             self._publish()
 
     def _publish(self) -> None:
         """Keeps the search attributes in step with the run; only changes cost a history event."""
         m = self._memory
+        self._unpublished = False
         values = (m.input.workspace, self._state.value, len(self._desk_.pending), round(m.used.cost_usd, 6))
         if values == self._published:
             return

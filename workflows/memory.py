@@ -75,6 +75,9 @@ class RunMemory(BaseModel):
     dearest_model_call_usd: float = 0.0
     earlier_calls: int = 0
     timeline_offset: int = 0
+    # Started under the `publish-when-seen` patch: the chain's runs publish their search
+    # attributes when they first wait outside their first workflow task, and when they end.
+    publish_when_seen: bool = False
 
     def call_context(
         self, entry: CatalogEntry, args: dict[str, JsonValue], facts: dict[str, JsonValue] | None = None
