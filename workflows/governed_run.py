@@ -197,11 +197,12 @@ class GovernedRun:
         # with a message naming the field, not fail decoding (a workflow task retried forever).
         # Decided before the first await, so the patch marker is among the first workflow task's
         # commands however that task is split (a query can complete it early). Runs since
-        # PUBLISH_WHEN_SEEN start as those since START_IN_ONE and publish their state lazily.
-        # Runs since START_IN_ONE join in their start activity, or under a cap in a full one; runs between
-        # that and CAPPED_JOIN pinned first, then joined the same way in an activity of its own;
-        # runs between that and `workspace-join-local` joined in a local activity; runs between
-        # that and `workspace-control` in a full activity; earlier runs did not join.
+        # PUBLISH_WHEN_SEEN start as those since START_IN_ONE do, and publish their state when it
+        # can be seen. Runs since START_IN_ONE join in their start activity, or under a cap in a
+        # full one; runs between that and CAPPED_JOIN pinned first, then joined the same way in an
+        # activity of its own; runs between that and `workspace-join-local` joined in a local
+        # activity; runs between that and `workspace-control` in a full activity; earlier runs
+        # did not join.
         join: Join = None
         lazy = False
         if carried is None:
@@ -233,7 +234,8 @@ class GovernedRun:
             self._record(kind, actor=self._early_pause.by, message=self._early_pause.reason)
         self._state = RunState.PAUSED if m.paused_by else RunState.RUNNING
         if m.publish_when_seen:
-            # A continued run's search attributes carry over from the run before it.
+            # A continued run starts with the search attributes of the run before it, which
+            # published them as it continued.
             self._unpublished = True
             self._first_task_length = workflow.info().get_current_history_length()
         else:
