@@ -657,7 +657,9 @@ async def section_long(client: Client, a: argparse.Namespace, results: dict[str,
 
 
 def long_run_verdict(runs: list[dict[str, Any]], steps_per_history: int) -> list[str]:
-    """Whether the histories of the chain stay the same size, and what the carried state is."""
+    """Whether the histories of the chain grow, and what the carried state is. A chain whose
+    carried state shrinks (a scripted run's input holds the proposals still to come) has smaller
+    histories as it goes: that is not growth, and is said apart from it."""
     complete = [(i, x) for i, x in enumerate(runs) if x["last_event"] == "workflow_execution_continued_as_new"]
     lines: list[str] = []
     if len(complete) < 3:
@@ -666,16 +668,20 @@ def long_run_verdict(runs: list[dict[str, Any]], steps_per_history: int) -> list
     growth = (last["json_bytes"] - mid["json_bytes"]) / max(1, i_last - i_mid)
     carried = (last["carried_in_bytes"] - mid["carried_in_bytes"]) / max(1, i_last - i_mid)
     first = complete[0][1]
-    flat = abs(growth) < 0.01 * last["json_bytes"] and abs(carried) < 1024
-    settled = next(
-        i
-        for i, x in complete
-        if abs(x["carried_in_bytes"] - last["carried_in_bytes"]) <= 0.01 * last["carried_in_bytes"]
-    )
+    if abs(growth) < 0.01 * last["json_bytes"] and abs(carried) < 1024:
+        settled = next(
+            i
+            for i, x in complete
+            if abs(x["carried_in_bytes"] - last["carried_in_bytes"]) <= 0.01 * last["carried_in_bytes"]
+        )
+        verdict = f"FLAT, from history run #{settled + 1} on"
+    elif growth < 0 and carried < 0:
+        verdict = "SHRINKING with the state carried in, not growing"
+    else:
+        verdict = "GROWING"
     lines.append(
         f"From the middle to the last full history: {growth / 1024:+,.1f} KB JSON and {carried / 1024:+,.1f} KB carried per history run "
-        f"({carried / steps_per_history:+,.0f} B/step): {'FLAT' if flat else 'NOT FLAT'}"
-        + (f", from history run #{settled + 1} on" if flat else "")
+        f"({carried / steps_per_history:+,.0f} B/step): {verdict}"
         + f". First full history {first['json_bytes'] / 1024:,.0f} KB JSON, last {last['json_bytes'] / 1024:,.0f} KB."
     )
     payloads = last.get("carried_payload_bytes") or []
