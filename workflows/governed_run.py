@@ -177,9 +177,8 @@ class GovernedRun:
         self._state = RunState.RUNNING
         self._desk: ApprovalDesk | None = None
         self._published: tuple[Any, ...] | None = None
-        # A run under PUBLISH_WHEN_SEEN whose state is not published yet, and the history length
-        # its first workflow task saw: a longer one means that task has ended.
-        self._unpublished = False
+        # The history length a run under PUBLISH_WHEN_SEEN saw in its first workflow task: a
+        # longer one means that task has ended.
         self._first_task_length = 0
         self._early_refusals: list[RefusedVote] = []
         self._catalog_cache: dict[str, CatalogEntry] | None = None
@@ -236,7 +235,6 @@ class GovernedRun:
         if m.publish_when_seen:
             # A continued run starts with the search attributes of the run before it, which
             # published them as it continued.
-            self._unpublished = True
             self._first_task_length = workflow.info().get_current_history_length()
         else:
             self._publish()
@@ -1067,6 +1065,12 @@ class GovernedRun:
             self._state = state
             self._publish()
 
+    @property
+    def _unpublished(self) -> bool:
+        """A started run has not published its state yet: only a run under PUBLISH_WHEN_SEEN, until
+        it can be seen."""
+        return self._published is None
+
     def _publish_before_waiting(self) -> None:
         """The run is about to wait beyond its workflow task: what it has not published yet, it
         publishes now, so that lists of runs by state and workspace show it while it waits."""
@@ -1076,7 +1080,6 @@ class GovernedRun:
     def _publish(self) -> None:
         """Keeps the search attributes in step with the run; only changes cost a history event."""
         m = self._memory
-        self._unpublished = False
         values = (m.input.workspace, self._state.value, len(self._desk_.pending), round(m.used.cost_usd, 6))
         if values == self._published:
             return
