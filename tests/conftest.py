@@ -67,6 +67,19 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def fault_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings whose policy also lets the `support` agent call the misbehaving example tools
+    (`tests.example_tools.faults`)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        EXAMPLE_POLICY.read_text().replace("      - kb.search\n", "      - kb.search\n      - faults.broken\n      - faults.slow\n", 1)
+    )
+    return settings.model_copy(
+        update={"policy_path": policy, "tool_modules": "tools.backoffice,tests.example_tools.faults"}
+    )
+
+
+@pytest.fixture
 def db(settings: Settings) -> Engine:
     return connect(settings.db)
 

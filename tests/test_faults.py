@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from temporalio.client import Client
 
 from airlock.models import CallStatus, RunState, Status
-from airlock.settings import EXAMPLE_POLICY, Settings
+from airlock.settings import Settings
 from tests.conftest import Runs, call
 from tests.example_tools import faults
 from worker import build_worker
-
-
-@pytest.fixture
-def fault_settings(settings: Settings, tmp_path: Path) -> Settings:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        EXAMPLE_POLICY.read_text().replace("      - kb.search\n", "      - kb.search\n      - faults.broken\n      - faults.slow\n", 1)
-    )
-    return settings.model_copy(
-        update={"policy_path": policy, "tool_modules": "tools.backoffice,tests.example_tools.faults"}
-    )
 
 
 async def test_the_same_call_in_a_loop_ends_the_run(runs: Runs) -> None:

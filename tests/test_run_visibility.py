@@ -11,15 +11,13 @@ import asyncio
 import contextlib
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from airlock.models import RunReport, RunState
-from airlock.settings import EXAMPLE_POLICY, Settings
+from airlock.settings import Settings
 from tests.conftest import READ, Runs, call, run_input
 from worker import build_worker
 from workflows.search_attributes import STATE, WORKSPACE
@@ -80,24 +78,15 @@ async def test_a_run_paused_from_its_start_is_listed_as_paused(runs: Runs, clien
             await handle.terminate()
 
 
-@pytest.fixture
-def slow_tool_settings(settings: Settings, tmp_path: Path) -> Settings:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(EXAMPLE_POLICY.read_text().replace("      - kb.search\n", "      - kb.search\n      - faults.slow\n", 1))
-    return settings.model_copy(
-        update={"policy_path": policy, "tool_modules": "tools.backoffice,tests.example_tools.faults"}
-    )
-
-
-async def test_a_run_past_its_first_task_is_listed_while_it_runs(client: Client, slow_tool_settings: Settings) -> None:
+async def test_a_run_past_its_first_task_is_listed_while_it_runs(client: Client, fault_settings: Settings) -> None:
     """Local activities longer than the workflow task end that task (the worker heartbeats it):
     from its next step on, the run is listed as running, before it ends."""
-    async with build_worker(client, slow_tool_settings):
+    async with build_worker(client, fault_settings):
         handle = await client.start_workflow(
             "AgentRun",
             run_input(script=[call("faults.slow", key="2"), call("faults.slow", key="4")]),
             id=f"slow-{uuid.uuid4().hex[:8]}",
-            task_queue=slow_tool_settings.task_queue,
+            task_queue=fault_settings.task_queue,
             result_type=RunReport,
             task_timeout=timedelta(seconds=1),
         )
