@@ -121,11 +121,19 @@ def single(args: Sequence[Any], type_hint: Any = Any) -> Any | Refusal:
     return decode(args[0], type_hint)
 
 
-def start_args(args: Sequence[Any], workflow_type: str, carried_type: Any = None) -> tuple[Any, Any]:
+# A run's input travels again inside every continue-as-new checkpoint, beside the run's state, and
+# all of it must stay under Temporal's 2 MB per payload.
+MAX_INPUT_BYTES = 1_000_000
+
+
+def start_args(
+    args: Sequence[Any], workflow_type: str, carried_type: Any = None, max_bytes: int = MAX_INPUT_BYTES
+) -> tuple[Any, Any]:
     """A run's start arguments: its input, and (when `carried_type` is given) the state carried
     across continue-as-new, or None. Raises a non-retryable `ApplicationError` of type
     `InvalidRunInput` naming the problem: the run fails at once instead of retrying its first
-    workflow task forever. The input is returned as decoded JSON, for the run to validate."""
+    workflow task forever. The input is returned as decoded JSON, for the run to validate; an
+    input over `max_bytes` (as JSON) is refused before anything reads it."""
     most = 1 if carried_type is None else 2
     if not 1 <= len(args) <= most:
         expected = "one argument (the run input)" if most == 1 else "one argument (the run input), or two from a continue-as-new"
@@ -142,6 +150,10 @@ def start_args(args: Sequence[Any], workflow_type: str, carried_type: Any = None
             f"invalid run input: {len(raw)} bytes of binary data; expected a JSON object",
             type="InvalidRunInput",
             non_retryable=True,
+        )
+    if len(args) == 1 and (weight := len(canonical_json(raw).encode())) > max_bytes:
+        raise ApplicationError(
+            f"invalid run input: {weight} bytes; the limit is {max_bytes}", type="InvalidRunInput", non_retryable=True
         )
     carried = None
     if len(args) == 2 and args[1] is not None:
