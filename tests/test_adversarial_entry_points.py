@@ -126,13 +126,13 @@ async def test_a_start_with_any_arity_or_encoding_runs_or_fails_at_once_naming_t
 
 
 async def test_an_oversized_run_input_fails_at_once_naming_its_size(client: Client, runs: Runs) -> None:
-    """A run input over 1 MB (here a 1.2 MB script), which would no longer fit a continue-as-new
+    """A run input over 1.4 MB (here a 1.5 MB script), which might no longer fit a continue-as-new
     checkpoint beside the run's state, fails at once with its size and the limit."""
-    script = [{"tool": "kb.search", "args": {"query": "x" * 12_000}} for _ in range(100)]
+    script = [{"tool": "kb.search", "args": {"query": "x" * 12_000}} for _ in range(125)]
     handle = await runs.start_raw(run_input(script=script))
     result = await outcome(handle)
     assert isinstance(result, ApplicationError) and result.type == "InvalidRunInput"
-    assert re.fullmatch(r"invalid run input: \d+ bytes; the limit is 1000000", result.message), result.message
+    assert re.fullmatch(r"invalid run input: \d+ bytes; the limit is 1400000", result.message), result.message
     await assert_not_stuck(client, handle)
 
 

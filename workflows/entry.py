@@ -123,7 +123,7 @@ def single(args: Sequence[Any], type_hint: Any = Any) -> Any | Refusal:
 
 # A run's input travels again inside every continue-as-new checkpoint, beside the run's state, and
 # all of it must stay under Temporal's 2 MB per payload.
-MAX_INPUT_BYTES = 1_000_000
+MAX_INPUT_BYTES = 1_400_000
 
 
 def start_args(
