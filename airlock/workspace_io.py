@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from airlock.models import Comment, Name, Strict
+from airlock.models import Comment, Name, Signature, Strict
 
 
 def control_workflow_id(workspace: str) -> str:
@@ -139,6 +139,23 @@ class SwitchRequest(Strict):
     on: bool
     by: Name
     reason: Comment = ""
+    # Where the workspace requires signed approvals, the admin's signature over
+    # `signing.switch_message` for the generation this change creates (`airlock workspace` signs).
+    signature: Signature | None = None
+
+
+class StoreSwitches(BaseModel):
+    """Input of `workspace.store_switches`: the change to commit, one generation past the store's."""
+
+    workspace: str
+    switches: Switches
+
+
+class StoredSwitches(BaseModel):
+    """Whether the change committed, and the switches the store holds now."""
+
+    committed: bool
+    switches: Switches
 
 
 class SwitchResult(BaseModel):

@@ -73,6 +73,7 @@ async def crash_suite(client: Client, settings: Settings, runs: int, rounds: int
         "TEMPORAL_NAMESPACE": client.namespace,
         "AIRLOCK_TASK_QUEUE": settings.task_queue,
         "AIRLOCK_DB": settings.db,
+        "AIRLOCK_CONTROL_DB": settings.control_db,
         "AIRLOCK_LOG_LEVEL": "ERROR",
         **({"AIRLOCK_CONTROL_TASK_QUEUE": settings.control_task_queue} if settings.control_task_queue else {}),
     }

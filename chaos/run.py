@@ -66,7 +66,7 @@ async def server_restart_suite(tmp: Path, runs: int) -> str:
     port = free_port()
     db_file = tmp / "temporal.db"
     server = start_server(port, db_file)
-    settings = Settings(db=str(tmp / "restart.db"), task_queue="chaos-restart")
+    settings = Settings(db=str(tmp / "restart.db"), task_queue="chaos-restart", control_db=str(tmp / "control-store.db"))
     try:
         client = await connect_when_up(port)
         await register_search_attributes(client)
@@ -134,12 +134,17 @@ async def main(runs: int, rounds: int) -> None:
         env = await start_local_server(log_level="warn")
 
         def suite(name: str) -> Settings:
-            return Settings(db=str(tmp / f"{name}.db"), task_queue=f"chaos-{name}", control_task_queue=CONTROL_QUEUE)
+            return Settings(
+                db=str(tmp / f"{name}.db"),
+                task_queue=f"chaos-{name}",
+                control_task_queue=CONTROL_QUEUE,
+                control_db=str(tmp / "control-store.db"),
+            )
 
         try:
             # Workspace control workflows outlive each suite's workers: one worker serves them all, so
             # a suite never joins a control workflow left on a queue that nobody polls any more.
-            async with build_worker(env.client, Settings(db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE)):
+            async with build_worker(env.client, Settings(db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE, control_db=str(tmp / "control-store.db"))):
                 print(f"# chaos: {' '.join(sys.argv)}\n")
                 crash = await crash_suite(env.client, suite("crash"), runs, rounds)
                 print("## crash consistency (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True)

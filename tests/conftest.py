@@ -44,10 +44,18 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 CONTROL_QUEUE = "airlock-control-test"
 
 
+@pytest.fixture(scope="session")
+def control_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The control store every worker of the session shares, as the workers of a namespace do."""
+    return str(tmp_path_factory.mktemp("control-store") / "control.db")
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def control_worker(env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Worker]:
+async def control_worker(
+    env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory, control_db: str
+) -> AsyncIterator[Worker]:
     """One worker for the workspace control workflows, which outlive any single test."""
-    settings = Settings(db=str(tmp_path_factory.mktemp("control") / "bo.db"), task_queue=CONTROL_QUEUE)
+    settings = Settings(db=str(tmp_path_factory.mktemp("control") / "bo.db"), task_queue=CONTROL_QUEUE, control_db=control_db)
     async with build_worker(env.client, settings) as worker:
         yield worker
 
@@ -58,9 +66,10 @@ def client(env: WorkflowEnvironment, control_worker: Worker) -> Client:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, control_db: str) -> Settings:
     return Settings(
         db=str(tmp_path / "backoffice.db"),
+        control_db=control_db,
         task_queue=f"airlock-test-{uuid.uuid4().hex[:8]}",
         control_task_queue=CONTROL_QUEUE,
     )
