@@ -53,6 +53,9 @@ BATCH = 200
 BURST_S = 1.0
 LINGER_S = 0.05
 
+# How long a `leave` waits for the server to confirm that the run has ended.
+CLOSE_WAIT_S = 30.0
+
 Destination = tuple[str, str]  # (workspace, the control workflow's task queue)
 
 
@@ -142,20 +145,31 @@ class WorkspaceActivities:
 
     @activity.defn(name="workspace.closed_runs")
     async def closed_runs(self, run_ids: list[str]) -> list[str]:
-        """Those of these runs that the server says are no longer running: a run's word that it
-        has ended (`leave`) is taken only when the server confirms it."""
-        closed = []
-        for run_id in run_ids[:BATCH]:
-            try:
-                described = await self._client.get_workflow_handle(run_id).describe()
-            except RPCError as e:
-                if e.status is not RPCStatusCode.NOT_FOUND:
-                    raise
-                closed.append(run_id)
-                continue
-            if described.status is not WorkflowExecutionStatus.RUNNING:
-                closed.append(run_id)
+        """Those of these runs that the server says have ended, waiting up to CLOSE_WAIT_S for
+        them: a run's word that it has ended (`leave`, sent just before it closes) is taken only
+        once the server confirms it."""
+        pending = list(dict.fromkeys(run_ids[:BATCH]))
+        closed: list[str] = []
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while pending:
+            still = []
+            for run_id in pending:
+                (closed if await self._has_ended(run_id) else still).append(run_id)
+            pending = still
+            if not pending or time.monotonic() > deadline:
+                break
+            activity.heartbeat(len(closed))
+            await asyncio.sleep(0.2)
         return closed
+
+    async def _has_ended(self, run_id: str) -> bool:
+        try:
+            described = await self._client.get_workflow_handle(run_id).describe()
+        except RPCError as e:
+            if e.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return True
+        return described.status is not WorkflowExecutionStatus.RUNNING
 
     def _store_gate(self) -> SwitchGate:
         if self._gate is None:

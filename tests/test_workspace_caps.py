@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ def capped(tmp_path: Path, settings: Settings, **limits: Any) -> tuple[str, Sett
 
 async def control_view(client: Client, workspace: str) -> WorkspaceView:
     return await client.get_workflow_handle(control_workflow_id(workspace)).query("state", result_type=WorkspaceView)
+
+
+async def control_view_when(client: Client, workspace: str, reached: Callable[[WorkspaceView], bool]) -> WorkspaceView:
+    """The control workflow's state once `reached` holds (or after 10 s, for the caller to assert)."""
+    for _ in range(200):
+        view = await control_view(client, workspace)
+        if reached(view):
+            return view
+        await asyncio.sleep(0.05)
+    return view
 
 
 async def test_a_burst_of_starts_under_a_cap_is_admitted_on_a_worker_with_fewer_slots(
@@ -102,7 +113,8 @@ async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_en
 
         await admitted[0].cancel()
         assert (await admitted[0].result()).state is RunState.STOPPED
-        view = await control_view(client, workspace)
+        # The slot frees once the server confirms that the run has ended.
+        view = await control_view_when(client, workspace, lambda v: v.runs == 1)
         assert view.runs == 1 and view.max_concurrent_runs == 2
         # Started again under the id of a refused run, as the refusal suggests: admitted now.
         latecomer = await runs.start_raw(
@@ -112,7 +124,7 @@ async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_en
         for h in (admitted[1], latecomer):
             await h.cancel()
             await h.result()
-        assert (await control_view(client, workspace)).runs == 0
+        assert (await control_view_when(client, workspace, lambda v: v.runs == 0)).runs == 0
 
 
 async def test_racing_reservations_never_pass_the_daily_cap(

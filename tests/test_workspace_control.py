@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -199,6 +200,11 @@ async def _checkpointed_control(client: Client, settings: Settings) -> None:
     assert described.run_id != first_run
     view = await handle.query("state", result_type=WorkspaceView)
     assert view.switches.generation == start_generation + 7 and view.switches.safe_mode is False
+    for _ in range(100):  # the continued run publishes its switches in its first task
+        with contextlib.suppress(KeyError):
+            if await published_switches(client, "sandbox") == view.switches:
+                break
+        await asyncio.sleep(0.05)
     assert await published_switches(client, "sandbox") == view.switches
     assert any("u_dave lacks the admin role" in r for r in view.refused)
     spend = await handle.query("spend", result_type=SpendView)
