@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.control_store import ControlStore, SwitchGate
+from activities.control_store import ControlStore, SpendLedger, SwitchGate
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities, RunStartActivities
@@ -142,11 +142,12 @@ def build_worker(
     engine = connect(settings.db)
     create_schema(engine)
     runner = ToolRunner(registry, engine, settings.blob_threshold)
-    model = ModelActivities(openai or openai_provider(settings, registry), engine)
+    store = ControlStore.open(settings.control_db)
+    model = ModelActivities(openai or openai_provider(settings, registry), engine, SpendLedger(store.engine))
     context = RunContextActivities(
         policy, registry, settings.default_model, control_events_per_history=settings.control_events_per_history
     )
-    gate = SwitchGate(ControlStore.open(settings.control_db))
+    gate = SwitchGate(store)
     workspace = WorkspaceActivities(client, settings.control_task_queue, gate)
     return Worker(
         client,

@@ -208,7 +208,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     from temporalio.common import WorkflowIDConflictPolicy
 
     from airlock.signing import sign, switch_message
-    from airlock.workspace_io import SpendView, SwitchResult, WorkspaceView, control_workflow_id
+    from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 
     settings = Settings()
     client = await _client(settings)
@@ -223,7 +223,12 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         print((await ask("state", WorkspaceView)).model_dump_json(indent=2), file=out)
         return 0
     if args.workspace_command == "spend":
-        _print_spend(await ask("spend", SpendView), out, as_json=args.json)
+        # Model spend lives in the control store, where the model calls' own activities hold and
+        # settle it (the control workflow's own ledger serves runs pinned before it).
+        from activities.control_store import ControlStore, SpendLedger
+
+        ledger = SpendLedger(ControlStore.open(settings.control_db).engine)
+        _print_spend(await asyncio.to_thread(ledger.view, args.name), out, as_json=args.json)
         return 0
     switch, on = {
         "pause": ("kill_switch", True),

@@ -94,6 +94,21 @@ class ReserveRequest(BaseModel):
     cap_usd: float = Field(gt=0, allow_inf_nan=False)
 
 
+class SpendHold(BaseModel):
+    """What a paid model call holds against its workspace's daily cap while it is made; the
+    model call's own activity holds and settles it in the control store."""
+
+    workspace: str
+    reservation_id: str = Field(min_length=1)
+    # The run's day (workflow time), to which the call is charged.
+    day: str
+    run_id: str
+    agent: str
+    requested_by: str
+    usd: float = Field(ge=0, allow_inf_nan=False)
+    cap_usd: float = Field(gt=0, allow_inf_nan=False)
+
+
 class ReserveResult(BaseModel):
     granted: bool
     reason: str | None = None

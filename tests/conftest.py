@@ -213,6 +213,7 @@ def airlock_cli(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytes
     monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
     monkeypatch.setenv("AIRLOCK_TASK_QUEUE", settings.task_queue)
     monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", CONTROL_QUEUE)
+    monkeypatch.setenv("AIRLOCK_CONTROL_DB", settings.control_db)
     return AirlockCli()
 
 

@@ -87,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
         ReserveRequest,
         ReserveResult,
         Settle,
+        SpendHold,
         Switches,
         control_workflow_id,
         parse_signal,
@@ -483,6 +484,20 @@ class GovernedRun:
                 **LOCAL,
             )
             m.script_position += 1
+        elif m.context.control_store:
+            self._publish_before_waiting()
+            request.spend = self._spend_hold(request.step)
+            decision = await workflow.execute_activity(
+                "model.decide",
+                request,
+                result_type=ModelDecision,
+                start_to_close_timeout=MODEL_TIMEOUT,
+                retry_policy=MODEL_RETRY,
+                summary=f"step {request.step}: {spec.name}",
+            )
+            if decision.spend_refusal is not None:
+                raise RunEnded(RunState.BUDGET_EXHAUSTED, decision.spend_refusal)
+            m.dearest_model_call_usd = max(m.dearest_model_call_usd, decision.cost_usd)
         else:
             self._publish_before_waiting()
             reservation = await self._reserve_spend(request.step)
@@ -546,6 +561,24 @@ class GovernedRun:
             await handle.signal(signal, payload)
         except FailureError as e:
             workflow.logger.warning("workspace control did not take %s: %s", signal, e)
+
+    def _spend_hold(self, step: int) -> SpendHold | None:
+        """What the next paid model call holds against the workspace's daily cap (the model
+        call's activity holds and settles it in the control store), or None without a cap."""
+        m = self._memory
+        limits = m.context.policy.workspaces[m.input.workspace].limits
+        if limits.daily_spend_usd is None:
+            return None
+        return SpendHold(
+            workspace=m.input.workspace,
+            reservation_id=f"{self._workflow_id}/{self._chain_run_id}/step-{step}",
+            day=workflow.now().date().isoformat(),
+            run_id=self._workflow_id,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            usd=max(limits.model_call_estimate_usd, m.dearest_model_call_usd),
+            cap_usd=limits.daily_spend_usd,
+        )
 
     async def _reserve_spend(self, step: int) -> str | None:
         """Holds the next paid model call's estimated cost against the workspace's daily cap;
