@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from airlock.activity_io import Executed, Rejected
+from airlock.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from airlock.settings import Settings
 from tests.conftest import count_rows
 from tools.backoffice.db import connect, create_schema, customers, refunds, tool_calls
@@ -53,6 +53,34 @@ def test_concurrent_attempts_with_one_key_write_once(runner: ToolRunner) -> None
         t.join()
     assert all(isinstance(r, Executed) for r in results)
     assert sum(not r.deduplicated for r in results) == 1  # type: ignore[attr-defined]
+    assert count_rows(runner.engine, refunds) == 1 and count_rows(runner.engine, tool_calls) == 1
+
+
+def test_a_prepared_call_whose_write_committed_gets_the_ledger_entry_not_a_new_preview(runner: ToolRunner) -> None:
+    """Prepared again after its write committed (a crash lost the report), a call gets the first
+    result, the diff and facts seen inside the write's transaction and its compensation, not a
+    preview of the state the write produced (which would leave 150 refundable, not 180)."""
+    first = runner.execute("payments.create_refund", REFUND, "k1", "wf", 1)
+    assert isinstance(first, Executed) and [str(d) for d in first.diff] == ["orders[ORD-1001].refunded_usd: 0.00 -> 30.00"]
+    again = runner.prepare("payments.create_refund", REFUND, "wf", 1, "k1")
+    assert isinstance(again, AlreadyExecuted) and again.executed.deduplicated
+    assert again.executed.result == first.result and again.executed.compensation == first.compensation
+    assert [str(d) for d in again.executed.diff] == ["orders[ORD-1001].refunded_usd: 0.00 -> 30.00"]
+    assert again.executed.facts == {"order_total_usd": "180.00", "refundable_usd": "180.00"}
+    # Another key, or none, previews the state as it is now.
+    fresh = runner.prepare("payments.create_refund", REFUND, "wf", 2, "k2")
+    assert isinstance(fresh, Prepared) and fresh.facts["refundable_usd"] == "150.00"
+    conflict = runner.prepare("payments.create_refund", {**REFUND, "amount_usd": "31"}, "wf", 1, "k1")
+    assert isinstance(conflict, Rejected) and conflict.reason == "idempotency_conflict"
+
+
+def test_a_key_longer_than_the_ledger_column_still_writes_once(runner: ToolRunner) -> None:
+    """A key built from a 1000-character workflow id fits the ledger (stored by its hash) and
+    still deduplicates."""
+    key = "w" * 1000 + "/0190-run/s1/c0"
+    first = runner.execute("payments.create_refund", REFUND, key, "w" * 1000, 1)
+    again = runner.execute("payments.create_refund", REFUND, key, "w" * 1000, 1)
+    assert isinstance(first, Executed) and isinstance(again, Executed) and again.deduplicated
     assert count_rows(runner.engine, refunds) == 1 and count_rows(runner.engine, tool_calls) == 1
 
 

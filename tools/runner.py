@@ -7,13 +7,14 @@ Infrastructure errors (the database is down) still raise, and Temporal's retry p
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, Row, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from airlock.activity_io import Executed, Prepared, Rejected
+from airlock.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from airlock.hashing import call_hash
 from airlock.models import Effect
 from tools import blobs
@@ -43,7 +44,9 @@ class ToolRunner:
         except ValidationError as e:
             return Rejected(error=describe_validation_error(e), reason="invalid_arguments")
 
-    def prepare(self, name: str, raw: dict[str, Any], workflow_id: str, step: int) -> Prepared | Rejected:
+    def prepare(
+        self, name: str, raw: dict[str, Any], workflow_id: str, step: int, key: str | None = None
+    ) -> Prepared | Rejected | AlreadyExecuted:
         if name not in self.registry:
             return Rejected(error=f"unknown tool {name!r}", reason="unknown_tool")
         tool = self.registry.get(name)
@@ -52,6 +55,13 @@ class ToolRunner:
             return parsed
         # Only what the caller gave: an explicit null (clear the assignee) differs from absent.
         args = parsed.model_dump(mode="json", exclude_unset=True)
+        if key and tool.effect is not Effect.READ:
+            # The ledger first: after a crash between a write's commit and its report, the
+            # preparation runs again, and a preview now would see the write's own effect (less
+            # left refundable) and the policy would decide on a state the call itself produced.
+            done = self._ledgered(tool, parsed, key)
+            if done is not None:
+                return done if isinstance(done, Rejected) else AlreadyExecuted(args=args, executed=done)
         if tool.preview is None:
             return Prepared(args=args)
         try:
@@ -91,6 +101,13 @@ class ToolRunner:
                 continue
         raise RuntimeError(f"idempotency ledger for {key!r} is inconsistent")
 
+    def _ledgered(self, tool: Tool, parsed: BaseModel, key: str) -> Executed | Rejected | None:
+        """What the ledger holds for `key`: the first execution, a conflict, or None."""
+        digest = call_hash(tool.name, parsed.model_dump(mode="json"))
+        with self.engine.connect() as conn:
+            done = conn.execute(select(tool_calls).where(tool_calls.c.idempotency_key == ledger_key(key))).first()
+        return None if done is None else _replayed(done, tool, digest, key)
+
     def _write(
         self, tool: Tool, parsed: BaseModel, key: str, digest: str, workflow_id: str, step: int
     ) -> Executed | Rejected:
@@ -99,33 +116,52 @@ class ToolRunner:
             try:
                 with conn.begin():
                     done = conn.execute(
-                        select(tool_calls).where(tool_calls.c.idempotency_key == key)
+                        select(tool_calls).where(tool_calls.c.idempotency_key == ledger_key(key))
                     ).first()
                     if done is not None:
-                        if done.args_hash != digest or done.tool != tool.name:
-                            return Rejected(
-                                error=f"idempotency key {key!r} was already used "
-                                "for different arguments",
-                                reason="idempotency_conflict",
-                            )
-                        replayed = Executed.model_validate_json(done.result)
-                        return replayed.model_copy(update={"deduplicated": True})
+                        return _replayed(done, tool, digest, key, keep_facts=False)
                     ctx = ToolContext(conn, workflow_id, step, key)
+                    # Inside the write's transaction, before the write: the true "before" values.
                     preview = tool.preview(ctx, parsed) if tool.preview else Preview()
                     out = tool.execute(ctx, parsed)
                     executed = Executed(
                         result=blobs.maybe_store(conn, out.model_dump(mode="json"), self.blob_threshold),
                         compensation=tool.undo_for(parsed, out, preview),
+                        diff=preview.diff,
                     )
+                    # The ledger keeps the facts too, so that a replayed preparation records
+                    # what the write saw, never the state it produced.
                     conn.execute(
                         insert(tool_calls).values(
-                            idempotency_key=key,
+                            idempotency_key=ledger_key(key),
                             tool=tool.name,
                             args_hash=digest,
-                            result=executed.model_dump_json(),
+                            result=executed.model_copy(update={"facts": preview.facts}).model_dump_json(),
                         )
                     )
                     return executed
             except ToolError as e:
                 # Raised inside the transaction, so nothing the tool did is kept.
                 return Rejected(error=str(e), reason="tool_error")
+
+
+# Keys up to this many characters are the ledger's primary key as they are; longer ones (a
+# workflow id may have 1000 characters) by their hash, so that every valid key fits the column.
+LEDGER_KEY_CHARS = 300
+
+
+def ledger_key(key: str) -> str:
+    if len(key) <= LEDGER_KEY_CHARS:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _replayed(done: Row[Any], tool: Tool, digest: str, key: str, keep_facts: bool = True) -> Executed | Rejected:
+    """The first execution of `key` from its ledger row, or a conflict when the row is another call's."""
+    if done.args_hash != digest or done.tool != tool.name:
+        return Rejected(
+            error=f"idempotency key {key[:200]!r} was already used for different arguments",
+            reason="idempotency_conflict",
+        )
+    first = Executed.model_validate_json(done.result)
+    return first.model_copy(update={"deduplicated": True, **({} if keep_facts else {"facts": None})})
