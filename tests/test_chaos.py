@@ -10,6 +10,7 @@ from temporalio.client import Client
 from airlock.settings import Settings
 from chaos.crash import crash_suite, crash_windows, window_table
 from chaos.flaky import chaos_settings, flaky_suite
+from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)
 
 
 async def test_killed_workers_lose_nothing_and_repeat_nothing(client: Client, settings: Settings) -> None:

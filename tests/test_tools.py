@@ -1,4 +1,4 @@
-"""The back office and its idempotency ledger, without Temporal."""
+"""The back office and its idempotency ledger, without Temporal, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from temporalio.exceptions import ApplicationError
 
 from airlock.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from airlock.settings import Settings
@@ -14,13 +15,14 @@ from tests.conftest import count_rows
 from tools.backoffice.db import connect, create_schema, customers, refunds, tool_calls
 from tools.registry import load_registry
 from tools.runner import ToolRunner
+from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)
 
 REFUND = {"order_id": "ORD-1001", "amount_usd": "30", "reason": "damaged"}
 
 
 @pytest.fixture
-def runner(tmp_path: Path) -> ToolRunner:
-    engine = connect(str(tmp_path / "bo.db"))
+def runner(database: str) -> ToolRunner:
+    engine = connect(database)
     create_schema(engine)
     return ToolRunner(load_registry(), engine)
 
@@ -126,3 +128,53 @@ def test_a_team_adds_a_tool_by_naming_its_module(tmp_path: Path) -> None:
 def test_a_module_without_tools_is_refused() -> None:
     with pytest.raises(ValueError, match="must define TOOLS"):
         load_registry(["tools.base"])
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "error"),
+    [
+        ("crm.update_customer", {"customer_id": "C-100", "changes": {"tier": "t" * 40}}, "tier: at most 32 characters (40 given)"),
+        ("crm.update_customer", {"customer_id": "C-100", "changes": {"notes": "a\x00b"}}, "changes.notes: text may not contain NUL"),
+        ("payments.create_refund", {**REFUND, "reason": "bad\udcff"}, "reason: Input should be a valid string"),
+        ("email.send", {"to": "dana@example.com", "subject": "Hi\r\nBcc: x@evil.test", "body": "b"}, "subject: String should match pattern"),
+        ("email.send", {"to": "dana@example.com\nBcc: x@evil.test", "subject": "Hi", "body": "b"}, "to: String should match pattern"),
+    ],
+)
+def test_what_a_column_or_header_cannot_hold_is_refused_before_anything_runs(
+    runner: ToolRunner, tool: str, args: dict[str, object], error: str
+) -> None:
+    """Over-long values, NUL, invalid UTF-8 and line breaks in mail headers are invalid arguments,
+    named by field, on both databases alike: neither the preview nor the write reaches the
+    database, and nothing changes."""
+    prepared = runner.prepare(tool, args, "wf", 1, "k1")
+    executed = runner.execute(tool, args, "k1", "wf", 1)
+    for out in (prepared, executed):
+        assert isinstance(out, Rejected) and out.reason == "invalid_arguments" and error in out.error
+    assert count_rows(runner.engine, tool_calls) == 0
+    with runner.engine.connect() as conn:
+        assert conn.execute(select(customers.c.tier, customers.c.notes).where(customers.c.id == "C-100")).one() == ("gold", "")
+
+
+def test_a_value_at_each_column_limit_is_stored(runner: ToolRunner) -> None:
+    """The schemas' bounds are the columns' bounds: values at the limit fit on both databases."""
+    changes = {"name": "n" * 200, "email": "e" * 320, "phone": "p" * 64, "tier": "t" * 32, "notes": "ü" * 20_000}
+    out = runner.execute("crm.update_customer", {"customer_id": "C-100", "changes": changes}, "k1", "w" * 1000, 1)
+    assert isinstance(out, Executed)
+    with runner.engine.connect() as conn:
+        row = conn.execute(select(customers).where(customers.c.id == "C-100")).one()
+    assert (row.name, row.email, row.phone, row.tier, row.notes) == tuple(changes.values())
+
+
+def test_a_database_error_names_the_tool_and_the_kind_never_the_sql(database: str) -> None:
+    """A database that fails the call (here: its tables are missing) gives one line naming the
+    tool and the kind of failure, typed for the retry policy, without SQL, parameters or the
+    driver's error attached as a cause."""
+    runner = ToolRunner(load_registry(), connect(database))
+    with pytest.raises(ApplicationError) as caught:
+        runner.execute("payments.create_refund", {**REFUND, "reason": "secret-reason-text"}, "k1", "wf", 1)
+    error = caught.value
+    assert error.message.startswith("payments.create_refund: ") and "\n" not in error.message
+    assert error.type in ("DatabaseUnavailable", "DatabaseError")
+    for leak in ("SELECT", "INSERT", "tool_calls", "secret-reason-text", "k1"):
+        assert leak not in str(error)
+    assert error.__cause__ is None and error.__suppress_context__

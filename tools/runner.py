@@ -2,7 +2,8 @@
 
 Outcomes the workflow must branch on (invalid arguments, a refusal by the tool) come back as
 values, not exceptions, so they cross the activity boundary as data and are never retried.
-Infrastructure errors (the database is down) still raise, and Temporal's retry policy owns them.
+Infrastructure errors (the database is down) still raise, classified without their SQL
+(`tools.db_errors`), and Temporal's retry policy owns them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from airlock.models import Effect
 from tools import blobs
 from tools.backoffice.db import WRITE_LOCK, tool_calls
 from tools.base import Preview, Tool, ToolContext, ToolError
+from tools.db_errors import database_errors
 from tools.registry import ToolRegistry
 
 
@@ -47,6 +49,18 @@ class ToolRunner:
     def prepare(
         self, name: str, raw: dict[str, Any], workflow_id: str, step: int, key: str | None = None
     ) -> Prepared | Rejected | AlreadyExecuted:
+        with database_errors(name):
+            return self._prepare(name, raw, workflow_id, step, key)
+
+    def execute(
+        self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int
+    ) -> Executed | Rejected:
+        with database_errors(name):
+            return self._execute(name, args, key, workflow_id, step)
+
+    def _prepare(
+        self, name: str, raw: dict[str, Any], workflow_id: str, step: int, key: str | None
+    ) -> Prepared | Rejected | AlreadyExecuted:
         if name not in self.registry:
             return Rejected(error=f"unknown tool {name!r}", reason="unknown_tool")
         tool = self.registry.get(name)
@@ -71,7 +85,7 @@ class ToolRunner:
             return Rejected(error=str(e), reason="tool_error")
         return Prepared(args=args, diff=preview.diff, facts=preview.facts)
 
-    def execute(
+    def _execute(
         self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int
     ) -> Executed | Rejected:
         tool = self.registry.get(name)
@@ -99,7 +113,7 @@ class ToolRunner:
                 # A concurrent attempt with the same key committed first; the ledger now
                 # holds its result, which the second pass returns.
                 continue
-        raise RuntimeError(f"idempotency ledger for {key!r} is inconsistent")
+        raise RuntimeError(f"idempotency ledger for {key[:200]!r} is inconsistent")
 
     def _ledgered(self, tool: Tool, parsed: BaseModel, key: str) -> Executed | Rejected | None:
         """What the ledger holds for `key`: the first execution, a conflict, or None."""
