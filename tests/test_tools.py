@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, Table, select, text, update
 from temporalio.exceptions import ApplicationError
 
 from airlock.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from airlock.settings import Settings
 from tests.conftest import count_rows
-from tools.backoffice.db import connect, create_schema, customers, refunds, tool_calls
+from tools.backoffice.db import WRITE_LOCK, connect, create_schema, customers, orders, refunds, tool_calls
 from tools.registry import load_registry
 from tools.runner import ToolRunner
 from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)
@@ -178,3 +182,73 @@ def test_a_database_error_names_the_tool_and_the_kind_never_the_sql(database: st
     for leak in ("SELECT", "INSERT", "tool_calls", "secret-reason-text", "k1"):
         assert leak not in str(error)
     assert error.__cause__ is None and error.__suppress_context__
+
+
+@contextlib.contextmanager
+def held_from_outside(engine: Engine, table: Table, row_id: str, **values: object) -> Iterator[None]:
+    """Another client's transaction holds `row_id` locked (PostgreSQL: SELECT ... FOR UPDATE; SQLite:
+    the write lock), changes it to `values`, and commits when the block ends."""
+    with engine.connect() as c:
+        conn = c.execution_options(**{WRITE_LOCK: True})
+        with conn.begin():
+            conn.execute(select(table).where(table.c.id == row_id).with_for_update())
+            conn.execute(update(table).where(table.c.id == row_id).values(**values))
+            yield
+
+
+def wait_until_blocked(engine: Engine, writers: int) -> None:
+    """Until `writers` sessions wait on a lock (PostgreSQL); SQLite shows no waiters, so a pause."""
+    if engine.dialect.name != "postgresql":
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            waiting = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).scalar_one()
+        if waiting >= writers:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{writers} writers never waited on the lock")
+
+
+def test_two_updates_of_one_customer_each_record_the_value_the_other_left(runner: ToolRunner) -> None:
+    """Two CRM updates of one customer race while another client holds the row: they run one
+    after the other, each diff's "before" is what was there when it wrote (the outside change,
+    then the other update's value), and undoing them newest first restores the outside value."""
+    engine = runner.engine
+    update_to = lambda phone, key: lambda: runner.execute(  # noqa: E731
+        "crm.update_customer", {"customer_id": "C-100", "changes": {"phone": phone}}, key, "wf", 1
+    )
+    with concurrent.futures.ThreadPoolExecutor(2) as pool, held_from_outside(engine, customers, "C-100", phone="+1-555-0111"):
+        futures = [pool.submit(update_to("+1-555-0122", "ka")), pool.submit(update_to("+1-555-0133", "kb"))]
+        wait_until_blocked(engine, 2)
+    results = [f.result(timeout=30) for f in futures]
+    assert all(isinstance(r, Executed) for r in results)
+    changes = [r.result["changed"][0] for r in results]  # type: ignore[union-attr,index]
+    first, second = sorted(changes, key=lambda c: c["before"] != "+1-555-0111")
+    assert first["before"] == "+1-555-0111" and second["before"] == first["after"]
+    with engine.connect() as conn:
+        assert conn.execute(select(customers.c.phone).where(customers.c.id == "C-100")).scalar_one() == second["after"]
+    by_after = {r.result["changed"][0]["after"]: r for r in results}  # type: ignore[union-attr,index]
+    for done in (by_after[second["after"]], by_after[first["after"]]):
+        undo = done.compensation  # type: ignore[union-attr]
+        runner.execute(undo.tool, undo.args, f"undo-{undo.args}", "wf", 2)
+    with engine.connect() as conn:
+        assert conn.execute(select(customers.c.phone).where(customers.c.id == "C-100")).scalar_one() == "+1-555-0111"
+
+
+def test_two_executions_of_one_key_return_one_result_while_the_row_is_held(runner: ToolRunner) -> None:
+    """The same refund (one key) executed twice at once, using most of what is refundable, while
+    another client holds the order: one writes, the other waits for it and returns its result,
+    instead of checking its limit against its own committed twin and refusing it."""
+    engine = runner.engine
+    refund = {**REFUND, "amount_usd": "170"}
+    execute = lambda: runner.execute("payments.create_refund", refund, "k-same", "wf", 1)  # noqa: E731
+    with concurrent.futures.ThreadPoolExecutor(2) as pool, held_from_outside(engine, orders, "ORD-1001", status="delivered"):
+        futures = [pool.submit(execute), pool.submit(execute)]
+        wait_until_blocked(engine, 2)
+    results = [f.result(timeout=30) for f in futures]
+    assert all(isinstance(r, Executed) for r in results), results
+    assert sorted(r.deduplicated for r in results) == [False, True]  # type: ignore[union-attr]
+    assert results[0].result == results[1].result  # type: ignore[union-attr]
+    assert count_rows(engine, refunds) == 1 and count_rows(engine, tool_calls) == 1

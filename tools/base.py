@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Select
 
 from airlock.models import Compensation, Effect, FieldChange, Tier
 
@@ -94,6 +94,19 @@ class ToolContext:
     workflow_id: str = ""
     step: int = 0
     idempotency_key: str | None = None
+
+    @property
+    def writing(self) -> bool:
+        """Inside a write's transaction (the runner's, under an idempotency key)."""
+        return self.idempotency_key is not None
+
+    def locking(self, query: Select[Any]) -> Select[Any]:
+        """`query` as a write must read the rows it will change: locked until the write commits
+        (PostgreSQL `SELECT ... FOR UPDATE`), so two writes to one row run one after the other and
+        each reads the "before" values the other left. On SQLite the write transaction already
+        holds the database's write lock (BEGIN IMMEDIATE) and no FOR UPDATE is rendered. Outside
+        a write (a preview, a read) the query is left as it is."""
+        return query.with_for_update() if self.writing else query
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, Row, insert, select
+from sqlalchemy import Connection, Engine, Row, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from airlock.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
@@ -129,6 +129,7 @@ class ToolRunner:
             conn = c.execution_options(**{WRITE_LOCK: True})
             try:
                 with conn.begin():
+                    _lock_key(conn, key)
                     done = conn.execute(
                         select(tool_calls).where(tool_calls.c.idempotency_key == ledger_key(key))
                     ).first()
@@ -168,6 +169,17 @@ def ledger_key(key: str) -> str:
     if len(key) <= LEDGER_KEY_CHARS:
         return key
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _lock_key(conn: Connection, key: str) -> None:
+    """Serialises executions of one key: a second waits here until the first has committed (or
+    rolled back), then finds its ledger row and returns its result. Without it, both would do the
+    tool's work, and the second would check its limits against the first's committed write (a
+    refund refused as over what is refundable, though its own key had committed). SQLite's BEGIN
+    IMMEDIATE serialises every write already."""
+    if conn.dialect.name == "postgresql":
+        lock_id = int.from_bytes(hashlib.sha256(ledger_key(key).encode("utf-8", "surrogatepass")).digest()[:8], "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
 def _replayed(done: Row[Any], tool: Tool, digest: str, key: str, keep_facts: bool = True) -> Executed | Rejected:

@@ -53,7 +53,7 @@ class CustomerUpdated(ToolOutput):
 
 
 def load_customer(ctx: ToolContext, customer_id: str) -> Customer:
-    row = ctx.conn.execute(select(customers).where(customers.c.id == customer_id)).first()
+    row = ctx.conn.execute(ctx.locking(select(customers).where(customers.c.id == customer_id))).first()
     if row is None:
         raise ToolError(f"no customer {customer_id!r}")
     return Customer(
