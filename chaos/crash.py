@@ -38,6 +38,7 @@ from airlock.settings import Settings
 from airlock.undo_io import UndoReport
 from chaos.runs import pending_approval_id, start_scripted
 from tools.backoffice.db import connect, create_schema, orders, refunds, tool_calls, usd
+from workflows.governed_run import LEDGER_RULE
 from worker import build_worker
 
 
@@ -51,6 +52,8 @@ class CrashResult:
     refunds_expected: int
     ledger_rows: int
     answered_from_ledger: int
+    # Of those, the calls whose preparation found the write (its task lost after the commit).
+    prepared_from_ledger: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -67,6 +70,7 @@ class CrashResult:
                 f"refund rows / expected       {self.refund_rows} / {self.refunds_expected}",
                 f"duplicate side effects       {self.duplicates}",
                 f"re-executed, from ledger     {self.answered_from_ledger}",
+                f"  found by the preparation   {self.prepared_from_ledger}",
             ]
         )
 
@@ -117,6 +121,7 @@ async def crash_suite(client: Client, settings: Settings, runs: int, rounds: int
         rec = await record_of(client, h.id)
         answered += sum(1 for e in rec.memory.timeline if e.kind == "tool_result" and e.outcome == "deduplicated")
     executed = sum(1 for r in reports for c in r.calls if c.status is CallStatus.EXECUTED)
+    prepared_from_ledger = sum(1 for r in reports for c in r.calls if c.decision and c.decision.rule == LEDGER_RULE)
     engine = connect(settings.db)
     with engine.connect() as conn:
         refund_rows = conn.execute(select(func.count()).select_from(refunds)).scalar_one()
@@ -131,6 +136,7 @@ async def crash_suite(client: Client, settings: Settings, runs: int, rounds: int
         refunds_expected=refunds_expected,
         ledger_rows=ledger_rows,
         answered_from_ledger=answered,
+        prepared_from_ledger=prepared_from_ledger,
     )
 
 
