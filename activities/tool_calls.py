@@ -82,7 +82,7 @@ def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], Pre
             span.set_attributes(
                 {"airlock.run_id": call.workflow_id, "airlock.workspace": call.workspace, "airlock.tool": name}
             )
-            outcome = runner.prepare(name, call.args, call.workflow_id, call.step)
+            outcome = runner.prepare(name, call.args, call.workflow_id, call.step, call.idempotency_key)
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info("tool.prepared", outcome=outcome.kind)
         return outcome

@@ -79,6 +79,11 @@ class Executed(BaseModel):
     compensation: Compensation | None = None
     # True when the ledger already held this key: the side effect ran once, earlier.
     deduplicated: bool = False
+    # The change as previewed inside the write's own transaction, under its locks, just before
+    # the write: what really changed. None from a ledger row written before it was kept.
+    diff: list[FieldChange] | None = None
+    # The facts that preview read; kept in the ledger only, for `AlreadyExecuted`.
+    facts: dict[str, JsonValue] | None = None
 
 
 class Held(BaseModel):
@@ -91,5 +96,15 @@ class Held(BaseModel):
     error: str = ""
 
 
-PrepareOutcome = Annotated[Prepared | Rejected, Field(discriminator="kind")]
+class AlreadyExecuted(BaseModel):
+    """The call's write already committed under its idempotency key (a replayed or retried
+    preparation after a crash): the first result, diff and compensation, from the ledger. The
+    call is recorded as executed; it is not decided, approved or executed again."""
+
+    kind: Literal["already_executed"] = "already_executed"
+    args: dict[str, JsonValue]
+    executed: Executed
+
+
+PrepareOutcome = Annotated[Prepared | Rejected | AlreadyExecuted, Field(discriminator="kind")]
 ExecuteOutcome = Annotated[Executed | Rejected | Held, Field(discriminator="kind")]

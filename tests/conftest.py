@@ -6,7 +6,7 @@ import asyncio
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from airlock import cli
 from airlock.models import RunReport, Status
 from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
 from airlock.workspace_io import ReserveRequest, control_workflow_id
+from chaos.postgres import ThrowawayPostgres
 from tools.backoffice.db import connect
 from tools.registry import load_registry
 from worker import build_worker, start_local_server
@@ -65,10 +66,25 @@ def client(env: WorkflowEnvironment, control_worker: Worker) -> Client:
     return env.client
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """A PostgreSQL cluster of the session's own, on loopback (Debian's `postgresql` package; `.ci/run`
+    installs it). Started only when a test runs on PostgreSQL; a missing install is an error."""
+    with ThrowawayPostgres() as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def settings(tmp_path: Path, control_db: str) -> Settings:
+def database(tmp_path: Path) -> str:
+    """A test's back-office database (`AIRLOCK_DB`): SQLite, except in the modules that run on both
+    databases (`tests.databases`)."""
+    return str(tmp_path / "backoffice.db")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str, control_db: str) -> Settings:
     return Settings(
-        db=str(tmp_path / "backoffice.db"),
+        db=database,
         control_db=control_db,
         task_queue=f"airlock-test-{uuid.uuid4().hex[:8]}",
         control_task_queue=CONTROL_QUEUE,

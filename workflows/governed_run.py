@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.telemetry as telemetry
     from activities.tool_calls import execute_activity_name, prepare_activity_name
     from airlock.activity_io import (
+        AlreadyExecuted,
         Executed,
         ExecuteOutcome,
         Held,
@@ -128,6 +129,8 @@ MAX_ARGS_BYTES = 32_768
 SEGMENT_BYTES = 512 * 1024
 # Proposal arguments larger than this are kept in the timeline by hash, not in full.
 TIMELINE_ARGS_BYTES = 1024
+# The rule a call's record names when its write was found in the idempotency ledger.
+LEDGER_RULE = "ledger.already_executed"
 # After this many consecutive failures of a tool's activity the run stops calling it for a while.
 BREAKER_FAILURES = 3
 BREAKER_COOLDOWN = timedelta(minutes=5)
@@ -644,12 +647,15 @@ class GovernedRun:
             if workflow.now() < until:
                 return self._fail(record, call, f"circuit open: {call.tool} failed {BREAKER_FAILURES} times in a row; not called again before {until.isoformat()}")
             del m.open_circuits[call.tool]
+        key = self._idempotency_key(step, index) if entry.effect is not Effect.READ else None
         try:
-            prepared = await self._prepare(call, index, step)
+            prepared = await self._prepare(call, index, step, key)
         except FailureError as e:
             return self._tool_unavailable(record, call, e)
         if isinstance(prepared, Rejected):
             return self._reject_invalid(record, call, prepared.error)
+        if isinstance(prepared, AlreadyExecuted):
+            return self._record_from_ledger(record, call, entry, prepared, key)
         record.args, record.diff, record.facts = prepared.args, prepared.diff, prepared.facts
         decision = decide(
             m.context.policy,
@@ -668,10 +674,12 @@ class GovernedRun:
             self._check_budget("tool_call", counting_this_call=True)
         await self._execute(record, call, entry)
 
-    async def _prepare(self, call: ProposedCall, index: int, step: int) -> Prepared | Rejected:
-        outcome: Prepared | Rejected = await workflow.execute_local_activity(
+    async def _prepare(self, call: ProposedCall, index: int, step: int, key: str | None) -> Prepared | Rejected | AlreadyExecuted:
+        # The key goes with the preparation so that it consults the ledger first: a write that
+        # committed in a workflow task lost to a crash is found, not previewed and decided again.
+        outcome: Prepared | Rejected | AlreadyExecuted = await workflow.execute_local_activity(
             prepare_activity_name(call.tool),
-            self._call_input(call, index, step),
+            self._call_input(call, index, step, key=key),
             result_type=PrepareOutcome,  # type: ignore[arg-type]
             **LOCAL,
         )
@@ -720,7 +728,7 @@ class GovernedRun:
         self, record: CallRecord, call: ProposedCall, entry: CatalogEntry, gated: bool
     ) -> Executed | Rejected | Held | None:
         """Runs the call's activity; None when it gave up after its retries (recorded)."""
-        key = f"{self._workflow_id}/{self._chain_run_id}/s{record.step}/c{record.index}"
+        key = self._idempotency_key(record.step, record.index)
         if entry.effect is not Effect.READ:
             record.idempotency_key = key
         call_input = self._call_input(call, record.index, record.step, args=record.args, key=key)
@@ -748,6 +756,27 @@ class GovernedRun:
             self._tool_unavailable(record, call, e)
             return None
         return outcome
+
+    def _idempotency_key(self, step: int, index: int) -> str:
+        return f"{self._workflow_id}/{self._chain_run_id}/s{step}/c{index}"
+
+    def _record_from_ledger(
+        self, record: CallRecord, call: ProposedCall, entry: CatalogEntry, done: AlreadyExecuted, key: str | None
+    ) -> None:
+        """The call's write committed before a crash lost the task that made it: it is recorded as
+        executed with the ledger's result, diff and facts (those of the write, not of the state it
+        produced), without a new decision, approval or execution."""
+        record.args, record.idempotency_key = done.args, key
+        record.facts = done.executed.facts or {}
+        decision = Decision(
+            outcome=Outcome.ALLOW,
+            rule=LEDGER_RULE,
+            reason="the ledger holds this call's committed write; recorded, not decided again",
+            tier=entry.tier,
+        )
+        record.decision = decision
+        self._record_decision(record, decision)
+        self._apply_outcome(record, call, done.executed.model_copy(update={"facts": None}))
 
     def _tool_unavailable(self, record: CallRecord, call: ProposedCall, error: FailureError) -> None:
         """The tool's activity gave up after its retries: a failed call, not a failed run. After
@@ -791,6 +820,8 @@ class GovernedRun:
             self._tell_agent(call, f"the tool refused the call: {outcome.error}")
             return
         record.status, record.result, record.compensation = CallStatus.EXECUTED, outcome.result, outcome.compensation
+        if outcome.diff is not None:
+            record.diff = outcome.diff
         self._memory.segment_bytes += len(canonical_json(outcome.result).encode())
         self._record(
             "tool_result", tool=call.tool, index=record.index, outcome="deduplicated" if outcome.deduplicated else "executed",
