@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.control_store import ControlStore, SpendLedger, SwitchGate
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities, RunStartActivities
@@ -141,9 +142,13 @@ def build_worker(
     engine = connect(settings.db)
     create_schema(engine)
     runner = ToolRunner(registry, engine, settings.blob_threshold)
-    model = ModelActivities(openai or openai_provider(settings, registry), engine)
-    context = RunContextActivities(policy, registry, settings.default_model)
-    workspace = WorkspaceActivities(client, settings.control_task_queue)
+    store = ControlStore.open(settings.control_db)
+    model = ModelActivities(openai or openai_provider(settings, registry), engine, SpendLedger(store.engine))
+    context = RunContextActivities(
+        policy, registry, settings.default_model, control_events_per_history=settings.control_events_per_history
+    )
+    gate = SwitchGate(store)
+    workspace = WorkspaceActivities(client, settings.control_task_queue, gate)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -158,8 +163,11 @@ def build_worker(
             workspace.register,
             workspace.reserve,
             workspace.live_runs,
+            workspace.switches,
+            workspace.store_switches,
+            workspace.closed_runs,
             UndoActivities(client).plan,
-            *tool_activities(registry, runner),
+            *tool_activities(registry, runner, gate),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),
         interceptors=extra_interceptors or [],
