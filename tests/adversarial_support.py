@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.common import RawValue
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
@@ -87,12 +87,19 @@ async def chain_histories(client: Client, workflow_id: str, first_run_id: str | 
 
 
 async def workflow_task_failures(client: Client, handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """The message of every failed workflow task in the run's chain (empty when none failed)."""
+    """The cause and message of every failed workflow task in the run's chain (empty when none
+    failed). A task the server itself turned back because new signals arrived while it ran
+    (`UNHANDLED_COMMAND`: the workflow tried to finish with messages still unread) is not a failure
+    of the workflow's code; the server hands it the new messages in the next task."""
     failures = []
     for history in await chain_histories(client, handle.id, handle.first_execution_run_id or handle.run_id):
         for event in history.events:
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                failures.append(event.workflow_task_failed_event_attributes.failure.message)
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                continue
+            attributes = event.workflow_task_failed_event_attributes
+            if attributes.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND:
+                continue
+            failures.append(f"{WorkflowTaskFailedCause.Name(attributes.cause)}: {attributes.failure.message}")
     return failures
 
 
