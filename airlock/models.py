@@ -356,6 +356,10 @@ class Status(Record):
     # The first run of the workflow's continue-as-new chain: signed votes name it.
     chain_run_id: str | None = None
     requested_by: str | None = None
+    # Refused messages (votes, pauses, switches, signals of unknown names) in this history, by
+    # kind of reason: a vote that did not count shows here even when the timeline is full.
+    refused_messages: int = 0
+    refused_by_reason: dict[str, int] = Field(default_factory=dict)
 
 
 class RunReport(Record):
@@ -380,6 +384,13 @@ class RunReport(Record):
     used: BudgetUse
     limits: Budget
     refused_votes: list[RefusedVote] = Field(default_factory=list)
+    # Every refused message, also those past the refused votes kept in full, by kind of reason.
+    refused_messages: int = 0
+    refused_by_reason: dict[str, int] = Field(default_factory=dict)
+    # What was left out so that the report fits a Temporal payload, by field: how many entries
+    # were dropped, or had their arguments, results and diffs replaced by a hash. The run's
+    # histories still hold everything (`airlock show`).
+    summarised: dict[str, int] = Field(default_factory=dict)
     runs_in_chain: int = 1
     # A long run continues as new: `calls` are those of its last run; earlier runs' calls are in
     # their own histories (`airlock show` joins them). `changes` and `undo` cover the whole chain.

@@ -54,3 +54,6 @@ class UndoReport(BaseModel):
     undone: list[UndoStep] = Field(default_factory=list)
     not_undone: list[NotUndone] = Field(default_factory=list)
     report: RunReport | None = None
+    # Signals sent to the undo run, which takes none: the first few (bounded), and how many.
+    refused_signals: list[str] = Field(default_factory=list)
+    refused_signal_count: int = 0

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx2
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.common import RawValue
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
@@ -34,9 +36,40 @@ VOTE_REASONS = re.compile(
     r"|self-approval: .+ requested this run"
     r"|.+ lacks the role this tier needs \(one of: .+\)"
     r"|.+ has already voted on this approval"
-    r"|the last approval must come from someone with role \S+)$",
+    r"|the last approval must come from someone with role \S+"
+    r"|unknown signal .+: nothing was counted; .+)$",
     re.S,
 )
+
+
+# --- payloads as an attacker sends them -----------------------------------------------------------
+
+# Encodings a raw message may carry: what Temporal's converters read, what they read into something
+# other than a JSON object, and what they cannot read at all.
+ENCODINGS = {
+    "json/plain": lambda data: Payload(metadata={"encoding": b"json/plain"}, data=data),
+    "json/plain (not JSON)": lambda data: Payload(metadata={"encoding": b"json/plain"}, data=b"{not json " + data),
+    "binary/plain": lambda data: Payload(metadata={"encoding": b"binary/plain"}, data=data),
+    "binary/null": lambda data: Payload(metadata={"encoding": b"binary/null"}),
+    "json/protobuf": lambda data: Payload(
+        metadata={"encoding": b"json/protobuf", "messageType": b"airlock.NoSuchMessage"}, data=b"{}"
+    ),
+    "binary/protobuf": lambda data: Payload(
+        metadata={"encoding": b"binary/protobuf", "messageType": b"airlock.NoSuchMessage"}, data=b"\x08\x01"
+    ),
+    "unknown": lambda data: Payload(metadata={"encoding": b"application/x-bogus"}, data=data),
+    "no metadata": lambda data: Payload(data=data),
+}
+
+
+def raw(encoding: str, data: bytes = b'{"approval_id": "apr-1-0-0000000000", "approver": "u_bob"}') -> RawValue:
+    """A payload with the given encoding, sent as is (no converter touches it on the way)."""
+    return RawValue(ENCODINGS[encoding](data))
+
+
+async def event_types(client: Client, handle: WorkflowHandle[Any, Any]) -> list[EventType.ValueType]:
+    """The type of every event of the run's chain, in order."""
+    return [e.event_type for h in await chain_histories(client, handle.id, handle.first_execution_run_id or handle.run_id) for e in h.events]
 
 
 async def chain_histories(client: Client, workflow_id: str, first_run_id: str | None) -> list[Any]:
@@ -54,12 +87,19 @@ async def chain_histories(client: Client, workflow_id: str, first_run_id: str | 
 
 
 async def workflow_task_failures(client: Client, handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """The message of every failed workflow task in the run's chain (empty when none failed)."""
+    """The cause and message of every failed workflow task in the run's chain (empty when none
+    failed). A task the server itself turned back because new signals arrived while it ran
+    (`UNHANDLED_COMMAND`: the workflow tried to finish with messages still unread) is not a failure
+    of the workflow's code; the server hands it the new messages in the next task."""
     failures = []
     for history in await chain_histories(client, handle.id, handle.first_execution_run_id or handle.run_id):
         for event in history.events:
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                failures.append(event.workflow_task_failed_event_attributes.failure.message)
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                continue
+            attributes = event.workflow_task_failed_event_attributes
+            if attributes.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND:
+                continue
+            failures.append(f"{WorkflowTaskFailedCause.Name(attributes.cause)}: {attributes.failure.message}")
     return failures
 
 

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from collections.abc import Callable
 from typing import Any, Literal
@@ -98,7 +99,9 @@ with workflow.unsafe.imports_passed_through():
     from tools.runner import describe_validation_error
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
     from workflows.budget import exhausted, remaining
+    from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally
     from workflows.memory import RunMemory
+    from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
 
 LOCAL = dict(
@@ -129,6 +132,18 @@ MAX_ARGS_BYTES = 32_768
 SEGMENT_BYTES = 512 * 1024
 # Proposal arguments larger than this are kept in the timeline by hash, not in full.
 TIMELINE_ARGS_BYTES = 1024
+# A flood of refused messages (votes, pauses, switches, unknown signals) is counted, not kept whole:
+# the first REFUSED_KEPT refused votes are kept in full (bounded), and the first REFUSALS_RECORDED
+# refusals of any kind appear in the timeline; every one is counted by its kind of reason.
+REFUSED_KEPT = 100
+REFUSALS_RECORDED = 100
+# A timeline message (derived from what a model, a tool or a sender wrote) is cut to this length.
+MESSAGE_CHARS = 4000
+# What the report, a query answer and a checkpoint may weigh: under Temporal's 2 MB per payload,
+# with room for the envelope.
+REPORT_BYTES = 1_500_000
+QUERY_BYTES = 1_500_000
+CHECKPOINT_BYTES = 1_500_000
 # The rule a call's record names when its write was found in the idempotency ledger.
 LEDGER_RULE = "ledger.already_executed"
 # After this many consecutive failures of a tool's activity the run stops calling it for a while.
@@ -158,6 +173,14 @@ START_IN_ONE = "start-in-one-activity"
 # first task, as most short runs do, publishes once, its final state: one history event fewer,
 # and one visibility write fewer on the server.
 PUBLISH_WHEN_SEEN = "publish-when-seen"
+# Since this patch a model's decision is considered for at most MAX_CALLS_PER_STEP calls (the rest
+# are refused in one note to the model), and a history whose timeline passed MAX_TIMELINE entries
+# continues as new at the next step: what one step or one history records stays bounded.
+BOUNDED_STEP = "bounded-step"
+MAX_CALLS_PER_STEP = 32
+MAX_TIMELINE = 2000
+# A model's final answer, kept in the report and the timeline, is cut to this many characters.
+ANSWER_CHARS = 64_000
 
 
 class RunEnded(Exception):
@@ -170,12 +193,11 @@ class RunEnded(Exception):
         self.answer = answer
 
 
-def _bounded_text(payload: Any, limit: int = 1000) -> str:
+def _parse_pause(payload: Any) -> PauseSignal | Refusal:
     try:
-        text = canonical_json(payload)
-    except (TypeError, ValueError):
-        text = repr(payload)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        return PauseSignal.model_validate(payload)
+    except ValidationError as e:
+        return Refusal("malformed payload: " + describe_validation_error(e))
 
 
 def approval_id_for(step: int, index: int, tool: str, args: dict[str, Any]) -> str:
@@ -202,7 +224,9 @@ class GovernedRun:
         # The history length a run under PUBLISH_WHEN_SEEN saw in its first workflow task: a
         # longer one means that task has ended.
         self._first_task_length = 0
+        # Votes refused before the run had started: the first REFUSED_KEPT, and counts by reason.
         self._early_refusals: list[RefusedVote] = []
+        self._early_refused_by_reason: dict[str, int] = {}
         self._catalog_cache: dict[str, CatalogEntry] | None = None
         # Workspace switches (kill switch, safe mode) as last told, and the acks still in flight.
         self._switches = Switches()
@@ -260,7 +284,7 @@ class GovernedRun:
             m.decided_approvals,
             RunBinding(workflow_id=self._workflow_id, run_id=self._chain_run_id),
         )
-        m.refused_votes.extend(self._early_refusals)
+        self._adopt_early_refusals(m)
         if m.context.control_store:
             # What arrived before the start is a claim: it may tighten what the run read from
             # the control store, never loosen it, and it is verified at the first step.
@@ -299,6 +323,7 @@ class GovernedRun:
                     steps_here >= m.input.steps_per_history
                     or m.segment_bytes > SEGMENT_BYTES
                     or workflow.info().is_continue_as_new_suggested()
+                    or (len(m.timeline) > MAX_TIMELINE and workflow.patched(BOUNDED_STEP))
                 ):
                     await self._continue_as_new()
                 steps_here += 1
@@ -415,7 +440,14 @@ class GovernedRun:
         await self._settle_acks()
         await workflow.wait_condition(workflow.all_handlers_finished)
         # The input travels inside the checkpoint; sending it twice could pass the 2 MB cap.
-        workflow.continue_as_new(args=[None, m.checkpoint()])
+        checkpoint = fit_checkpoint(m.checkpoint(), CHECKPOINT_BYTES)
+        if checkpoint is None:
+            # A checkpoint over Temporal's payload limit would fail the workflow task forever.
+            raise RunEnded(
+                RunState.BUDGET_EXHAUSTED,
+                f"the run's state no longer fits a continue-as-new checkpoint ({CHECKPOINT_BYTES} bytes)",
+            )
+        workflow.continue_as_new(args=[None, checkpoint])
 
     async def _finish(self, state: RunState, reason: str, answer: str | None = None) -> RunReport:
         m = self._memory
@@ -437,7 +469,7 @@ class GovernedRun:
             await self._tell_control("leave", Leave(run_id=self._workflow_id))
         await workflow.wait_condition(workflow.all_handlers_finished)
         executed_writes = m.executed_writes()
-        return RunReport(
+        report = RunReport(
             workflow_id=self._workflow_id,
             state=state,
             reason=reason,
@@ -457,9 +489,14 @@ class GovernedRun:
             used=m.used,
             limits=m.input.budget,
             refused_votes=m.refused_votes,
+            refused_messages=m.refused_messages,
+            refused_by_reason=m.refused_by_reason,
             runs_in_chain=m.runs_in_chain,
             earlier_calls=m.earlier_calls,
         )
+        # Over Temporal's payload limit the report would fail the workflow task forever, and the
+        # run would never end.
+        return fit_report(report, REPORT_BYTES)
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -519,6 +556,7 @@ class GovernedRun:
                 if reservation is not None:
                     await self._tell_control("settle", Settle(reservation_id=reservation, usd=cost))
             m.dearest_model_call_usd = max(m.dearest_model_call_usd, cost)
+        decision, dropped = self._bounded_decision(decision)
         m.used.tokens += decision.prompt_tokens + decision.completion_tokens
         m.used.cost_usd = round(m.used.cost_usd + decision.cost_usd, 6)
         m.cost_by_step.append(
@@ -544,6 +582,7 @@ class GovernedRun:
                 "tokens": decision.prompt_tokens + decision.completion_tokens,
                 "cost_usd": decision.cost_usd,
                 "proposals": len(decision.calls),
+                **({"proposals_refused": dropped} if dropped else {}),
             },
         )
         if not scripted:
@@ -553,7 +592,33 @@ class GovernedRun:
                 )
             if decision.answer and not decision.calls:
                 m.transcript.append(TranscriptItem(role="assistant", content=decision.answer))
+            if dropped:
+                m.transcript.append(TranscriptItem(
+                    role="airlock",
+                    content=f"{dropped} further calls of your last turn were not considered: at most {MAX_CALLS_PER_STEP} a turn",
+                ))
         return decision
+
+    def _bounded_decision(self, decision: ModelDecision) -> tuple[ModelDecision, int]:
+        """The decision as the run considers it: at most MAX_CALLS_PER_STEP calls (and how many
+        more were refused), tool names and the answer cut to their limits. A tool name cut short
+        names no tool, so that call is refused as invalid."""
+        calls, dropped = decision.calls, 0
+        if len(calls) > MAX_CALLS_PER_STEP and workflow.patched(BOUNDED_STEP):
+            calls, dropped = calls[:MAX_CALLS_PER_STEP], len(calls) - MAX_CALLS_PER_STEP
+        if dropped or any(len(c.tool) > NAME_CHARS for c in calls):
+            calls = [
+                c if len(c.tool) <= NAME_CHARS else c.model_copy(update={
+                    "tool": bounded(c.tool, NAME_CHARS),
+                    "args": {},
+                    "args_error": f"the tool name has {len(c.tool)} characters; the limit is {NAME_CHARS}",
+                })
+                for c in calls
+            ]
+            decision = decision.model_copy(update={"calls": calls})
+        if decision.answer is not None and len(decision.answer) > ANSWER_CHARS:
+            decision = decision.model_copy(update={"answer": bounded(decision.answer, ANSWER_CHARS)})
+        return decision, dropped
 
     async def _tell_control(self, signal: str, payload: Ack | Leave | Settle) -> None:
         """A message to the workspace's control workflow whose loss must not fail the run: if the
@@ -922,8 +987,8 @@ class GovernedRun:
             lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s - escalate_s)
         )
 
-    def decide_update(self, payload: Any) -> DecideResult:
-        result = self.take_vote(payload, None, via="update")
+    def decide_update(self, args: Sequence[Any]) -> DecideResult:
+        result = self.take_vote(args, None, via="update")
         return DecideResult(
             accepted=result.accepted,
             reason=result.reason,
@@ -931,10 +996,12 @@ class GovernedRun:
             approvals_still_needed=result.still_needed,
         )
 
-    def take_vote(self, payload: Any, decision: Literal["approve", "deny"] | None, via: str) -> VoteResult:
-        parsed = parse_vote(payload, decision)
+    def take_vote(self, args: Sequence[Any], decision: Literal["approve", "deny"] | None, via: str) -> VoteResult:
+        """A vote as sent: `args` are the message's arguments, exactly one expected."""
+        payload = single(args)
+        parsed = payload.reason if isinstance(payload, Refusal) else parse_vote(payload, decision)
         if isinstance(parsed, str):
-            result = VoteResult(False, parsed, None, None)
+            result = VoteResult(False, bounded(parsed), None, None)
         elif self._desk is None or self._state in FINAL_STATES:
             result = VoteResult(False, f"unknown approval id {parsed.approval_id!r}", parsed.approval_id, parsed.approver)
         else:
@@ -947,35 +1014,97 @@ class GovernedRun:
                 message=f"{how}; {result.still_needed} more needed" if result.still_needed else how,
             )
         else:
-            refused = RefusedVote(
-                at=workflow.now(),
-                approval_id=result.approval_id,
-                approver=result.approver,
-                reason=result.reason or "refused",
-                # Kept as bounded text: a refused payload is evidence, not a way to bloat the run.
-                payload=_bounded_text(payload),
-            )
-            if self._m is None:
-                self._early_refusals.append(refused)
-            else:
-                self._m.refused_votes.append(refused)
-                self._m.segment_bytes += len(refused.payload or "") + 200
-                self._record(
-                    "approval_refused", approval_id=result.approval_id, actor=result.approver,
-                    message=f"via {via}: {result.reason}",
-                )
-            workflow.logger.warning("vote refused: %s", result.reason)
+            self._refuse_vote(result.approval_id, result.approver, result.reason or "refused", shown_args(args), via)
         return result
+
+    def unknown_signal(self, name: str, args: Sequence[Any]) -> None:
+        """A signal of a name this run does not know: nothing changes, and it is recorded as a
+        refused vote with its name, so that an approver who misspelled `approve` sees that
+        nothing counted (status, timeline, report)."""
+        payload = decode(args[0]) if len(args) == 1 else None
+        fields = payload if isinstance(payload, dict) else {}
+        approval_id, approver = (fields.get(k) for k in ("approval_id", "approver"))
+        reason = (
+            f"unknown signal {bounded(name, NAME_CHARS)!r}: nothing was counted; "
+            "this run takes the signals approve, deny, pause, resume, workspace_switch"
+        )
+        self._refuse_vote(
+            bounded(approval_id, NAME_CHARS) if isinstance(approval_id, str) else None,
+            bounded(approver, NAME_CHARS) if isinstance(approver, str) else None,
+            reason,
+            shown_args(args),
+            "signal",
+        )
+        if self._m is not None:
+            self._m.last_error = reason
+
+    def message_refused(self, name: str, reason: str) -> None:
+        """A control message whose arguments could not be read: nothing changes; it is recorded
+        (while the record of refusals is not full) and counted."""
+        if self._m is None:
+            return
+        text = bounded(f"{name} ignored: {reason}")
+        self._m.last_error = text
+        self._note_refusal(text, "workspace_switch", outcome="refused", message=text)
+
+    def _refuse_vote(self, approval_id: str | None, approver: str | None, reason: str, shown: str, via: str) -> None:
+        refused = RefusedVote(
+            at=workflow.now(),
+            approval_id=approval_id,
+            approver=approver,
+            reason=bounded(reason),
+            # Kept as bounded text: a refused payload is evidence, not a way to bloat the run.
+            payload=shown,
+        )
+        workflow.logger.warning("vote refused: %s", refused.reason)
+        if self._m is None:
+            tally(self._early_refused_by_reason, refused.reason)
+            if len(self._early_refusals) < REFUSED_KEPT:
+                self._early_refusals.append(refused)
+            return
+        m = self._m
+        if len(m.refused_votes) < REFUSED_KEPT:
+            m.refused_votes.append(refused)
+            m.segment_bytes += len(refused.payload or "") + 200
+        self._note_refusal(
+            refused.reason, "approval_refused", approval_id=approval_id, actor=approver,
+            message=f"via {via}: {refused.reason}",
+        )
+
+    def _note_refusal(self, reason: str, kind: TimelineKind, **entry: Any) -> None:
+        """Counts a refused message by its kind of reason; the first REFUSALS_RECORDED of a run's
+        history are also recorded in its timeline, and the next one says that the rest are only
+        counted."""
+        m = self._memory
+        m.refused_messages += 1
+        tally(m.refused_by_reason, reason)
+        if m.refused_messages <= REFUSALS_RECORDED:
+            self._record(kind, **entry)
+        elif m.refused_messages == REFUSALS_RECORDED + 1:
+            self._record(
+                kind, outcome="summarised",
+                message=f"more than {REFUSALS_RECORDED} refused messages: the rest are counted by reason "
+                "(status and report: refused_by_reason), not recorded one by one",
+            )
+
+    def _adopt_early_refusals(self, m: RunMemory) -> None:
+        """Votes refused before the run had started join its record, bounded like the rest."""
+        m.refused_votes.extend(self._early_refusals[: max(0, REFUSED_KEPT - len(m.refused_votes))])
+        for reason, count in self._early_refused_by_reason.items():
+            m.refused_messages += count
+            tally(m.refused_by_reason, reason, count)
+        self._early_refusals, self._early_refused_by_reason = [], {}
 
     # ---- pause, resume ----------------------------------------------------------------------
 
     def pause_signal(self, payload: Any, pausing: bool) -> None:
-        try:
-            signal = PauseSignal.model_validate(payload)
-        except ValidationError as e:
+        signal = payload if isinstance(payload, Refusal) else _parse_pause(payload)
+        if isinstance(signal, Refusal):
             if self._m is not None:
-                self._m.last_error = f"{'pause' if pausing else 'resume'} ignored: malformed payload: {describe_validation_error(e)}"
-                self._record("paused" if pausing else "resumed", outcome="refused", message=self._m.last_error)
+                self._m.last_error = bounded(f"{'pause' if pausing else 'resume'} ignored: {signal.reason}")
+                self._note_refusal(
+                    self._m.last_error, "paused" if pausing else "resumed", outcome="refused", message=self._m.last_error
+                )
             return
         if self._m is None:
             self._early_pause, self._early_pausing = signal, pausing
@@ -1172,15 +1301,17 @@ class GovernedRun:
                 p.model_copy(update={"may_approve": self._desk_.may_approve(p)}) for p in self._desk_.pending.values()
             ],
             paused_by=m.paused_by or (f"{self._switches.by} (workspace kill switch)" if self._switches.paused else None),
-            last_error=m.last_error,
+            last_error=bounded(m.last_error) if m.last_error else m.last_error,
             policy_hash=m.context.policy_hash,
             open_circuits={t: u for t, u in m.open_circuits.items() if u > workflow.now()},
             chain_run_id=self._chain_run_id,
             requested_by=m.input.requested_by,
+            refused_messages=m.refused_messages,
+            refused_by_reason=m.refused_by_reason,
         )
 
     def timeline(self) -> list[TimelineEntry]:
-        return self._memory.timeline
+        return fit_timeline(self._memory.timeline, QUERY_BYTES)
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -1311,13 +1442,14 @@ class GovernedRun:
             at=workflow.now(),
             step=m.used.steps,
             kind=kind,
-            tool=tool,
+            tool=tool if tool is None or len(tool) <= NAME_CHARS else bounded(tool, NAME_CHARS),
             call_index=index,
             approval_id=approval_id,
             actor=actor,
             rule=rule,
             outcome=outcome,
-            message=message,
+            # What a model, a tool or a sender wrote is cut here, once for every kind of entry.
+            message=message if message is None or len(message) <= MESSAGE_CHARS else bounded(message, MESSAGE_CHARS),
             data=data,
         )
         m.timeline.append(entry)

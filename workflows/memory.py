@@ -50,6 +50,10 @@ class RunMemory(BaseModel):
     cost_by_step: list[StepCost] = Field(default_factory=list)
     transcript: list[TranscriptItem] = Field(default_factory=list)
     refused_votes: list[RefusedVote] = Field(default_factory=list)
+    # Every refused message of this history (votes, pauses, switches, unknown signals), also those
+    # past the ones kept in full, by kind of reason (`workflows.entry.tally`).
+    refused_messages: int = 0
+    refused_by_reason: dict[str, int] = Field(default_factory=dict)
     decided_approvals: dict[str, str] = Field(default_factory=dict)
     paused_by: str | None = None
     # How many times the run was paused: a signed resume names the pause it lifts.
@@ -114,6 +118,8 @@ class RunMemory(BaseModel):
                 "timeline": [],
                 "cost_by_step": [],
                 "refused_votes": [],
+                "refused_messages": 0,
+                "refused_by_reason": {},
                 "transcript": self.transcript[-TRANSCRIPT_KEPT:],
                 "decided_approvals": dict(list(self.decided_approvals.items())[-DECIDED_KEPT:]),
                 "carried_writes": self.executed_writes(),

@@ -9,11 +9,11 @@ the reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
-
 from temporalio import workflow
 from temporalio.common import (
+    RawValue,
     RetryPolicy,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -26,14 +26,44 @@ with workflow.unsafe.imports_passed_through():
     from airlock.models import CallStatus, RunReport
     from airlock.undo_io import UNDO_AGENT, NotUndone, UndoInput, UndoPlan, UndoReport, compensation_run_id
     from tools.runner import describe_validation_error
+    from workflows.entry import NAME_CHARS, bounded, shown_args, start_args
+    from workflows.sizes import fit_report, size
     from workflows.search_attributes import UNDO_OF, WORKSPACE
 
+# Refused signals kept in the report in full; the rest are counted.
+REFUSED_KEPT = 20
+REPORT_BYTES = 1_500_000
 
 
 @workflow.defn(name="UndoRun")
 class UndoRun:
+    def __init__(self) -> None:
+        self._refused: list[str] = []
+        self._refused_count = 0
+
     @workflow.run
-    async def run(self, raw: Any) -> UndoReport:
+    async def run(self, *args: RawValue) -> UndoReport:
+        # Decoded here, not by Temporal, so that a wrong number of arguments or one in an unknown
+        # encoding fails the run at once instead of its first workflow task, forever.
+        raw, _ = start_args(args, "UndoRun")
+        report = await self._undo(raw)
+        report.refused_signals, report.refused_signal_count = self._refused, self._refused_count
+        if report.report is not None and size(report) > REPORT_BYTES:
+            room = REPORT_BYTES - (size(report) - size(report.report))
+            report.report = fit_report(report.report, max(room, REPORT_BYTES // 4))
+        return report
+
+    @workflow.signal(dynamic=True)
+    def any_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        # Temporal would drop it in silence; the report says it was refused.
+        self._refused_count += 1
+        if len(self._refused) < REFUSED_KEPT:
+            self._refused.append(
+                bounded(f"signal {bounded(name, NAME_CHARS)!r} refused: UndoRun takes no signals; sent {shown_args(args, 200)}")
+            )
+        workflow.logger.warning("signal %r refused: UndoRun takes no signals", bounded(name, NAME_CHARS))
+
+    async def _undo(self, raw: object) -> UndoReport:
         try:
             request = UndoInput.model_validate(raw)
         except ValidationError as e:

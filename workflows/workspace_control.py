@@ -155,9 +155,14 @@ class WorkspaceControl:
             lambda: workflow.info().get_current_history_length() > carried.events_per_history
             or workflow.info().is_continue_as_new_suggested()
         )
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._settle_broadcasts()
         await self._forget_finished_runs()
+        # Messages keep arriving while the checkpoint is prepared: it is taken only once no handler
+        # is running and no broadcast is in flight, in one activation, so none is cut short.
+        while True:
+            await self._settle_broadcasts()
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._broadcasts:
+                break
         workflow.continue_as_new(args=[workspace, self._s])
 
     async def _recover(self, s: ControlState) -> None:
@@ -203,13 +208,17 @@ class WorkspaceControl:
         whatever visibility says: it lags behind."""
         s = self._s
         assert s is not None
-        live: list[str] = await workflow.execute_activity(
-            "workspace.live_runs",
-            s.workspace,
-            result_type=list[str],
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=RetryPolicy(maximum_attempts=3),
-        )
+        try:
+            live: list[str] = await workflow.execute_activity(
+                "workspace.live_runs",
+                s.workspace,
+                result_type=list[str],
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError:
+            # Without visibility nothing is forgotten: a slot stays taken rather than freed on a guess.
+            return
         keep = set(live)
         recent = workflow.now() - RECENT
         for run_id in list(s.runs):
