@@ -33,12 +33,14 @@ from activities.workspace import WorkspaceActivities
 from airlock.binaries import binary
 from airlock.converter import data_converter
 from airlock.logging import configure_logging
+from airlock.secrets import Keyring
 from airlock.settings import TOOL_THREADS, Settings
 from airlock.tracing import configure_telemetry
 from policy import PolicyError, load_policy
 from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
+from tools.secret_guard import ToolSecrets
 from workflows.agent_run import AgentRun
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 from workflows.undo_run import UndoRun
@@ -122,6 +124,15 @@ async def register_search_attributes(client: Client) -> None:
             await asyncio.sleep(0.5 * (attempt + 1))
 
 
+def load_keyring(settings: Settings) -> Keyring:
+    """The keys that seal secret tool fields; a malformed key stops the worker before any task."""
+    inline = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    try:
+        return Keyring.load(inline, settings.secrets_key_file)
+    except ValueError as e:
+        raise SystemExit(f"airlock: refusing to start, AIRLOCK_SECRETS_KEY: {e}") from None
+
+
 def openai_provider(settings: Settings, registry: ToolRegistry) -> ModelProvider:
     return OpenAIProvider.from_settings(settings, registry)
 
@@ -141,7 +152,8 @@ def build_worker(
     engine = connect(settings.db)
     create_schema(engine)
     runner = ToolRunner(registry, engine, settings.blob_threshold)
-    model = ModelActivities(openai or openai_provider(settings, registry), engine)
+    secrets = ToolSecrets(registry, load_keyring(settings))
+    model = ModelActivities(openai or openai_provider(settings, registry), engine, secrets)
     context = RunContextActivities(policy, registry, settings.default_model)
     workspace = WorkspaceActivities(client, settings.control_task_queue)
     return Worker(
@@ -159,7 +171,7 @@ def build_worker(
             workspace.reserve,
             workspace.live_runs,
             UndoActivities(client).plan,
-            *tool_activities(registry, runner),
+            *tool_activities(registry, runner, secrets),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),
         interceptors=extra_interceptors or [],

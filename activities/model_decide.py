@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
 from tools import blobs
+from tools.secret_guard import ToolSecrets
 
 log = structlog.get_logger("airlock.model")
 tracer = trace.get_tracer("airlock")
@@ -43,9 +44,12 @@ def scripted_decision(request: ModelRequest) -> ModelDecision:
 
 
 class ModelActivities:
-    def __init__(self, openai: ModelProvider | None = None, engine: Engine | None = None) -> None:
+    def __init__(
+        self, openai: ModelProvider | None = None, engine: Engine | None = None, secrets: ToolSecrets | None = None
+    ) -> None:
         self._openai = openai
         self._engine = engine
+        self._secrets = secrets
 
     def _resolved(self, request: ModelRequest) -> ModelRequest:
         """The model sees whole tool results; histories keep large ones by reference."""
@@ -86,6 +90,10 @@ class ModelActivities:
                 )
             else:
                 decision = await self._openai.decide(self._resolved(request))
+            if self._secrets is not None:
+                # Before the decision leaves the worker: the workflow records tokens, never the
+                # secret values a model (or a script) wrote in clear.
+                decision = self._secrets.seal_proposals(request.workspace, decision)
             span.set_attributes(
                 {
                     "airlock.model": decision.model,

@@ -18,6 +18,7 @@ from temporalio import activity
 from airlock.activity_io import ExecuteOutcome, PrepareOutcome, ToolCallInput
 from tools.registry import ToolRegistry
 from tools.runner import ToolRunner
+from tools.secret_guard import ToolSecrets
 
 log = structlog.get_logger("airlock.tool")
 tracer = trace.get_tracer("airlock")
@@ -42,21 +43,31 @@ def _bound(call: ToolCallInput) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def tool_activities(registry: ToolRegistry, runner: ToolRunner) -> list[Callable[..., Any]]:
+def tool_activities(
+    registry: ToolRegistry, runner: ToolRunner, secrets: ToolSecrets | None = None
+) -> list[Callable[..., Any]]:
+    """`secrets` seals and unseals the tools' secret fields (docs/secrets.md); a worker without it
+    refuses every sealed argument."""
     activities: list[Callable[..., Any]] = []
     for tool in registry:
-        activities += [_prepare_for(tool.name, runner), _execute_for(tool.name, runner)]
+        activities += [_prepare_for(tool.name, runner, secrets), _execute_for(tool.name, runner, secrets)]
     return activities
 
 
-def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], PrepareOutcome]:
+def _guarded(secrets: ToolSecrets | None, call: ToolCallInput, run: Callable[[], Any]) -> Any:
+    """The tool call inside its sealing scope: secret arguments open just here, and what comes
+    back holds them sealed."""
+    return run() if secrets is None else secrets.call(call.workspace, call.tool, run)
+
+
+def _prepare_for(name: str, runner: ToolRunner, secrets: ToolSecrets | None) -> Callable[[ToolCallInput], PrepareOutcome]:
     @activity.defn(name=prepare_activity_name(name))
     def prepare(call: ToolCallInput) -> PrepareOutcome:
         with _bound(call), tracer.start_as_current_span(f"tool.{name}.prepare") as span:
             span.set_attributes(
                 {"airlock.run_id": call.workflow_id, "airlock.workspace": call.workspace, "airlock.tool": name}
             )
-            outcome = runner.prepare(name, call.args, call.workflow_id, call.step)
+            outcome = _guarded(secrets, call, lambda: runner.prepare(name, call.args, call.workflow_id, call.step))
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info("tool.prepared", outcome=outcome.kind)
         return outcome
@@ -64,7 +75,7 @@ def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], Pre
     return prepare
 
 
-def _execute_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], ExecuteOutcome]:
+def _execute_for(name: str, runner: ToolRunner, secrets: ToolSecrets | None) -> Callable[[ToolCallInput], ExecuteOutcome]:
     @activity.defn(name=execute_activity_name(name))
     def execute(call: ToolCallInput) -> ExecuteOutcome:
         with _bound(call), tracer.start_as_current_span(f"tool.{name}") as span:
@@ -76,8 +87,10 @@ def _execute_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], Exe
                     "airlock.idempotency_key": call.idempotency_key or "",
                 }
             )
-            outcome = runner.execute(
-                name, call.args, call.idempotency_key or "", call.workflow_id, call.step
+            outcome = _guarded(
+                secrets,
+                call,
+                lambda: runner.execute(name, call.args, call.idempotency_key or "", call.workflow_id, call.step),
             )
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info(

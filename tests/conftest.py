@@ -63,6 +63,7 @@ def settings(tmp_path: Path) -> Settings:
         db=str(tmp_path / "backoffice.db"),
         task_queue=f"airlock-test-{uuid.uuid4().hex[:8]}",
         control_task_queue=CONTROL_QUEUE,
+        secrets_key_file=tmp_path / "secrets.key",
     )
 
 
