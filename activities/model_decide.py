@@ -93,7 +93,7 @@ class ModelActivities:
             if self._secrets is not None:
                 # Before the decision leaves the worker: the workflow records tokens, never the
                 # secret values a model (or a script) wrote in clear.
-                decision = self._secrets.seal_proposals(request.workspace, decision)
+                decision = self._secrets.seal_proposals(request.workspace, decision, request.transcript)
             span.set_attributes(
                 {
                     "airlock.model": decision.model,

@@ -7,7 +7,9 @@ what a model proposes at the secret paths of the tool named, before the workflow
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from airlock import secrets as sealing
 from airlock.activity_io import Executed, Prepared, Rejected
-from airlock.model_io import ModelDecision
+from airlock.model_io import ModelDecision, TranscriptItem
 from airlock.models import Compensation, FieldChange
 from tools.registry import ToolRegistry
 from tools.secrets import Path, seal_at, secret_change, secret_paths
@@ -35,6 +37,22 @@ class _ToolSecrets:
     @property
     def any(self) -> bool:
         return bool(self.args or self.results or self.compensation_args)
+
+
+def _tokens_in(item: TranscriptItem) -> Iterator[dict[str, Any]]:
+    """The sealed secrets a turn of the conversation holds (its arguments, its tool result)."""
+    values: list[Any] = [item.args or {}]
+    if sealing.TOKEN_KEY in item.content:
+        with contextlib.suppress(ValueError):
+            values.append(json.loads(item.content))
+    while values:
+        value = values.pop()
+        if sealing.is_token(value):
+            yield value
+        elif isinstance(value, dict):
+            values.extend(value.values())
+        elif isinstance(value, list):
+            values.extend(value)
 
 
 def _normal(name: str) -> str:
@@ -66,18 +84,31 @@ class ToolSecrets:
         entry = self._tools.get(tool) or self._by_normal.get(_normal(tool))
         return entry.args if entry else ()
 
-    def seal_proposals(self, workspace: str, decision: ModelDecision) -> ModelDecision:
-        """The model's proposals with their secret arguments sealed, and its answer searched for
-        them: what the workflow records from here on holds tokens only."""
-        if not any(self.arg_paths(c.tool) for c in decision.calls):
+    def seal_proposals(
+        self, workspace: str, decision: ModelDecision, transcript: Sequence[TranscriptItem] = ()
+    ) -> ModelDecision:
+        """The model's proposals with their secret arguments sealed, and every clear secret the
+        run has handled (this decision's, and those sealed in the conversation so far) taken out
+        of its answer and its other arguments: what the workflow records and runs from here on
+        holds tokens only. A model that knows a secret cannot write it into an email body."""
+        known = [t for item in transcript for t in _tokens_in(item)]
+        if not known and not any(self.arg_paths(c.tool) for c in decision.calls):
             return decision
         with sealing.sealing(self.keyring, workspace) as sealer:
+            for token in known:
+                with contextlib.suppress(sealing.SecretError):
+                    sealer.unseal(token)
             calls = [
                 c.model_copy(update={"args": seal_at(c.args, paths, sealer.seal)}) if (paths := self.arg_paths(c.tool)) else c
                 for c in decision.calls
             ]
-        answer = sealing.scrub(decision.answer, sealer.clear_values)
-        return decision.model_copy(update={"calls": calls, "answer": answer})
+        secrets = sealer.clear_values
+        return decision.model_copy(
+            update={
+                "calls": [c.model_copy(update={"args": sealing.scrub(c.args, secrets)}) for c in calls],
+                "answer": sealing.scrub(decision.answer, secrets),
+            }
+        )
 
     def call(self, workspace: str, tool: str, run: Callable[[], R]) -> R:
         """Runs one tool call (prepare or execute) in a sealing scope and returns its outcome
