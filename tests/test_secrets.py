@@ -25,6 +25,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Replayer
 
 from airlock.converter import data_converter
+from airlock.hashing import call_hash
 from airlock.model_io import ModelDecision, ProposedCall
 from airlock.models import CallStatus, FieldChange, RunReport, RunState, Status, TimelineEntry
 from airlock.secrets import CHANGED, REDACTED, TOKEN_KEY, Keyring, SecretError, is_token, new_key, sealing
@@ -32,6 +33,7 @@ from airlock.settings import Settings
 from tests.adversarial_support import ScriptedOpenAI, assert_not_stuck, completion
 from tests.conftest import AirlockCli, Runs, call
 from tools.backoffice.accounts import api_tokens, credentials, token_hash, verify_password
+from tools.backoffice.db import tool_calls
 from tools.registry import load_registry
 from tools.runner import ToolRunner
 from tools.secret_guard import ToolSecrets
@@ -149,7 +151,14 @@ async def test_a_secret_argument_and_a_secret_result_appear_in_no_record(
     assert any("tool.executed" in str(e) for e in structured), "the tool activities' logs were captured"
     assert any(getattr(r, "airlock", None) for r in caplog.records), "the workflow's audit log lines were captured"
     shown_to_model = json.dumps(model.requests[1])
-    places = {**texts, "pending status": pending_text, "logs": logs, "later model request": shown_to_model}
+    # The idempotency ledger hashes the arguments as recorded (tokens), and stores sealed results.
+    with db.connect() as conn:
+        ledger = conn.execute(select(tool_calls)).all()
+    assert {r.args_hash for r in ledger} == {call_hash(c.tool, c.args) for c in report.calls}
+    places = {
+        **texts, "pending status": pending_text, "logs": logs, "later model request": shown_to_model,
+        "ledger": "\n".join(str(tuple(r)) for r in ledger),
+    }
     assert texts_of_everything(places, PASSWORD, token) == {name: [] for name in places}
 
 
@@ -177,14 +186,17 @@ async def test_a_scripted_secret_stays_only_in_the_callers_own_start_input(
 
 
 async def test_a_caller_can_script_a_sealed_token_and_the_run_replays(
-    runs: Runs, client: Client, settings: Settings, db: Engine
+    runs: Runs, client: Client, settings: Settings, db: Engine, airlock_cli: AirlockCli, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A script may carry the token instead of the clear value (sealed with the worker's key):
-    then not even the start event holds the secret, the tool still receives it, and the history
-    replays against today's code."""
-    keyring = Keyring.load(None, settings.secrets_key_file)
-    with sealing(keyring, "acme") as sealer:
-        sealed = sealer.seal(PASSWORD)
+    """A script may carry the token instead of the clear value (`airlock secrets seal`, with the
+    worker's key, reading the value from a file or stdin): then not even the start event holds
+    the secret, the tool still receives it, and the history replays against today's code."""
+    monkeypatch.setenv("AIRLOCK_SECRETS_KEY_FILE", str(settings.secrets_key_file))
+    (tmp_path / "password.txt").write_text(PASSWORD + "\n")
+    status, out = await airlock_cli("secrets", "seal", "--workspace", "acme", "--file", str(tmp_path / "password.txt"))
+    assert status == 0 and PASSWORD not in out
+    sealed = json.loads(out)
     handle = await runs.start(
         agent="accounts", mode="auto", script=[call("accounts.set_password", customer_id="C-100", password=sealed)]
     )
