@@ -8,6 +8,7 @@ what a model proposes at the secret paths of the tool named, before the workflow
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from tools.registry import ToolRegistry
 from tools.secrets import Path, seal_at, secret_change, secret_paths
 
 R = TypeVar("R")
+# Tokens read back from one conversation to scrub a decision with: bounded, as everything derived
+# from what a model wrote is.
+MAX_KNOWN_TOKENS = 1000
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class ToolSecrets:
         run has handled (this decision's, and those sealed in the conversation so far) taken out
         of its answer and its other arguments: what the workflow records and runs from here on
         holds tokens only. A model that knows a secret cannot write it into an email body."""
-        known = [t for item in transcript for t in _tokens_in(item)]
+        known = list(itertools.islice((t for item in transcript for t in _tokens_in(item)), MAX_KNOWN_TOKENS))
         if not known and not any(self.arg_paths(c.tool) for c in decision.calls):
             return decision
         with sealing.sealing(self.keyring, workspace) as sealer:
