@@ -127,10 +127,15 @@ async def register_search_attributes(client: Client) -> None:
 def load_keyring(settings: Settings) -> Keyring:
     """The keys that seal secret tool fields; a malformed key stops the worker before any task."""
     inline = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    created = not inline and not settings.secrets_key_file.exists()
     try:
-        return Keyring.load(inline, settings.secrets_key_file)
+        keyring = Keyring.load(inline, settings.secrets_key_file)
     except ValueError as e:
-        raise SystemExit(f"airlock: refusing to start, AIRLOCK_SECRETS_KEY: {e}") from None
+        raise SystemExit(f"airlock: refusing to start, the secrets key: {e}") from None
+    if created:
+        # Fine on one machine; several workers must share one key (docs/secrets.md).
+        log.warning("secrets.development_key_created", path=str(settings.secrets_key_file), key_id=keyring.current)
+    return keyring
 
 
 def openai_provider(settings: Settings, registry: ToolRegistry) -> ModelProvider:
