@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-import structlog
+import hypothesis
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import Engine, select
 from structlog.testing import capture_logs
@@ -25,7 +27,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Replayer
 
 from airlock.converter import data_converter
-from airlock.hashing import call_hash
+from airlock.hashing import call_hash, canonical_json
 from airlock.model_io import ModelDecision, ProposedCall
 from airlock.models import CallStatus, FieldChange, RunReport, RunState, Status, TimelineEntry
 from airlock.secrets import CHANGED, REDACTED, TOKEN_KEY, Keyring, SecretError, is_token, new_key, sealing
@@ -401,3 +403,57 @@ def test_a_token_moved_into_a_plain_field_is_not_opened(tmp_path: Path) -> None:
     args = {"to": "dana@example.com", "subject": "hi", "body": token}
     outcome = guard.call("acme", "email.send", lambda: runner.prepare("email.send", args, "wf", 1))
     assert outcome.kind == "rejected" and outcome.error.startswith("body: Input should be a valid string")
+
+
+KEYRING = Keyring.parse(KEY)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@given(value=st.text(max_size=200), workspace=st.text(min_size=1, max_size=20))
+def test_any_value_round_trips_and_seals_to_one_token(value: str, workspace: str) -> None:
+    """Any string, in any workspace: sealing twice gives one token, and opening it gives the value."""
+    with sealing(KEYRING, workspace) as first, sealing(KEYRING, workspace) as second:
+        token = first.seal(value)
+        assert second.seal(value) == token and is_token(token)
+        assert second.unseal(token) == value
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@given(value=_json, extra=_json)
+def test_whatever_a_model_writes_at_a_secret_field_is_sealed(value: Any, extra: Any) -> None:
+    """Whatever JSON a model writes where a tool expects a secret is sealed before the workflow
+    sees it (only a null stays, as it reveals nothing), and opens to that value's text; the
+    other arguments are kept as written unless they quote the secret."""
+    guard = ToolSecrets(load_registry(), KEYRING)
+    args = {"customer_id": "C-100", "password": value, "extra": extra}
+    decision = ModelDecision(model="m", calls=[ProposedCall(call_id="1", tool="accounts.set_password", args=args)])
+    sealed = guard.seal_proposals("acme", decision).calls[0].args
+    if value is None:
+        assert sealed["password"] is None
+        return
+    assert is_token(sealed["password"])
+    clear = value if isinstance(value, str) else canonical_json(value)
+    with sealing(KEYRING, "acme") as sealer:
+        assert sealer.unseal(sealed["password"]) == clear
+    assert sealed["customer_id"] == "C-100"
+    hypothesis.assume(clear not in REDACTED)  # the marker itself would then "quote" the secret
+    if len(clear) < 4 or not any(clear in text for text in _strings(extra)):
+        assert sealed["extra"] == extra
+    else:
+        assert not any(clear in text for text in _strings(sealed["extra"]))
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [*value, *(t for v in value.values() for t in _strings(v))]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
