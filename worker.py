@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.control_store import ControlStore, SpendLedger, SwitchGate
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities, RunStartActivities
@@ -158,9 +159,13 @@ def build_worker(
     create_schema(engine)
     runner = ToolRunner(registry, engine, settings.blob_threshold)
     secrets = ToolSecrets(registry, load_keyring(settings))
-    model = ModelActivities(openai or openai_provider(settings, registry), engine, secrets)
-    context = RunContextActivities(policy, registry, settings.default_model)
-    workspace = WorkspaceActivities(client, settings.control_task_queue)
+    store = ControlStore.open(settings.control_db)
+    model = ModelActivities(openai or openai_provider(settings, registry), engine, SpendLedger(store.engine), secrets)
+    context = RunContextActivities(
+        policy, registry, settings.default_model, control_events_per_history=settings.control_events_per_history
+    )
+    gate = SwitchGate(store)
+    workspace = WorkspaceActivities(client, settings.control_task_queue, gate)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -175,8 +180,11 @@ def build_worker(
             workspace.register,
             workspace.reserve,
             workspace.live_runs,
+            workspace.switches,
+            workspace.store_switches,
+            workspace.closed_runs,
             UndoActivities(client).plan,
-            *tool_activities(registry, runner, secrets),
+            *tool_activities(registry, runner, gate, secrets),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),
         interceptors=extra_interceptors or [],

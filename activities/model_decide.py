@@ -7,6 +7,7 @@ answer is only a proposal: the workflow governs every call it contains.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Protocol
 
@@ -17,7 +18,9 @@ from temporalio.exceptions import ApplicationError
 
 from sqlalchemy import Engine
 
+from activities.control_store import SpendLedger
 from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
+from airlock.workspace_io import SpendHold
 from tools import blobs
 from tools.secret_guard import ToolSecrets
 
@@ -45,10 +48,15 @@ def scripted_decision(request: ModelRequest) -> ModelDecision:
 
 class ModelActivities:
     def __init__(
-        self, openai: ModelProvider | None = None, engine: Engine | None = None, secrets: ToolSecrets | None = None
+        self,
+        openai: ModelProvider | None = None,
+        engine: Engine | None = None,
+        spend: SpendLedger | None = None,
+        secrets: ToolSecrets | None = None,
     ) -> None:
         self._openai = openai
         self._engine = engine
+        self._spend = spend
         self._secrets = secrets
 
     def _resolved(self, request: ModelRequest) -> ModelRequest:
@@ -70,6 +78,26 @@ class ModelActivities:
         ):
             return await self._decide(request)
 
+    async def _held_call(self, request: ModelRequest, hold: SpendHold) -> ModelDecision:
+        """A paid call under the workspace's daily cap: its estimate is held in the control store
+        before it is made, and its real cost settled after (nothing, if it failed). Each attempt
+        holds on its own: each one is a call the provider may charge for."""
+        if self._spend is None or self._openai is None:
+            raise ApplicationError(
+                "this worker has no control store to hold model spend in", type="ControlStoreMissing", non_retryable=True
+            )
+        hold = hold.model_copy(update={"reservation_id": f"{hold.reservation_id}/attempt-{activity.info().attempt}"})
+        refusal = await asyncio.to_thread(self._spend.hold, hold)
+        if refusal is not None:
+            return ModelDecision(model=request.model_name or request.provider, spend_refusal=refusal)
+        cost = 0.0
+        try:
+            decision = await self._openai.decide(self._resolved(request))
+            cost = decision.cost_usd
+        finally:
+            await asyncio.to_thread(self._spend.settle, hold.reservation_id, cost)
+        return decision
+
     async def _decide(self, request: ModelRequest) -> ModelDecision:
         with tracer.start_as_current_span("model.decide") as span:
             span.set_attributes(
@@ -88,6 +116,8 @@ class ModelActivities:
                     type="ModelNotConfigured",
                     non_retryable=True,
                 )
+            elif request.spend is not None:
+                decision = await self._held_call(request, request.spend)
             else:
                 decision = await self._openai.decide(self._resolved(request))
             if self._secrets is not None:

@@ -23,12 +23,21 @@ from tools.registry import ToolRegistry
 
 
 class RunContextActivities:
-    def __init__(self, policy: Policy, registry: ToolRegistry, default_model: str) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        registry: ToolRegistry,
+        default_model: str,
+        control_store: bool = True,
+        control_events_per_history: int | None = None,
+    ) -> None:
         self._context = RunContext(
             policy=policy,
             policy_hash=policy.content_hash(),
             catalog=registry.catalog(),
             default_model=default_model,
+            control_store=control_store,
+            control_events_per_history=control_events_per_history,
         )
 
     def pinned(self, workflow_id: str) -> RunContext:

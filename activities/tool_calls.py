@@ -15,7 +15,9 @@ import structlog
 from opentelemetry import trace
 from temporalio import activity
 
-from airlock.activity_io import ExecuteOutcome, PrepareOutcome, ToolCallInput
+from activities.control_store import SwitchGate
+from airlock.activity_io import ExecuteOutcome, Held, PrepareOutcome, ToolCallInput
+from airlock.models import Effect
 from tools.registry import ToolRegistry
 from tools.runner import ToolRunner
 from tools.secret_guard import ToolSecrets
@@ -44,13 +46,14 @@ def _bound(call: ToolCallInput) -> contextlib.AbstractContextManager[None]:
 
 
 def tool_activities(
-    registry: ToolRegistry, runner: ToolRunner, secrets: ToolSecrets | None = None
+    registry: ToolRegistry, runner: ToolRunner, gate: SwitchGate | None = None, secrets: ToolSecrets | None = None
 ) -> list[Callable[..., Any]]:
-    """`secrets` seals and unseals the tools' secret fields (docs/secrets.md); a worker without it
-    refuses every sealed argument."""
+    """`gate` reads the workspace's switches as a call starts; `secrets` seals and unseals the
+    tools' secret fields (docs/secrets.md): a worker without it refuses every sealed argument."""
     activities: list[Callable[..., Any]] = []
     for tool in registry:
-        activities += [_prepare_for(tool.name, runner, secrets), _execute_for(tool.name, runner, secrets)]
+        held = _gate_for(tool.effect, gate)
+        activities += [_prepare_for(tool.name, runner, secrets), _execute_for(tool.name, runner, held, secrets)]
     return activities
 
 
@@ -60,6 +63,29 @@ def _guarded(secrets: ToolSecrets | None, call: ToolCallInput, run: Callable[[],
     return run() if secrets is None else secrets.call(call.workspace, call.tool, run)
 
 
+def _gate_for(effect: Effect, gate: SwitchGate | None) -> Callable[[ToolCallInput], Held | None]:
+    """What the workspace's switches say of a call of this tool, as it is about to start."""
+
+    def held(call: ToolCallInput) -> Held | None:
+        if not call.gate:
+            return None
+        if gate is None:
+            return Held(reason="control_unreachable", error="this worker has no control store configured")
+        try:
+            # A write reads the store as it starts; a read may use a reading a moment old.
+            switches = gate.switches(call.workspace, fresh=effect is not Effect.READ)
+        except Exception as e:  # noqa: BLE001 - any failure to read the store means: do not start
+            log.warning("tool.gate_unreadable", error=type(e).__name__)
+            return Held(reason="control_unreachable", error=f"the control store cannot be read ({type(e).__name__})")
+        if switches.paused:
+            return Held(reason="kill_switch", switches=switches)
+        if switches.safe_mode and effect is not Effect.READ:
+            return Held(reason="safe_mode", switches=switches)
+        return None
+
+    return held
+
+
 def _prepare_for(name: str, runner: ToolRunner, secrets: ToolSecrets | None) -> Callable[[ToolCallInput], PrepareOutcome]:
     @activity.defn(name=prepare_activity_name(name))
     def prepare(call: ToolCallInput) -> PrepareOutcome:
@@ -67,7 +93,11 @@ def _prepare_for(name: str, runner: ToolRunner, secrets: ToolSecrets | None) -> 
             span.set_attributes(
                 {"airlock.run_id": call.workflow_id, "airlock.workspace": call.workspace, "airlock.tool": name}
             )
-            outcome = _guarded(secrets, call, lambda: runner.prepare(name, call.args, call.workflow_id, call.step))
+            outcome = _guarded(
+                secrets,
+                call,
+                lambda: runner.prepare(name, call.args, call.workflow_id, call.step, call.idempotency_key),
+            )
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info("tool.prepared", outcome=outcome.kind)
         return outcome
@@ -75,10 +105,16 @@ def _prepare_for(name: str, runner: ToolRunner, secrets: ToolSecrets | None) -> 
     return prepare
 
 
-def _execute_for(name: str, runner: ToolRunner, secrets: ToolSecrets | None) -> Callable[[ToolCallInput], ExecuteOutcome]:
+def _execute_for(
+    name: str, runner: ToolRunner, held: Callable[[ToolCallInput], Held | None], secrets: ToolSecrets | None
+) -> Callable[[ToolCallInput], ExecuteOutcome]:
     @activity.defn(name=execute_activity_name(name))
     def execute(call: ToolCallInput) -> ExecuteOutcome:
         with _bound(call), tracer.start_as_current_span(f"tool.{name}") as span:
+            if (stop := held(call)) is not None:
+                span.set_attribute("airlock.outcome", f"held:{stop.reason}")
+                log.info("tool.held", reason=stop.reason)
+                return stop
             span.set_attributes(
                 {
                     "airlock.run_id": call.workflow_id,

@@ -26,10 +26,14 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.control_store import StaleGeneration, SwitchGate
 from airlock.workspace_io import (
     SWITCHES_MEMO,
+    StoredSwitches,
+    StoreSwitches,
     Admission,
     RegisterBatch,
     RegisterRequest,
@@ -48,6 +52,9 @@ BATCH = 200
 # runs went out in 82 registrations, 51 of them of a single run.
 BURST_S = 1.0
 LINGER_S = 0.05
+
+# How long a `leave` waits for the server to confirm that the run has ended.
+CLOSE_WAIT_S = 30.0
 
 Destination = tuple[str, str]  # (workspace, the control workflow's task queue)
 
@@ -112,10 +119,62 @@ class GroupRegistration:
 
 
 class WorkspaceActivities:
-    def __init__(self, client: Client, control_task_queue: str | None = None) -> None:
+    def __init__(self, client: Client, control_task_queue: str | None = None, gate: SwitchGate | None = None) -> None:
         self._client = client
         self._task_queue = control_task_queue
+        self._gate = gate
         self._registrations = GroupRegistration(self._register_batch)
+
+    @activity.defn(name="workspace.switches")
+    def switches(self, workspace: str) -> Switches:
+        """The workspace's switches as the control store holds them now: how a run verifies a
+        message that would loosen what it obeys, and how a control workflow that starts afresh
+        learns the switches in force. Raises while the store cannot be read; the caller retries."""
+        return self._store_gate().switches(workspace, fresh=True)
+
+    @activity.defn(name="workspace.store_switches")
+    def store_switches(self, request: StoreSwitches) -> StoredSwitches:
+        """Commits an accepted switch change before anyone is told of it."""
+        gate = self._store_gate()
+        try:
+            stored = gate.store.write(request.workspace, request.switches)
+        except StaleGeneration as e:
+            return StoredSwitches(committed=False, switches=e.stored)
+        gate.switches(request.workspace, fresh=True)
+        return StoredSwitches(committed=True, switches=stored)
+
+    @activity.defn(name="workspace.closed_runs")
+    async def closed_runs(self, run_ids: list[str]) -> list[str]:
+        """Those of these runs that the server says have ended, waiting up to CLOSE_WAIT_S for
+        them: a run's word that it has ended (`leave`, sent just before it closes) is taken only
+        once the server confirms it."""
+        pending = list(dict.fromkeys(run_ids[:BATCH]))
+        closed: list[str] = []
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while pending:
+            still = []
+            for run_id in pending:
+                (closed if await self._has_ended(run_id) else still).append(run_id)
+            pending = still
+            if not pending or time.monotonic() > deadline:
+                break
+            activity.heartbeat(len(closed))
+            await asyncio.sleep(0.2)
+        return closed
+
+    async def _has_ended(self, run_id: str) -> bool:
+        try:
+            described = await self._client.get_workflow_handle(run_id).describe()
+        except RPCError as e:
+            if e.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return True
+        return described.status is not WorkflowExecutionStatus.RUNNING
+
+    def _store_gate(self) -> SwitchGate:
+        if self._gate is None:
+            raise ApplicationError("this worker has no control store configured", type="ControlStoreMissing")
+        return self._gate
 
     @activity.defn(name="workspace.join")
     async def join(self, request: RegisterRequest) -> Admission:
@@ -156,8 +215,10 @@ class WorkspaceActivities:
         )
 
     async def _published_switches(self, workspace: str) -> Switches:
-        """The switches in the control workflow's memo; none thrown yet if it has not started, has
-        ended (a new one starts from its switches off), or has never thrown one."""
+        """The switches in force: as the control store holds them (read on a worker thread), or,
+        on a worker without a store, as the control workflow's memo shows them."""
+        if self._gate is not None:
+            return await asyncio.to_thread(self._gate.switches, workspace, fresh=True)
         try:
             description = await self._client.get_workflow_handle(control_workflow_id(workspace)).describe()
         except RPCError as e:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, JsonValue
 
 from airlock.models import Compensation, FieldChange
-from airlock.workspace_io import Admission
+from airlock.workspace_io import Admission, Switches
 from policy.model import Policy
 from tools.registry import CatalogEntry
 
@@ -27,6 +27,12 @@ class RunContext(BaseModel):
     # Written into the history by the activity, so a replay of a history file (which does not
     # name its workflow) still knows the run's real id for keys and reports.
     workflow_id: str = ""
+    # Pinned by workers that keep the workspace switches in the control store and gate every
+    # tool call on it. A history pinned before (the field absent) replays as it ran: the run
+    # trusted the switches it was sent, and its control workflow kept them only in memory.
+    control_store: bool = False
+    # What a workspace control workflow pinned afresh continues as new after (None: its default).
+    control_events_per_history: int | None = None
 
 
 class Started(BaseModel):
@@ -47,6 +53,9 @@ class ToolCallInput(BaseModel):
     tool: str
     args: dict[str, JsonValue]
     idempotency_key: str | None = None
+    # Checked against the workspace's switches in the control store before the call starts (runs
+    # since the `switch-gate` patch; earlier runs know no `Held` outcome).
+    gate: bool = False
 
 
 class Prepared(BaseModel):
@@ -70,7 +79,32 @@ class Executed(BaseModel):
     compensation: Compensation | None = None
     # True when the ledger already held this key: the side effect ran once, earlier.
     deduplicated: bool = False
+    # The change as previewed inside the write's own transaction, under its locks, just before
+    # the write: what really changed. None from a ledger row written before it was kept.
+    diff: list[FieldChange] | None = None
+    # The facts that preview read; kept in the ledger only, for `AlreadyExecuted`.
+    facts: dict[str, JsonValue] | None = None
 
 
-PrepareOutcome = Annotated[Prepared | Rejected, Field(discriminator="kind")]
-ExecuteOutcome = Annotated[Executed | Rejected, Field(discriminator="kind")]
+class Held(BaseModel):
+    """The call did not start: the workspace's switches, read from the control store as the call
+    was about to start, forbid it, or the store could not be read (fail closed)."""
+
+    kind: Literal["held"] = "held"
+    reason: Literal["kill_switch", "safe_mode", "control_unreachable"]
+    switches: Switches | None = None
+    error: str = ""
+
+
+class AlreadyExecuted(BaseModel):
+    """The call's write already committed under its idempotency key (a replayed or retried
+    preparation after a crash): the first result, diff and compensation, from the ledger. The
+    call is recorded as executed; it is not decided, approved or executed again."""
+
+    kind: Literal["already_executed"] = "already_executed"
+    args: dict[str, JsonValue]
+    executed: Executed
+
+
+PrepareOutcome = Annotated[Prepared | Rejected | AlreadyExecuted, Field(discriminator="kind")]
+ExecuteOutcome = Annotated[Executed | Rejected | Held, Field(discriminator="kind")]

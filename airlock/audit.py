@@ -141,7 +141,9 @@ def events_for(
         entry.kind == "tool_result"
         and call is not None
         and call.effect is not Effect.READ
-        and entry.outcome == "executed"
+        # Deduplicated too: after a crash lost the task of the first execution, the answer from
+        # the ledger is the only record this run's history has of a write that did happen.
+        and entry.outcome in ("executed", "deduplicated")
     ):
         events.append(
             AuditEvent(

@@ -207,7 +207,8 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     from temporalio.client import WithStartWorkflowOperation
     from temporalio.common import WorkflowIDConflictPolicy
 
-    from airlock.workspace_io import SpendView, SwitchResult, WorkspaceView, control_workflow_id
+    from airlock.signing import sign, switch_message
+    from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 
     settings = Settings()
     client = await _client(settings)
@@ -222,7 +223,12 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         print((await ask("state", WorkspaceView)).model_dump_json(indent=2), file=out)
         return 0
     if args.workspace_command == "spend":
-        _print_spend(await ask("spend", SpendView), out, as_json=args.json)
+        # Model spend lives in the control store, where the model calls' own activities hold and
+        # settle it (the control workflow's own ledger serves runs pinned before it).
+        from activities.control_store import ControlStore, SpendLedger
+
+        ledger = SpendLedger(ControlStore.open(settings.control_db).engine)
+        _print_spend(await asyncio.to_thread(ledger.view, args.name), out, as_json=args.json)
         return 0
     switch, on = {
         "pause": ("kill_switch", True),
@@ -237,9 +243,25 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         task_queue=settings.control_task_queue or settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
+    body: dict[str, Any] = {"switch": switch, "on": on, "by": args.by, "reason": args.reason}
+    key = _switch_key(settings, args.by)
+    if key is not None:
+        # Signed over the generation the change creates, which the control workflow reports.
+        await client.start_workflow(
+            "WorkspaceControl",
+            args.name,
+            id=control_id,
+            task_queue=settings.control_task_queue or settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        view: WorkspaceView = await _asked(client, control_id, "state", WorkspaceView)
+        message = switch_message(
+            workspace=args.name, switch=switch, on=on, by=args.by, generation=view.switches.generation + 1
+        )
+        body["signature"] = sign(key, message)
     result: SwitchResult = await client.execute_update_with_start_workflow(
         "switch",
-        {"switch": switch, "on": on, "by": args.by, "reason": args.reason},
+        body,
         start_workflow_operation=start,
         result_type=SwitchResult,
     )
@@ -248,6 +270,29 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     print(f"{args.name}: {switch} {'on' if on else 'off'} (generation {result.generation}); "
           f"{result.runs_notified} runs notified; `airlock workspace status {args.name}` shows their acknowledgements", file=out)
     return 0
+
+
+def _switch_key(settings: Settings, person: str) -> Any:
+    """The person's signing key, if this machine has one: switch changes are then signed."""
+    from airlock.signing import key_path, load_key
+
+    try:
+        if not key_path(settings.keys_dir, person).exists():
+            return None
+        return load_key(settings.keys_dir, person)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+
+
+async def _asked(client: Any, workflow_id: str, query: str, result_type: type[Any]) -> Any:
+    """A query answered by a workflow that may still be on its first task."""
+    for attempt in range(40):
+        try:
+            return await client.get_workflow_handle(workflow_id).query(query, result_type=result_type)
+        except Exception as e:
+            if attempt == 39:
+                raise CommandError(f"{workflow_id} does not answer `{query}`: {e}") from None
+            await asyncio.sleep(0.25)
 
 
 def _print_spend(spend: Any, out: TextIO, *, as_json: bool) -> None:

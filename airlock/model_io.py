@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, JsonValue
 
 from airlock.models import ScriptedCall
+from airlock.workspace_io import SpendHold
 
 
 class TranscriptItem(BaseModel):
@@ -37,6 +38,8 @@ class ModelRequest(BaseModel):
     transcript: list[TranscriptItem] = Field(default_factory=list)
     # `scripted` only: the proposal for this step, or None once the script is spent.
     scripted: ScriptedCall | None = None
+    # Under a daily spend cap (runs pinned with the control store): what the call holds first.
+    spend: SpendHold | None = None
 
 
 class ProposedCall(BaseModel):
@@ -54,3 +57,5 @@ class ModelDecision(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    # The call was not made: its estimate would pass the workspace's daily spend cap.
+    spend_refusal: str | None = None

@@ -107,6 +107,9 @@ class DenySignal(Strict):
 class PauseSignal(Strict):
     by: Name
     reason: Comment = ""
+    # Resuming loosens what the run obeys: where the workspace requires signed approvals, a
+    # resume carries its sender's signature over `signing.resume_message`.
+    signature: Signature | None = None
 
 
 class DecideRequest(Strict):

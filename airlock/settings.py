@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     control_task_queue: str | None = Field(None, validation_alias="AIRLOCK_CONTROL_TASK_QUEUE")
     policy_path: Path = Field(EXAMPLE_POLICY, validation_alias="AIRLOCK_POLICY")
     db: str = Field(".airlock/backoffice.db", validation_alias="AIRLOCK_DB")
+    # Where the workspace switches live (the control store): shared by every worker of the
+    # namespace, as a SQLite path or a PostgreSQL URL.
+    control_db: str = Field(".airlock/control.db", validation_alias="AIRLOCK_CONTROL_DB")
+    # A workspace control workflow continues as new past this many history events.
+    control_events_per_history: int | None = Field(None, ge=20, validation_alias="AIRLOCK_CONTROL_EVENTS_PER_HISTORY")
     default_model: str = Field("scripted", validation_alias="AIRLOCK_MODEL")
     # Comma-separated modules, each defining TOOLS: list[Tool].
     tool_modules: str = Field("tools.backoffice", validation_alias="AIRLOCK_TOOL_MODULES")

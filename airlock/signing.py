@@ -44,6 +44,27 @@ def vote_message(
     ).encode()
 
 
+SWITCH_MESSAGE_VERSION = "airlock-switch/1"
+RESUME_MESSAGE_VERSION = "airlock-resume/1"
+
+
+def switch_message(*, workspace: str, switch: str, on: bool, by: str, generation: int) -> bytes:
+    """The bytes an admin's signature on a workspace switch change covers. `generation` is the
+    one the change creates: a signature recorded in a history cannot be sent again to undo a
+    later change."""
+    return canonical_json(
+        {"v": SWITCH_MESSAGE_VERSION, "workspace": workspace, "switch": switch, "on": on, "by": by, "generation": generation}
+    ).encode()
+
+
+def resume_message(*, workflow_id: str, run_id: str, by: str, pause: int) -> bytes:
+    """The bytes a signature on resuming a paused run covers; `pause` counts the run's pauses, so
+    a resume signed for one pause cannot lift the next."""
+    return canonical_json(
+        {"v": RESUME_MESSAGE_VERSION, "workflow_id": workflow_id, "run_id": run_id, "by": by, "pause": pause}
+    ).encode()
+
+
 def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

@@ -7,6 +7,15 @@ from pydantic import BaseModel, Field
 from airlock.models import Compensation, Mode, Name, RunReport, Strict
 
 
+# The agent that runs a finished run's compensations. A run may act as it only as the child an
+# `UndoRun` starts, with the id `compensation_run_id` gives it.
+UNDO_AGENT = "undo"
+
+
+def compensation_run_id(undo_workflow_id: str) -> str:
+    return f"{undo_workflow_id}.compensations"
+
+
 class UndoInput(Strict):
     run_id: Name
     # Who asks for the undo; by default the person who requested the original run.

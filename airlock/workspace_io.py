@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from airlock.models import Comment, Name, Strict
+from airlock.models import Comment, Name, Signature, Strict
 
 
 def control_workflow_id(workspace: str) -> str:
@@ -94,6 +94,21 @@ class ReserveRequest(BaseModel):
     cap_usd: float = Field(gt=0, allow_inf_nan=False)
 
 
+class SpendHold(BaseModel):
+    """What a paid model call holds against its workspace's daily cap while it is made; the
+    model call's own activity holds and settles it in the control store."""
+
+    workspace: str
+    reservation_id: str = Field(min_length=1)
+    # The run's day (workflow time), to which the call is charged.
+    day: str
+    run_id: str
+    agent: str
+    requested_by: str
+    usd: float = Field(ge=0, allow_inf_nan=False)
+    cap_usd: float = Field(gt=0, allow_inf_nan=False)
+
+
 class ReserveResult(BaseModel):
     granted: bool
     reason: str | None = None
@@ -139,6 +154,23 @@ class SwitchRequest(Strict):
     on: bool
     by: Name
     reason: Comment = ""
+    # Where the workspace requires signed approvals, the admin's signature over
+    # `signing.switch_message` for the generation this change creates (`airlock workspace` signs).
+    signature: Signature | None = None
+
+
+class StoreSwitches(BaseModel):
+    """Input of `workspace.store_switches`: the change to commit, one generation past the store's."""
+
+    workspace: str
+    switches: Switches
+
+
+class StoredSwitches(BaseModel):
+    """Whether the change committed, and the switches the store holds now."""
+
+    committed: bool
+    switches: Switches
 
 
 class SwitchResult(BaseModel):

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -60,11 +61,16 @@ async def control_worker(client: Client) -> AsyncIterator[Settings]:
     queue instead, the worker processes it starts included (through the environment).
     """
     os.environ["AIRLOCK_CONTROL_TASK_QUEUE"] = CONTROL_QUEUE
+    # The control store every worker of the bench shares, as the workers of a namespace do.
+    store = tempfile.mkdtemp(prefix="airlock-bench-control-")
+    os.environ["AIRLOCK_CONTROL_DB"] = f"{store}/control.db"
     try:
         async with airlock_worker(client, CONTROL_QUEUE) as settings:
             yield settings
     finally:
         del os.environ["AIRLOCK_CONTROL_TASK_QUEUE"]
+        del os.environ["AIRLOCK_CONTROL_DB"]
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def backoffice_runner(db: str) -> ToolRunner:

@@ -1,11 +1,14 @@
-"""Kill switch: time from the switch to the last of N in-flight runs acknowledging it.
+"""Kill switch: time from the switch to the moment no run can start a tool call any more.
 
-N runs are started and left waiting for an approval (in flight: registered with the workspace's
-control workflow). The kill switch is thrown through the control workflow's `switch` update; the
-control workflow signals every registered run, and each run acknowledges once it will start no
-new tool call. Two figures: the control workflow's own clock (switch to last acknowledgement,
-`last_ack_after_s`), and the driver's wall clock from sending the update to seeing all N
-acknowledgements through the `state` query.
+N runs are started and left waiting for an approval of a write (in flight: registered with the
+workspace's control workflow). The kill switch is thrown through the control workflow's `switch`
+update, which answers once the change is committed to the control store. Every tool call reads the
+store as it starts (a write at once, a read within `GATE_TTL_S`), so from that answer on no write
+starts in any run, however many there are: the figure is the update's round trip. The bench then
+approves every run's write and checks that none of them starts while the switch is on.
+
+The runs are told of the switch too, so that their status shows it: that broadcast goes on after
+the update has answered, and its figure (the last acknowledgement) is reported beside the first.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import asyncio
 import time
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
+from airlock.models import Status
 from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 from bench.common import airlock_worker, count_waiting, new_id
 
@@ -41,11 +45,17 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
             if await count_waiting(client, settings.task_queue) >= runs:
                 break
             await asyncio.sleep(0.05)
+        pending = await asyncio.gather(*(_approval_id(h) for h in handles))
         sent = time.perf_counter()
         result = await control.execute_update(
             "switch", {"switch": "kill_switch", "on": True, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
         )
         updated = time.perf_counter()
+        # Proof that nothing starts: every run's write approved now, none runs while the switch holds.
+        await asyncio.gather(
+            *(h.signal("approve", {"approval_id": a, "approver": "u_bob"}) for h, a in zip(handles, pending, strict=True))
+        )
+        approved = time.perf_counter()
         deadline = time.perf_counter() + 300
         while time.perf_counter() < deadline:
             view = await control.query("state", result_type=WorkspaceView)
@@ -53,6 +63,8 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.01)
         seen = time.perf_counter()
+        await asyncio.sleep(1.0)
+        started_while_on = _sent_emails(settings.db)
         await control.execute_update(
             "switch", {"switch": "kill_switch", "on": False, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
         )
@@ -63,7 +75,28 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         "runs": runs,
         "notified": result.runs_notified,
         "switch_update_ms": round((updated - sent) * 1000, 1),
+        "approved_after_switch": len(pending),
+        "approved_in_s": round(approved - updated, 3),
+        "calls_started_while_on": started_while_on,
         "last_ack_after_s_control_clock": view.last_ack_after_s,
         "acknowledged": view.acknowledged,
         "all_acknowledged_wall_s": round(seen - sent, 3),
     }
+
+
+async def _approval_id(handle: WorkflowHandle[Any, Any]) -> str:
+    for _ in range(600):
+        status = await handle.query("status", result_type=Status)
+        if status.pending_approvals:
+            return status.pending_approvals[0].approval_id
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{handle.id} never waited for approval")
+
+
+def _sent_emails(db: str) -> int:
+    from sqlalchemy import func, select
+
+    from tools.backoffice.db import connect, emails
+
+    with connect(db).connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(emails)).scalar_one())

@@ -15,7 +15,7 @@ Sections:
               valgrind) the instructions workflow code spends per run, counted on replay
   policy      time of `policy.engine` on the shipped policy, and its share of a step
   latency     approval round trip: signal sent -> tool execution started
-  kill        kill switch: switch -> every in-flight run acknowledged
+  kill        kill switch: switch -> no tool call can start in any in-flight run
   idle        N runs waiting for approval: worker memory and CPU while idle
   long        a long run through continue-as-new: size of each history of the chain
 """
@@ -576,13 +576,16 @@ async def section_latency(client: Client, a: argparse.Namespace, results: dict[s
 async def section_kill(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
     from bench import kill_switch
 
-    print(section(f"4b. Kill switch: switch -> every one of {a.kill_runs} in-flight runs acknowledged"), flush=True)
+    print(section(f"4b. Kill switch: switch -> no tool call can start, with {a.kill_runs} runs in flight"), flush=True)
     r = await kill_switch.measure(client, a.kill_runs)
     print(table(
-        ["runs in flight", "notified", "switch update ms", "last ack after s (control clock)", "all acknowledged s (driver)"],
-        [[r["runs"], r["notified"], r["switch_update_ms"], r["last_ack_after_s_control_clock"], r["all_acknowledged_wall_s"]]],
+        ["runs in flight", "switch update ms (no write starts after)", "writes approved after it", "started while on",
+         "all acknowledged s (driver)", "last ack after s (control clock)"],
+        [[r["runs"], r["switch_update_ms"], r["approved_after_switch"], r["calls_started_while_on"],
+          r["all_acknowledged_wall_s"], r["last_ack_after_s_control_clock"]]],
     ))
-    print("Acknowledged = the run has applied the switch; from then on it starts no new tool call.")
+    print("The update answers once the switch is committed to the control store, which every tool call reads as it")
+    print("starts; acknowledged = the run was told, so that its status shows it (that broadcast follows the answer).")
     results["kill"] = r
 
 

@@ -2,11 +2,13 @@
 
     python -m chaos.run [--runs 20] [--rounds 6]
 
-1. crash consistency: workers SIGKILLed right after a write commits, over several rounds;
+1. crash consistency: workers SIGKILLed right after a write commits, over several rounds, and
+   at each point of one write's life (after its preparation, after the decision, after its
+   commit, during its approval wait), on SQLite and on a throwaway PostgreSQL;
 2. server restart: the Temporal dev server (persistent database) killed and restarted while runs
    wait for approvals that were already given;
 3. flaky and hanging tools: 30% transient failures, 5% hangs past the timeout, 5% commits that
-   time out before reporting;
+   time out before reporting, on both databases;
 4. model misbehaviour: the same call in a loop, endless steps, huge and schema-invalid arguments.
 """
 
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
@@ -32,8 +35,9 @@ from airlock.converter import data_converter
 from airlock.logging import configure_logging
 from airlock.models import FINAL_STATES, RunReport
 from airlock.settings import Settings
-from chaos.crash import crash_suite
+from chaos.crash import crash_suite, crash_windows, window_table
 from chaos.flaky import chaos_settings, flaky_suite
+from chaos.postgres import ThrowawayPostgres
 from chaos.runs import pending_approval_id, start_scripted
 from tools.backoffice.db import connect, refunds
 from worker import build_worker, register_search_attributes, start_local_server
@@ -66,7 +70,7 @@ async def server_restart_suite(tmp: Path, runs: int) -> str:
     port = free_port()
     db_file = tmp / "temporal.db"
     server = start_server(port, db_file)
-    settings = Settings(db=str(tmp / "restart.db"), task_queue="chaos-restart")
+    settings = Settings(db=str(tmp / "restart.db"), task_queue="chaos-restart", control_db=str(tmp / "control-store.db"))
     try:
         client = await connect_when_up(port)
         await register_search_attributes(client)
@@ -127,27 +131,55 @@ async def misbehaving_model_suite(client: Client, settings: Settings) -> str:
 CONTROL_QUEUE = "chaos-workspace-control"
 
 
+async def database_suites(
+    client: Client, tmp: Path, db_name: str, new_database: Callable[[str], str], runs: int, rounds: int
+) -> bool:
+    """The suites whose subject is the back-office database, each on a fresh database of one
+    kind (their counts are of whole tables); True when they all hold."""
+
+    def suite(name: str) -> Settings:
+        return Settings(db=new_database(name), task_queue=f"chaos-{name}-{db_name}", control_task_queue=CONTROL_QUEUE)
+
+    crash = await crash_suite(client, suite("crash"), runs, rounds)
+    print(f"## crash consistency on {db_name} (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True)
+    windows = await crash_windows(client, suite("windows"))
+    print(f"## crash windows of one write on {db_name} (a refund of most of what is refundable)\n" + window_table(windows) + "\n", flush=True)
+    flaky = await flaky_suite(client, chaos_settings(suite("flaky"), tmp), runs=max(5, runs // 2), calls_per_run=6)
+    print(f"## flaky and hanging tools on {db_name}\n" + flaky.table() + "\n", flush=True)
+    return (
+        crash.duplicates == 0 and crash.final == crash.runs and crash.answered_from_ledger > 0
+        and all(w.holds for w in windows) and flaky.marks == flaky.ledger_rows
+    )
+
+
 async def main(runs: int, rounds: int) -> None:
     configure_logging("ERROR")
-    with tempfile.TemporaryDirectory() as tmp_dir:
+    with tempfile.TemporaryDirectory() as tmp_dir, ThrowawayPostgres() as pg:
         tmp = Path(tmp_dir)
         env = await start_local_server(log_level="warn")
 
         def suite(name: str) -> Settings:
-            return Settings(db=str(tmp / f"{name}.db"), task_queue=f"chaos-{name}", control_task_queue=CONTROL_QUEUE)
+            return Settings(
+                db=str(tmp / f"{name}.db"),
+                task_queue=f"chaos-{name}",
+                control_task_queue=CONTROL_QUEUE,
+                control_db=str(tmp / "control-store.db"),
+            )
 
         try:
             # Workspace control workflows outlive each suite's workers: one worker serves them all, so
             # a suite never joins a control workflow left on a queue that nobody polls any more.
-            async with build_worker(env.client, Settings(db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE)):
+            async with build_worker(env.client, Settings(db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE, control_db=str(tmp / "control-store.db"))):
                 print(f"# chaos: {' '.join(sys.argv)}\n")
-                crash = await crash_suite(env.client, suite("crash"), runs, rounds)
-                print("## crash consistency (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True)
+                ok = True
+                databases: dict[str, Callable[[str], str]] = {
+                    "sqlite": lambda name: str(tmp / f"{name}.db"),
+                    "postgresql": pg.new_database,
+                }
+                for db_name, new_database in databases.items():
+                    ok = await database_suites(env.client, tmp, db_name, new_database, runs, rounds) and ok
                 print("## Temporal server killed and restarted (persistent database)\n" + await server_restart_suite(tmp, max(5, runs // 2)) + "\n", flush=True)
-                flaky = await flaky_suite(env.client, chaos_settings(suite("flaky"), tmp), runs=max(5, runs // 2), calls_per_run=6)
-                print("## flaky and hanging tools\n" + flaky.table() + "\n", flush=True)
                 print("## model misbehaviour\n" + await misbehaving_model_suite(env.client, suite("model")), flush=True)
-                ok = crash.duplicates == 0 and crash.final == crash.runs and crash.answered_from_ledger > 0 and flaky.marks == flaky.ledger_rows
                 print("\nresult:", "PASS" if ok else "FAIL")
                 if not ok:
                     raise SystemExit(1)

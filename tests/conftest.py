@@ -6,7 +6,7 @@ import asyncio
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from airlock import cli
 from airlock.models import RunReport, Status
 from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
 from airlock.workspace_io import ReserveRequest, control_workflow_id
+from chaos.postgres import ThrowawayPostgres
 from tools.backoffice.db import connect
 from tools.registry import load_registry
 from worker import build_worker, start_local_server
@@ -44,10 +45,18 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 CONTROL_QUEUE = "airlock-control-test"
 
 
+@pytest.fixture(scope="session")
+def control_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The control store every worker of the session shares, as the workers of a namespace do."""
+    return str(tmp_path_factory.mktemp("control-store") / "control.db")
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def control_worker(env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Worker]:
+async def control_worker(
+    env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory, control_db: str
+) -> AsyncIterator[Worker]:
     """One worker for the workspace control workflows, which outlive any single test."""
-    settings = Settings(db=str(tmp_path_factory.mktemp("control") / "bo.db"), task_queue=CONTROL_QUEUE)
+    settings = Settings(db=str(tmp_path_factory.mktemp("control") / "bo.db"), task_queue=CONTROL_QUEUE, control_db=control_db)
     async with build_worker(env.client, settings) as worker:
         yield worker
 
@@ -57,10 +66,26 @@ def client(env: WorkflowEnvironment, control_worker: Worker) -> Client:
     return env.client
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """A PostgreSQL cluster of the session's own, on loopback (Debian's `postgresql` package; `.ci/run`
+    installs it). Started only when a test runs on PostgreSQL; a missing install is an error."""
+    with ThrowawayPostgres() as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database(tmp_path: Path) -> str:
+    """A test's back-office database (`AIRLOCK_DB`): SQLite, except in the modules that run on both
+    databases (`tests.databases`)."""
+    return str(tmp_path / "backoffice.db")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str, control_db: str) -> Settings:
     return Settings(
-        db=str(tmp_path / "backoffice.db"),
+        db=database,
+        control_db=control_db,
         task_queue=f"airlock-test-{uuid.uuid4().hex[:8]}",
         control_task_queue=CONTROL_QUEUE,
         secrets_key_file=tmp_path / "secrets.key",
@@ -205,6 +230,7 @@ def airlock_cli(env: WorkflowEnvironment, settings: Settings, monkeypatch: pytes
     monkeypatch.setenv("TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
     monkeypatch.setenv("AIRLOCK_TASK_QUEUE", settings.task_queue)
     monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", CONTROL_QUEUE)
+    monkeypatch.setenv("AIRLOCK_CONTROL_DB", settings.control_db)
     return AirlockCli()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from temporalio.service import RPCError
 from airlock.models import FINAL_STATES, RunReport, RunState
 from airlock.settings import Settings
 from airlock.workspace_io import ReserveResult, SpendView, WorkspaceView, control_workflow_id
+from activities.control_store import ControlStore, SpendLedger
 from tests.conftest import (
     READ,
     REFUND_120,
@@ -43,6 +45,16 @@ def capped(tmp_path: Path, settings: Settings, **limits: Any) -> tuple[str, Sett
 
 async def control_view(client: Client, workspace: str) -> WorkspaceView:
     return await client.get_workflow_handle(control_workflow_id(workspace)).query("state", result_type=WorkspaceView)
+
+
+async def control_view_when(client: Client, workspace: str, reached: Callable[[WorkspaceView], bool]) -> WorkspaceView:
+    """The control workflow's state once `reached` holds (or after 10 s, for the caller to assert)."""
+    for _ in range(200):
+        view = await control_view(client, workspace)
+        if reached(view):
+            return view
+        await asyncio.sleep(0.05)
+    return view
 
 
 async def test_a_burst_of_starts_under_a_cap_is_admitted_on_a_worker_with_fewer_slots(
@@ -102,7 +114,8 @@ async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_en
 
         await admitted[0].cancel()
         assert (await admitted[0].result()).state is RunState.STOPPED
-        view = await control_view(client, workspace)
+        # The slot frees once the server confirms that the run has ended.
+        view = await control_view_when(client, workspace, lambda v: v.runs == 1)
         assert view.runs == 1 and view.max_concurrent_runs == 2
         # Started again under the id of a refused run, as the refusal suggests: admitted now.
         latecomer = await runs.start_raw(
@@ -112,7 +125,7 @@ async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_en
         for h in (admitted[1], latecomer):
             await h.cancel()
             await h.result()
-        assert (await control_view(client, workspace)).runs == 0
+        assert (await control_view_when(client, workspace, lambda v: v.runs == 0)).runs == 0
 
 
 async def test_racing_reservations_never_pass_the_daily_cap(
@@ -156,8 +169,8 @@ async def test_racing_reservations_never_pass_the_daily_cap(
 async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
     client: Client, settings: Settings, tmp_path: Path, airlock_cli: AirlockCli
 ) -> None:
-    """Every paid model call reserves its estimate first and settles its real cost after. The
-    third call's estimate would pass the cap: it is never made, and the run ends
+    """Every paid model call holds its estimate in the control store first and settles its real
+    cost after. The third call's estimate would pass the cap: it is never made, and the run ends
     `budget_exhausted` with the reason; `airlock workspace spend` attributes what was spent."""
     workspace, settings = capped(tmp_path, settings, daily_spend_usd=0.00025, model_call_estimate_usd=0.0001)
     async with build_worker(client, settings, openai=recorded_openai_provider(settings)):
@@ -168,7 +181,7 @@ async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
             budget={"max_steps": 10, "max_identical_calls": 10},
         )
         report = await handle.result()
-        spend = await client.get_workflow_handle(control_workflow_id(workspace)).query("spend", result_type=SpendView)
+        spend = SpendLedger(ControlStore.open(settings.control_db).engine).view(workspace)
         status, text = await airlock_cli("workspace", "spend", workspace)
         assert status == 0
     assert report.state is RunState.BUDGET_EXHAUSTED
@@ -199,3 +212,61 @@ async def test_a_run_ends_normally_when_its_control_workflow_is_gone(
         await handle.signal("approve", {"approval_id": approval_id, "approver": "u_bob"})
         report = await handle.result()
     assert report.state is RunState.COMPLETED
+
+
+async def test_a_workspaces_spend_survives_its_control_workflow(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    """Model spend is held and settled in the control store by the model calls themselves:
+    terminating the workspace's control workflow (whose memory held the day's spend) does not
+    reset the cap, and a forged `settle` sent to it changes nothing."""
+    workspace, settings = capped(tmp_path, settings, daily_spend_usd=0.00025, model_call_estimate_usd=0.0001)
+    paid = {"model": {"provider": "openai", "name": "gpt-4o-mini"}, "budget": {"max_steps": 10, "max_identical_calls": 10}}
+    async with build_worker(client, settings, openai=recorded_openai_provider(settings)):
+        runs = Runs(client, settings)
+        first = await (await runs.start(workspace=workspace, mode="auto", **paid)).result()
+        assert first.state is RunState.BUDGET_EXHAUSTED and len(first.cost_by_step) == 2
+        control = client.get_workflow_handle(control_workflow_id(workspace))
+        await control.signal("settle", {"reservation_id": "anything", "usd": 0})
+        await control.terminate("insider")
+        second = await (await runs.start(workspace=workspace, mode="auto", **paid)).result()
+    assert second.state is RunState.BUDGET_EXHAUSTED and second.cost_by_step == []
+    assert second.reason is not None and "daily spend cap" in second.reason
+    spend = SpendLedger(ControlStore.open(settings.control_db).engine).view(workspace)
+    assert spend.days[0].spent_usd == pytest.approx(first.used.cost_usd) and spend.days[0].refused == 2
+    assert spend.reserved_usd == 0
+
+
+def test_holds_racing_for_the_last_dollars_never_pass_the_cap(tmp_path: Path) -> None:
+    """Eight threads hold 0.30 USD each against a 1.00 USD cap in one store: exactly three get it.
+    Settled holds charge their real cost; a hold its worker abandoned counts at its estimate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from activities.control_store import HOLD_EXPIRES_S
+    from airlock.workspace_io import SpendHold
+
+    now = [1_000_000.0]
+    ledger = SpendLedger(ControlStore.open(str(tmp_path / "control.db")).engine, clock=lambda: now[0])
+
+    def hold(n: int, usd: float = 0.30) -> str | None:
+        return ledger.hold(
+            SpendHold(workspace="w", reservation_id=f"r-{n}", day="2026-12-03", run_id=f"run-{n}",
+                      agent="support", requested_by="u_alice", usd=usd, cap_usd=1.0)
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        refusals = list(pool.map(hold, range(8)))
+    granted = [n for n, r in enumerate(refusals) if r is None]
+    assert len(granted) == 3
+    assert all("would pass the cap of 1.000000 USD" in (r or "") for r in refusals if r is not None)
+    assert hold(granted[0]) is None  # the same hold asked again: held once
+    assert ledger.view("w").reserved_usd == pytest.approx(0.90)
+    ledger.settle(f"r-{granted[0]}", 0.25)
+    ledger.settle(f"r-{granted[0]}", 0.25)  # settled once
+    view = ledger.view("w").days[0]
+    assert view.spent_usd == pytest.approx(0.25) and view.by_run == {f"run-{granted[0]}": 0.25}
+    # The two other holds are abandoned: once they expire they count at their estimate.
+    now[0] += HOLD_EXPIRES_S + 1
+    assert hold(50, 0.16) is not None  # 0.25 + 0.60 + 0.16 > 1.00
+    assert ledger.view("w").days[0].spent_usd == pytest.approx(0.85)
+

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 from temporalio import workflow
-from temporalio.client import Client
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
 from airlock.models import CallStatus, RunState
@@ -22,7 +24,8 @@ from airlock.workspace_io import (
     WorkspaceView,
     control_workflow_id,
 )
-from tests.conftest import AirlockCli, Runs, call, count_rows
+from tests.conftest import CONTROL_QUEUE, AirlockCli, Runs, call, count_rows
+from worker import build_worker
 from tools.backoffice.db import refunds
 
 REFUND_120 = call("payments.create_refund", order_id="ORD-1002", amount_usd=120, reason="late")
@@ -30,10 +33,21 @@ REFUND_20 = call("payments.create_refund", order_id="ORD-1002", amount_usd=20, r
 
 
 async def switch(client: Client, switch: str, on: bool, by: str = "u_carol") -> SwitchResult:
-    handle = client.get_workflow_handle(control_workflow_id("acme"))
-    return await handle.execute_update(
-        "switch", {"switch": switch, "on": on, "by": by, "reason": "incident 7"}, result_type=SwitchResult
+    """As `airlock workspace` sends it: starting the control workflow if there is none."""
+    start = WithStartWorkflowOperation(
+        "WorkspaceControl",
+        "acme",
+        id=control_workflow_id("acme"),
+        task_queue=CONTROL_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
+    result: SwitchResult = await client.execute_update_with_start_workflow(
+        "switch",
+        {"switch": switch, "on": on, "by": by, "reason": "incident 7"},
+        start_workflow_operation=start,
+        result_type=SwitchResult,
+    )
+    return result
 
 
 async def acknowledged(client: Client, generation: int, runs: int) -> WorkspaceView:
@@ -44,6 +58,17 @@ async def acknowledged(client: Client, generation: int, runs: int) -> WorkspaceV
             return view
         await asyncio.sleep(0.025)
     raise AssertionError(f"not acknowledged: {view}")
+
+
+async def ready_view(handle: Any) -> WorkspaceView:
+    """The control workflow's state, once its first task has pinned its policy."""
+    for _ in range(200):
+        try:
+            view: WorkspaceView = await handle.query("state", result_type=WorkspaceView)
+            return view
+        except Exception:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the control workflow did not start")
 
 
 async def published_switches(client: Client, workspace: str = "acme") -> Switches:
@@ -139,25 +164,22 @@ async def test_only_an_admin_throws_a_switch(client: Client, runs: Runs, clean_s
 async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client: Client, settings: Settings) -> None:
     """Switches, registered runs, refusals, the spend ledger and open reservations survive the
     control workflow's history checkpoints."""
-    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    short = settings.model_copy(update={"control_events_per_history": 30, "task_queue": f"{settings.task_queue}-ctl"})
+    async with build_worker(client, short):
+        await _checkpointed_control(client, short)
 
-    from airlock.activity_io import RunContext
-    from airlock.settings import EXAMPLE_POLICY
-    from policy import load_policy
-    from tools.registry import load_registry
-    from workflows.workspace_control import ControlState
 
-    policy = load_policy(EXAMPLE_POLICY)
-    context = RunContext(policy=policy, policy_hash=policy.content_hash(), catalog=load_registry().catalog())
-    control_id = control_workflow_id("sandbox")
+async def _checkpointed_control(client: Client, settings: Settings) -> None:
     handle = await client.start_workflow(
         "WorkspaceControl",
-        args=["sandbox", ControlState(workspace="sandbox", context=context, events_per_history=30)],
-        id=control_id,
-        task_queue=settings.control_task_queue,
+        "sandbox",
+        id=control_workflow_id("sandbox"),
+        task_queue=settings.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
     )
+    # The store keeps the switches of earlier control workflows of this workspace.
+    start_generation = (await ready_view(handle)).switches.generation
     first_run = handle.result_run_id
     # Spend: one call settled, one reservation still open when the checkpoint comes.
     reserve = {"workspace": "sandbox", "agent": "support", "requested_by": "u_alice", "usd": 0.2, "cap_usd": 1.0}
@@ -177,7 +199,12 @@ async def test_the_control_workflow_continues_as_new_and_keeps_its_state(client:
         await asyncio.sleep(0.05)
     assert described.run_id != first_run
     view = await handle.query("state", result_type=WorkspaceView)
-    assert view.switches.generation == 7 and view.switches.safe_mode is False
+    assert view.switches.generation == start_generation + 7 and view.switches.safe_mode is False
+    for _ in range(100):  # the continued run publishes its switches in its first task
+        with contextlib.suppress(KeyError):
+            if await published_switches(client, "sandbox") == view.switches:
+                break
+        await asyncio.sleep(0.05)
     assert await published_switches(client, "sandbox") == view.switches
     assert any("u_dave lacks the admin role" in r for r in view.refused)
     spend = await handle.query("spend", result_type=SpendView)

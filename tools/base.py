@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
-from sqlalchemy import Connection
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from sqlalchemy import Connection, Select
 
 from airlock.models import Compensation, Effect, FieldChange, Tier
 # Re-exported: part of the API a tool author writes against.
@@ -35,10 +35,51 @@ Usd = Annotated[
 ]
 
 
+# One line of text: no CR or LF, which mean something downstream (a header ends, another begins).
+Line = Annotated[str, Field(pattern=r"^[^\r\n]*$")]
+
+
+def unstorable(text: str) -> str | None:
+    """Why a database could not store `text` as it is, or None. PostgreSQL refuses NUL in any
+    text value, and text that is not valid UTF-8 (an unpaired surrogate); SQLite takes both,
+    so without this check the two databases would disagree about the same call."""
+    if "\x00" in text:
+        return "text may not contain NUL (U+0000)"
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        return "text may not contain unpaired surrogates (not valid UTF-8)"
+    return None
+
+
+def _walk(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        why = unstorable(value)
+        return f"{path}: {why}" if why else None
+    if isinstance(value, BaseModel):
+        value = {name: getattr(value, name) for name in type(value).model_fields}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if (why := _walk(k, where) if isinstance(k, str) else None) or (why := _walk(v, where)):
+                return why
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            if why := _walk(v, f"{path}.{i}"):
+                return why
+    return None
+
+
 class ToolArgs(BaseModel):
-    """Base for tool inputs: arguments a model wrote, so unknown keys are an error."""
+    """Base for tool inputs: arguments a model wrote, so unknown keys are an error, and text
+    that a database would refuse (NUL, invalid UTF-8) is refused here, for every tool and on
+    every database alike, as invalid arguments before anything runs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _storable(self) -> ToolArgs:
+        if why := _walk(self, ""):
+            raise ValueError(why)
+        return self
 
 
 class ToolOutput(BaseModel):
@@ -57,6 +98,19 @@ class ToolContext:
     workflow_id: str = ""
     step: int = 0
     idempotency_key: str | None = None
+
+    @property
+    def writing(self) -> bool:
+        """Inside a write's transaction (the runner's, under an idempotency key)."""
+        return self.idempotency_key is not None
+
+    def locking(self, query: Select[Any]) -> Select[Any]:
+        """`query` as a write must read the rows it will change: locked until the write commits
+        (PostgreSQL `SELECT ... FOR UPDATE`), so two writes to one row run one after the other and
+        each reads the "before" values the other left. On SQLite the write transaction already
+        holds the database's write lock (BEGIN IMMEDIATE) and no FOR UPDATE is rendered. Outside
+        a write (a preview, a read) the query is left as it is."""
+        return query.with_for_update() if self.writing else query
 
 
 @dataclass(frozen=True)

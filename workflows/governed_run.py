@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 from datetime import timedelta
+from collections.abc import Callable
 from typing import Any, Literal
 
 from temporalio import workflow
@@ -43,8 +44,10 @@ with workflow.unsafe.imports_passed_through():
     import workflows.telemetry as telemetry
     from activities.tool_calls import execute_activity_name, prepare_activity_name
     from airlock.activity_io import (
+        AlreadyExecuted,
         Executed,
         ExecuteOutcome,
+        Held,
         Prepared,
         PrepareOutcome,
         Rejected,
@@ -55,6 +58,8 @@ with workflow.unsafe.imports_passed_through():
     from airlock.audit import RunFacts, events_for
     from airlock.hashing import call_hash, canonical_json
     from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
+    from airlock.signing import resume_message, verifies
+    from airlock.undo_io import UNDO_AGENT, compensation_run_id
     from airlock.models import (
         FINAL_STATES,
         CallRecord,
@@ -83,6 +88,7 @@ with workflow.unsafe.imports_passed_through():
         ReserveRequest,
         ReserveResult,
         Settle,
+        SpendHold,
         Switches,
         control_workflow_id,
         parse_signal,
@@ -123,9 +129,17 @@ MAX_ARGS_BYTES = 32_768
 SEGMENT_BYTES = 512 * 1024
 # Proposal arguments larger than this are kept in the timeline by hash, not in full.
 TIMELINE_ARGS_BYTES = 1024
+# The rule a call's record names when its write was found in the idempotency ledger.
+LEDGER_RULE = "ledger.already_executed"
 # After this many consecutive failures of a tool's activity the run stops calling it for a while.
 BREAKER_FAILURES = 3
 BREAKER_COOLDOWN = timedelta(minutes=5)
+# Who may lift a pause besides its sender and anyone who may approve calls.
+ADMIN_ROLE = "admin"
+# A run held by the workspace's switches reads the control store again at least this often.
+HOLD_POLL = timedelta(minutes=1)
+# A call held because the control store could not be read is tried again after this long.
+HOLD_RETRY = timedelta(seconds=5)
 
 
 # How a starting run joins its workspace's control plane (see `GovernedRun.run`).
@@ -169,6 +183,14 @@ def approval_id_for(step: int, index: int, tool: str, args: dict[str, Any]) -> s
     return f"apr-{step}-{index}-{call_hash(tool, args)[:10]}"
 
 
+def _tighter(known: Switches, claim: Switches) -> Switches:
+    """What a run obeys when told `claim`: anything stricter at once, nothing looser."""
+    paused, safe = known.paused or claim.paused, known.safe_mode or claim.safe_mode
+    if (paused, safe) == (known.paused, known.safe_mode):
+        return known
+    return known.model_copy(update={"paused": paused, "safe_mode": safe, "by": claim.by, "reason": claim.reason})
+
+
 class GovernedRun:
     """One governed agent run: its state and its steps. `AgentRun` is its face to Temporal."""
 
@@ -185,8 +207,14 @@ class GovernedRun:
         # Workspace switches (kill switch, safe mode) as last told, and the acks still in flight.
         self._switches = Switches()
         self._acks: list[asyncio.Task[None]] = []
+        # Runs gated on the control store: a message said the switches changed, and the run has
+        # not read the store since. Loosening waits for that reading; tightening does not.
+        self._verify_pending = False
+        # Why the run is held while the control store cannot be read, and since when.
+        self._held: str | None = None
         # A pause or resume that arrived before the run had started (e.g. sent with the start).
         self._early_pause: PauseSignal | None = None
+        self._early_pauses: list[tuple[PauseSignal, bool]] = []
         self._early_pausing = False
 
     # ---- the run ---------------------------------------------------------------------------
@@ -202,6 +230,15 @@ class GovernedRun:
         # activity of its own; runs between that and `workspace-join-local` joined in a local
         # activity; runs between that and `workspace-control` in a full activity; earlier runs
         # did not join.
+        if carried is not None and workflow.info().continued_run_id is None:
+            # Carried state (budgets used, decided approvals, the pinned policy) is accepted only
+            # from this workflow continuing as new; anyone can start a run with a second argument.
+            raise ApplicationError(
+                "carried run state is accepted only from the run that continued as new; "
+                "start a run with one argument, its input",
+                type="ForgedCarriedState",
+                non_retryable=True,
+            )
         join: Join = None
         lazy = False
         if carried is None:
@@ -224,10 +261,21 @@ class GovernedRun:
             RunBinding(workflow_id=self._workflow_id, run_id=self._chain_run_id),
         )
         m.refused_votes.extend(self._early_refusals)
-        if self._switches.generation > m.switches.generation:
+        if m.context.control_store:
+            # What arrived before the start is a claim: it may tighten what the run read from
+            # the control store, never loosen it, and it is verified at the first step.
+            claim, self._switches = self._switches, m.switches
+            if claim != Switches():
+                self._take_claim(claim)
+        elif self._switches.generation > m.switches.generation:
             m.switches = self._switches
-        self._switches = m.switches
-        if self._early_pause is not None:
+        if not m.context.control_store:
+            self._switches = m.switches
+        if m.context.control_store:
+            # Each in the order it came, under the same rules as once the run has started.
+            for early, pausing in self._early_pauses:
+                self._apply_pause(early, pausing)
+        elif self._early_pause is not None:
             m.paused_by = self._early_pause.by if self._early_pausing else None
             kind: TimelineKind = "paused" if self._early_pausing else "resumed"
             self._record(kind, actor=self._early_pause.by, message=self._early_pause.reason)
@@ -310,6 +358,17 @@ class GovernedRun:
         if refusal:
             raise ApplicationError(
                 f"run refused by policy {context.policy_hash}: {refusal}",
+                type="RunNotAllowed",
+                non_retryable=True,
+            )
+        info = workflow.info()
+        if (
+            context.control_store
+            and run_input.agent == UNDO_AGENT
+            and (info.parent is None or info.workflow_id != compensation_run_id(info.parent.workflow_id))
+        ):
+            raise ApplicationError(
+                f"run refused: the {UNDO_AGENT} agent runs only the compensations an UndoRun plans (`airlock undo`)",
                 type="RunNotAllowed",
                 non_retryable=True,
             )
@@ -428,6 +487,20 @@ class GovernedRun:
                 **LOCAL,
             )
             m.script_position += 1
+        elif m.context.control_store:
+            self._publish_before_waiting()
+            request.spend = self._spend_hold(request.step)
+            decision = await workflow.execute_activity(
+                "model.decide",
+                request,
+                result_type=ModelDecision,
+                start_to_close_timeout=MODEL_TIMEOUT,
+                retry_policy=MODEL_RETRY,
+                summary=f"step {request.step}: {spec.name}",
+            )
+            if decision.spend_refusal is not None:
+                raise RunEnded(RunState.BUDGET_EXHAUSTED, decision.spend_refusal)
+            m.dearest_model_call_usd = max(m.dearest_model_call_usd, decision.cost_usd)
         else:
             self._publish_before_waiting()
             reservation = await self._reserve_spend(request.step)
@@ -491,6 +564,24 @@ class GovernedRun:
             await handle.signal(signal, payload)
         except FailureError as e:
             workflow.logger.warning("workspace control did not take %s: %s", signal, e)
+
+    def _spend_hold(self, step: int) -> SpendHold | None:
+        """What the next paid model call holds against the workspace's daily cap (the model
+        call's activity holds and settles it in the control store), or None without a cap."""
+        m = self._memory
+        limits = m.context.policy.workspaces[m.input.workspace].limits
+        if limits.daily_spend_usd is None:
+            return None
+        return SpendHold(
+            workspace=m.input.workspace,
+            reservation_id=f"{self._workflow_id}/{self._chain_run_id}/step-{step}",
+            day=workflow.now().date().isoformat(),
+            run_id=self._workflow_id,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            usd=max(limits.model_call_estimate_usd, m.dearest_model_call_usd),
+            cap_usd=limits.daily_spend_usd,
+        )
 
     async def _reserve_spend(self, step: int) -> str | None:
         """Holds the next paid model call's estimated cost against the workspace's daily cap;
@@ -556,12 +647,15 @@ class GovernedRun:
             if workflow.now() < until:
                 return self._fail(record, call, f"circuit open: {call.tool} failed {BREAKER_FAILURES} times in a row; not called again before {until.isoformat()}")
             del m.open_circuits[call.tool]
+        key = self._idempotency_key(step, index) if entry.effect is not Effect.READ else None
         try:
-            prepared = await self._prepare(call, index, step)
+            prepared = await self._prepare(call, index, step, key)
         except FailureError as e:
             return self._tool_unavailable(record, call, e)
         if isinstance(prepared, Rejected):
             return self._reject_invalid(record, call, prepared.error)
+        if isinstance(prepared, AlreadyExecuted):
+            return self._record_from_ledger(record, call, entry, prepared, key)
         record.args, record.diff, record.facts = prepared.args, prepared.diff, prepared.facts
         decision = decide(
             m.context.policy,
@@ -580,32 +674,69 @@ class GovernedRun:
             self._check_budget("tool_call", counting_this_call=True)
         await self._execute(record, call, entry)
 
-    async def _prepare(self, call: ProposedCall, index: int, step: int) -> Prepared | Rejected:
-        outcome: Prepared | Rejected = await workflow.execute_local_activity(
+    async def _prepare(self, call: ProposedCall, index: int, step: int, key: str | None) -> Prepared | Rejected | AlreadyExecuted:
+        # The key goes with the preparation so that it consults the ledger first: a write that
+        # committed in a workflow task lost to a crash is found, not previewed and decided again.
+        outcome: Prepared | Rejected | AlreadyExecuted = await workflow.execute_local_activity(
             prepare_activity_name(call.tool),
-            self._call_input(call, index, step),
+            self._call_input(call, index, step, key=key),
             result_type=PrepareOutcome,  # type: ignore[arg-type]
             **LOCAL,
         )
         return outcome
 
     async def _execute(self, record: CallRecord, call: ProposedCall, entry: CatalogEntry) -> None:
-        # The last gate: a switch may have been thrown while the call was being checked.
-        await self._wait_while_paused()
-        if self._switches.safe_mode and entry.effect is not Effect.READ:
-            if not record.votes:
-                decision = decide(self._memory.context.policy, self._memory.call_context(entry, record.args), safe_mode=True)
-                return self._refuse(record, call, decision)
-            # A call people already approved is held, not dropped, until safe mode ends.
-            self._publish_before_waiting()
-            await workflow.wait_condition(lambda: not self._switches.safe_mode)
+        gated = self._memory.context.control_store
+        while True:
+            # The last gate: a switch may have been thrown while the call was being checked.
             await self._wait_while_paused()
-        key = f"{self._workflow_id}/{self._chain_run_id}/s{record.step}/c{record.index}"
+            if self._switches.safe_mode and entry.effect is not Effect.READ:
+                if not record.votes:
+                    decision = decide(self._memory.context.policy, self._memory.call_context(entry, record.args), safe_mode=True)
+                    return self._refuse(record, call, decision)
+                # A call people already approved is held, not dropped, until safe mode ends.
+                self._publish_before_waiting()
+                if gated:
+                    await self._hold_until(lambda: not self._switches.safe_mode)
+                else:
+                    await workflow.wait_condition(lambda: not self._switches.safe_mode)
+                await self._wait_while_paused()
+            outcome = await self._start_call(record, call, entry, gated)
+            if outcome is None:
+                return
+            if not isinstance(outcome, Held):
+                break
+            # The worker read the control store as the call was about to start, and it forbids
+            # the call (or cannot be read): the run obeys that, and tries again once released.
+            await self._held_by_store(outcome)
+        self._memory.tool_failures.pop(call.tool, None)
+        self._apply_outcome(record, call, outcome)
+
+    async def _held_by_store(self, held: Held) -> None:
+        m = self._memory
+        if held.switches is not None:
+            self._adopt(held.switches)
+            return
+        self._held = f"the control store cannot be read ({_bounded_text(held.error, 200)}); the call waits for it"
+        m.last_error = self._held
+        self._record("workspace_switch", outcome="control_unreachable", message=self._held)
+        self._publish_before_waiting()
+        await workflow.sleep(HOLD_RETRY, summary="control store unreadable: try again")
+        self._held = None
+
+    async def _start_call(
+        self, record: CallRecord, call: ProposedCall, entry: CatalogEntry, gated: bool
+    ) -> Executed | Rejected | Held | None:
+        """Runs the call's activity; None when it gave up after its retries (recorded)."""
+        key = self._idempotency_key(record.step, record.index)
         if entry.effect is not Effect.READ:
             record.idempotency_key = key
+        call_input = self._call_input(call, record.index, record.step, args=record.args, key=key)
+        if gated:
+            call_input.gate = True
         handle = workflow.start_local_activity(
             execute_activity_name(call.tool),
-            self._call_input(call, record.index, record.step, args=record.args, key=key),
+            call_input,
             result_type=ExecuteOutcome,  # type: ignore[arg-type]
             **({} if entry.effect is Effect.READ else {"summary": f"{call.tool}({summarize(record.args)})"}),
             **(LOCAL if entry.effect is Effect.READ else WRITE),
@@ -613,16 +744,39 @@ class GovernedRun:
         try:
             # A call already on its way is let finish and recorded, even when the run is being
             # stopped: otherwise the report would miss a change that did happen.
-            outcome: Executed | Rejected = await asyncio.shield(handle)
+            outcome: Executed | Rejected | Held = await asyncio.shield(handle)
         except asyncio.CancelledError:
             with contextlib.suppress(FailureError):
-                self._apply_outcome(record, call, await handle)
+                finished = await handle
+                if not isinstance(finished, Held):
+                    self._apply_outcome(record, call, finished)
             raise
         except FailureError as e:
             # A local activity that gave up surfaces as its last failure, not as ActivityError.
-            return self._tool_unavailable(record, call, e)
-        self._memory.tool_failures.pop(call.tool, None)
-        self._apply_outcome(record, call, outcome)
+            self._tool_unavailable(record, call, e)
+            return None
+        return outcome
+
+    def _idempotency_key(self, step: int, index: int) -> str:
+        return f"{self._workflow_id}/{self._chain_run_id}/s{step}/c{index}"
+
+    def _record_from_ledger(
+        self, record: CallRecord, call: ProposedCall, entry: CatalogEntry, done: AlreadyExecuted, key: str | None
+    ) -> None:
+        """The call's write committed before a crash lost the task that made it: it is recorded as
+        executed with the ledger's result, diff and facts (those of the write, not of the state it
+        produced), without a new decision, approval or execution."""
+        record.args, record.idempotency_key = done.args, key
+        record.facts = done.executed.facts or {}
+        decision = Decision(
+            outcome=Outcome.ALLOW,
+            rule=LEDGER_RULE,
+            reason="the ledger holds this call's committed write; recorded, not decided again",
+            tier=entry.tier,
+        )
+        record.decision = decision
+        self._record_decision(record, decision)
+        self._apply_outcome(record, call, done.executed.model_copy(update={"facts": None}))
 
     def _tool_unavailable(self, record: CallRecord, call: ProposedCall, error: FailureError) -> None:
         """The tool's activity gave up after its retries: a failed call, not a failed run. After
@@ -666,6 +820,8 @@ class GovernedRun:
             self._tell_agent(call, f"the tool refused the call: {outcome.error}")
             return
         record.status, record.result, record.compensation = CallStatus.EXECUTED, outcome.result, outcome.compensation
+        if outcome.diff is not None:
+            record.diff = outcome.diff
         self._memory.segment_bytes += len(canonical_json(outcome.result).encode())
         self._record(
             "tool_result", tool=call.tool, index=record.index, outcome="deduplicated" if outcome.deduplicated else "executed",
@@ -823,26 +979,149 @@ class GovernedRun:
             return
         if self._m is None:
             self._early_pause, self._early_pausing = signal, pausing
+            self._early_pauses.append((signal, pausing))
             return
+        self._apply_pause(signal, pausing)
+
+    def _apply_pause(self, signal: PauseSignal, pausing: bool) -> None:
         if self._state in FINAL_STATES:
             return
-        self._m.paused_by = signal.by if pausing else None
+        m = self._memory
+        if m.context.control_store:
+            if pausing and m.paused_by is not None:
+                # Already paused: the pause stays its first sender's, so that pausing again
+                # under another name cannot make that name the one allowed to resume.
+                self._record("paused", actor=signal.by, outcome="already_paused", message=signal.reason)
+                return
+            if not pausing and (refusal := self._resume_refusal(signal)) is not None:
+                m.last_error = f"resume by {signal.by} refused: {refusal}"
+                self._record("resumed", actor=signal.by, outcome="refused", message=refusal)
+                return
+            if pausing:
+                m.pauses += 1
+        m.paused_by = signal.by if pausing else None
         self._record("paused" if pausing else "resumed", actor=signal.by, message=signal.reason)
         if self._state in (RunState.RUNNING, RunState.PAUSED):
             self._set_state(RunState.PAUSED if pausing else RunState.RUNNING)
 
+    def _resume_refusal(self, signal: PauseSignal) -> str | None:
+        """Why this person may not lift the run's pause, or None. Resuming loosens the run: the
+        person who paused it, an admin or anyone who may approve calls may do it, and where the
+        workspace requires signed approvals only with their signature over this pause."""
+        m = self._memory
+        if m.paused_by is None:
+            return None
+        policy = m.context.policy
+        may = {ADMIN_ROLE, *(role for tier in policy.tiers.values() for role in tier.roles)}
+        if signal.by != m.paused_by and not (policy.roles_of(signal.by) & may):
+            return f"the run was paused by {m.paused_by}; only they, an admin or an approver may resume it"
+        if not policy.workspaces[m.input.workspace].signed_approvals:
+            return None
+        if signal.signature is None:
+            return f"workspace {m.input.workspace} requires a resume signed by its sender's key"
+        message = resume_message(workflow_id=self._workflow_id, run_id=self._chain_run_id, by=signal.by, pause=m.pauses)
+        person = policy.people.get(signal.by)
+        if person is None or not verifies(person.keys, message, signal.signature):
+            return f"the signature is not {signal.by}'s over resuming pause {m.pauses} of this run"
+        return None
+
     async def _wait_while_paused(self) -> None:
         m = self._memory
+        if m.context.control_store:
+            await self._verify_switches()
         if m.paused_by is None and not self._switches.paused:
             return
         self._set_state(RunState.PAUSED)
-        await workflow.wait_condition(lambda: m.paused_by is None and not self._switches.paused)
+        if m.context.control_store:
+            self._publish_before_waiting()
+            await self._hold_until(lambda: m.paused_by is None and not self._switches.paused)
+        else:
+            await workflow.wait_condition(lambda: m.paused_by is None and not self._switches.paused)
         self._set_state(RunState.RUNNING)
 
     # ---- the workspace control plane --------------------------------------------------------
 
     def workspace_switch(self, payload: Any) -> None:
-        if (switches := parse_signal(Switches, payload)) is None or switches.generation < self._switches.generation:
+        if (switches := parse_signal(Switches, payload)) is None:
+            return
+        if self._m is not None and not self._m.context.control_store:
+            return self._trust_switches(switches)
+        # Anyone can send this signal. A run gated on the control store takes it as a claim: it
+        # obeys at once what it tightens, and reads the store before it obeys anything looser.
+        if self._m is None:
+            self._switches = _tighter(self._switches, switches)
+        else:
+            self._take_claim(switches)
+        self._acks.append(asyncio.create_task(self._ack(switches.generation)))
+
+    def _take_claim(self, claim: Switches) -> None:
+        self._verify_pending = True
+        tighter = _tighter(self._switches, claim)
+        if tighter == self._switches:
+            return
+        self._switches = tighter
+        self._record(
+            "workspace_switch",
+            actor=claim.by,
+            outcome=f"paused={tighter.paused} safe_mode={tighter.safe_mode}",
+            message=f"obeyed at once, to be confirmed by the control store: {claim.reason}",
+        )
+        self._publish_pause_state()
+
+    async def _verify_switches(self) -> None:
+        """Reads the switches in force from the control store, if a message said they changed:
+        only this reading may lift a kill switch or end safe mode in the run. While the store
+        cannot be read the run keeps the stricter of what it knows, and says why it is held."""
+        m = self._memory
+        if not m.context.control_store or not self._verify_pending:
+            return
+        self._verify_pending = False
+        try:
+            truth: Switches = await workflow.execute_local_activity(
+                "workspace.switches", m.input.workspace, result_type=Switches, summary="switches in force", **LOCAL
+            )
+        except FailureError as e:
+            self._held = f"the control store cannot be read ({_bounded_text(str(e), 200)}); the run waits for it"
+            m.last_error = self._held
+            self._verify_pending = True
+            return
+        self._held = None
+        self._adopt(truth)
+
+    def _adopt(self, truth: Switches) -> None:
+        """The switches as the control store holds them: what the run obeys from now on."""
+        m = self._memory
+        if truth == self._switches and truth == m.switches:
+            return
+        changed = (truth.paused, truth.safe_mode) != (self._switches.paused, self._switches.safe_mode)
+        self._switches = m.switches = truth
+        if changed:
+            self._record(
+                "workspace_switch",
+                actor=truth.by,
+                outcome=f"paused={truth.paused} safe_mode={truth.safe_mode}",
+                message=f"confirmed by the control store (generation {truth.generation}): {truth.reason}",
+            )
+        self._publish_pause_state()
+
+    async def _hold_until(self, released: Callable[[], bool]) -> None:
+        """Waits until `released()`, reading the control store whenever a message says the
+        switches changed, and every HOLD_POLL in any case: a run whose control workflow was lost
+        may never be told that a switch was lifted."""
+        while not released():
+            try:
+                await workflow.wait_condition(
+                    lambda: released() or self._verify_pending,
+                    timeout=HOLD_POLL,
+                    timeout_summary="read the control store again",
+                )
+            except asyncio.TimeoutError:
+                self._verify_pending = True
+            await self._verify_switches()
+
+    def _trust_switches(self, switches: Switches) -> None:
+        """Runs pinned before the control store obeyed the newest generation they were sent."""
+        if switches.generation < self._switches.generation:
             return
         if switches.generation > self._switches.generation:
             self._switches = switches

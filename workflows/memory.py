@@ -52,6 +52,8 @@ class RunMemory(BaseModel):
     refused_votes: list[RefusedVote] = Field(default_factory=list)
     decided_approvals: dict[str, str] = Field(default_factory=dict)
     paused_by: str | None = None
+    # How many times the run was paused: a signed resume names the pause it lifts.
+    pauses: int = 0
     last_error: str | None = None
     runs_in_chain: int = 1
     # From earlier runs of the chain: their executed writes, how many calls they made, and how

@@ -24,11 +24,10 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from airlock.models import CallStatus, RunReport
-    from airlock.undo_io import NotUndone, UndoInput, UndoPlan, UndoReport
+    from airlock.undo_io import UNDO_AGENT, NotUndone, UndoInput, UndoPlan, UndoReport, compensation_run_id
     from tools.runner import describe_validation_error
     from workflows.search_attributes import UNDO_OF, WORKSPACE
 
-UNDO_AGENT = "undo"
 
 
 @workflow.defn(name="UndoRun")
@@ -55,7 +54,7 @@ class UndoRun:
         if not plan.steps:
             return UndoReport(undo_of=plan.run_id, state="completed", not_undone=plan.not_undoable)
 
-        child_id = f"{workflow.info().workflow_id}.compensations"
+        child_id = compensation_run_id(workflow.info().workflow_id)
         report: RunReport = await workflow.execute_child_workflow(
             "AgentRun",
             {

@@ -26,12 +26,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, Field, ValidationError
 
     from airlock.activity_io import RunContext
+    from airlock.signing import switch_message, verifies
     from airlock.workspace_io import (
         SWITCHES_MEMO,
         Ack,
@@ -44,10 +45,13 @@ with workflow.unsafe.imports_passed_through():
         ReserveResult,
         Settle,
         SpendView,
+        StoredSwitches,
+        StoreSwitches,
         Switches,
         SwitchRequest,
         SwitchResult,
         WorkspaceView,
+        control_workflow_id,
         parse_signal,
         registered_run_id,
         registration_key,
@@ -93,6 +97,8 @@ class ControlState(BaseModel):
     # Spend: open reservations and the ledger of recent days (newest last).
     reservations: dict[str, Reservation] = Field(default_factory=dict)
     days: list[DaySpend] = Field(default_factory=list)
+    # Runs that said they ended (`leave`) while the server still listed them as running.
+    leaving: set[str] = Field(default_factory=set)
 
 
 @workflow.defn(name="WorkspaceControl")
@@ -102,9 +108,29 @@ class WorkspaceControl:
         self._started = asyncio.Event()
         # Admissions under a cap may wait on visibility; they are decided one at a time.
         self._admitting = asyncio.Lock()
+        # Switch changes commit to the control store one at a time, each one generation past
+        # the one before.
+        self._switching = asyncio.Lock()
+        # Runs being told of a change; the update that made it has already answered.
+        self._broadcasts: list[asyncio.Task[int]] = []
 
     @workflow.run
     async def run(self, workspace: str, carried: ControlState | None = None) -> None:
+        info = workflow.info()
+        if info.workflow_id != control_workflow_id(workspace):
+            raise ApplicationError(
+                f"a control workflow for {workspace!r} runs only as {control_workflow_id(workspace)!r}",
+                type="NotTheControlWorkflow",
+                non_retryable=True,
+            )
+        if carried is not None and info.continued_run_id is None:
+            # State is carried only by this workflow continuing as new; offered by anyone else
+            # (switches off, spend forgotten), it is refused.
+            raise ApplicationError(
+                "carried control state is accepted only from the run that continued as new",
+                type="ForgedCarriedState",
+                non_retryable=True,
+            )
         if carried is None:
             context: RunContext = await workflow.execute_local_activity(
                 "run.pin_context",
@@ -113,8 +139,14 @@ class WorkspaceControl:
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )
             if workspace not in context.policy.workspaces:
-                raise ApplicationError(f"workspace {workspace!r} is not in the policy", non_retryable=True)
+                raise ApplicationError(
+                    f"workspace {workspace!r} is not in the policy", type="UnknownWorkspace", non_retryable=True
+                )
             carried = ControlState(workspace=workspace, context=context)
+            if context.control_events_per_history is not None:
+                carried.events_per_history = context.control_events_per_history
+            if context.control_store:
+                await self._recover(carried)
         self._s = carried
         if carried.switches.generation:
             self._publish(carried.switches)
@@ -124,8 +156,45 @@ class WorkspaceControl:
             or workflow.info().is_continue_as_new_suggested()
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._settle_broadcasts()
         await self._forget_finished_runs()
         workflow.continue_as_new(args=[workspace, self._s])
+
+    async def _recover(self, s: ControlState) -> None:
+        """A control workflow that starts afresh (its first start, or after it was terminated or
+        lost) takes the switches from the control store, waiting for as long as the store cannot
+        be read, and the workspace's live runs from visibility, so that it tells them of changes
+        and counts them against a concurrency cap."""
+        s.switches = await workflow.execute_local_activity(
+            "workspace.switches",
+            s.workspace,
+            result_type=Switches,
+            summary="switches in force, from the control store",
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+        )
+        try:
+            live: list[str] = await workflow.execute_activity(
+                "workspace.live_runs",
+                s.workspace,
+                result_type=list[str],
+                summary="live runs of the workspace",
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError:
+            # Without visibility the runs are not told of changes (every call still checks the
+            # store before it starts, and a held run reads it again on its own).
+            live = []
+        for run_id in live:
+            # Unknown: whether they read the switches now in force. Telling them again is harmless.
+            self._admit(s, run_id, acknowledged=-1)
+            s.signing_off.add(run_id)
+
+    async def _settle_broadcasts(self) -> None:
+        if self._broadcasts:
+            await asyncio.gather(*self._broadcasts, return_exceptions=True)
+            self._broadcasts = []
 
     async def _forget_finished_runs(self) -> None:
         """Runs sign off only under a concurrency cap (it costs each run two events and this
@@ -228,9 +297,34 @@ class WorkspaceControl:
         raise ApplicationError(f"run {run_id} has not registered yet; ask again in a moment")
 
     @workflow.signal(name="leave")
-    def leave(self, payload: Any) -> None:
-        if (leave := parse_signal(Leave, payload)) is not None and self._s is not None:
-            self._forget(self._s, leave.run_id)
+    async def leave(self, payload: Any) -> None:
+        if (leave := parse_signal(Leave, payload)) is None or self._s is None:
+            return
+        s = self._s
+        if not s.context.control_store:
+            self._forget(s, leave.run_id)
+            return
+        if leave.run_id not in s.runs or leave.run_id in s.leaving:
+            return
+        # Anyone can send `leave` in a run's name; the slot is freed once the server says the run
+        # has ended. A run sends it as it finishes, so the wait is short; a false claim is dropped.
+        s.leaving.add(leave.run_id)
+        try:
+            closed: list[str] = await workflow.execute_activity(
+                "workspace.closed_runs",
+                [leave.run_id],
+                result_type=list[str],
+                summary=f"has {leave.run_id} ended?",
+                start_to_close_timeout=timedelta(seconds=90),
+                heartbeat_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError:
+            closed = []
+        finally:
+            s.leaving.discard(leave.run_id)
+        for run_id in closed:
+            self._forget(s, run_id)
 
     def _forget(self, s: ControlState, run_id: str) -> None:
         s.runs.pop(run_id, None)
@@ -329,6 +423,59 @@ class WorkspaceControl:
         roles = s.context.policy.roles_of(request.by)
         if ADMIN_ROLE not in roles:
             return self._refuse(s, f"{request.by} lacks the {ADMIN_ROLE} role that workspace switches need")
+        if not s.context.control_store:
+            return await self._switch_in_memory(s, request)
+        async with self._switching:
+            current = s.switches
+            changed = Switches(
+                generation=current.generation + 1,
+                paused=request.on if request.switch == "kill_switch" else current.paused,
+                safe_mode=request.on if request.switch == "safe_mode" else current.safe_mode,
+                by=request.by,
+                reason=request.reason,
+            )
+            if (unsigned := self._unsigned(s, request, changed.generation)) is not None:
+                return self._refuse(s, unsigned)
+            stored: StoredSwitches = await workflow.execute_local_activity(
+                "workspace.store_switches",
+                StoreSwitches(workspace=s.workspace, switches=changed),
+                result_type=StoredSwitches,
+                summary=f"{request.switch} {'on' if request.on else 'off'} by {request.by}",
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=10),
+            )
+            s.switches = stored.switches
+            self._publish(stored.switches)
+            if not stored.committed:
+                return self._refuse(
+                    s, f"the switches changed meanwhile (now generation {stored.switches.generation}); send it again"
+                )
+            s.switched_at = workflow.now()
+            s.last_ack_after_s = None
+            # Every tool call checks the store before it starts, so the change holds from its
+            # commit; telling the runs (so that their status shows it) does not hold up the answer.
+            run_ids = list(s.runs)
+            self._broadcasts = [t for t in self._broadcasts if not t.done()]
+            self._broadcasts.append(asyncio.create_task(self._signal_runs(s, run_ids)))
+            return SwitchResult(accepted=True, generation=stored.switches.generation, runs_notified=len(run_ids))
+
+    def _unsigned(self, s: ControlState, request: SwitchRequest, generation: int) -> str | None:
+        """Why the change's signature is missing where the workspace requires signed approvals,
+        or does not verify (a signature sent is always checked)."""
+        if request.signature is None:
+            if not s.context.policy.workspaces[s.workspace].signed_approvals:
+                return None
+            return f"workspace {s.workspace} requires switch changes signed by an admin's key (`airlock workspace` signs)"
+        person = s.context.policy.people.get(request.by)
+        message = switch_message(
+            workspace=s.workspace, switch=request.switch, on=request.on, by=request.by, generation=generation
+        )
+        if person is None or not verifies(person.keys, message, request.signature):
+            return f"the signature is not {request.by}'s over this change at generation {generation}"
+        return None
+
+    async def _switch_in_memory(self, s: ControlState, request: SwitchRequest) -> SwitchResult:
+        """Control workflows pinned before the control store held their switches only here."""
         current = s.switches
         paused = request.on if request.switch == "kill_switch" else current.paused
         safe = request.on if request.switch == "safe_mode" else current.safe_mode

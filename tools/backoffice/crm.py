@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlalchemy import select, update
 
 from airlock.models import Compensation, Effect, FieldChange, Tier
@@ -25,11 +25,26 @@ class Customer(ToolOutput):
     notes: str
 
 
+# What each field's column holds (characters, as PostgreSQL's varchar counts them); notes is
+# unbounded text in the database and bounded here.
+FIELD_LIMITS: dict[str, int] = {"name": 200, "email": 320, "phone": 64, "tier": 32, "notes": 20_000}
+
+
 class UpdateCustomer(ToolArgs):
     customer_id: str = Field(min_length=1, max_length=32)
     changes: dict[CustomerField, str] = Field(
-        min_length=1, description="Fields to change and their new values"
+        min_length=1,
+        description="Fields to change and their new values (at most: name 200, email 320, "
+        "phone 64, tier 32, notes 20000 characters)",
     )
+
+    @field_validator("changes")
+    @classmethod
+    def _fit_columns(cls, changes: dict[str, str]) -> dict[str, str]:
+        for name, value in changes.items():
+            if len(value) > FIELD_LIMITS[name]:
+                raise ValueError(f"{name}: at most {FIELD_LIMITS[name]} characters ({len(value)} given)")
+        return changes
 
 
 class CustomerUpdated(ToolOutput):
@@ -38,7 +53,7 @@ class CustomerUpdated(ToolOutput):
 
 
 def load_customer(ctx: ToolContext, customer_id: str) -> Customer:
-    row = ctx.conn.execute(select(customers).where(customers.c.id == customer_id)).first()
+    row = ctx.conn.execute(ctx.locking(select(customers).where(customers.c.id == customer_id))).first()
     if row is None:
         raise ToolError(f"no customer {customer_id!r}")
     return Customer(

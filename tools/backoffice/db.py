@@ -62,7 +62,8 @@ refunds = Table(
     Column("amount_cents", Integer, nullable=False),
     Column("reason", Text, nullable=False),
     Column("status", String(16), nullable=False, default="issued"),
-    Column("created_by", String(200), nullable=False),
+    # A workflow id: Temporal allows up to 1000 characters.
+    Column("created_by", Text, nullable=False),
 )
 
 tickets = Table(
@@ -84,7 +85,7 @@ emails = Table(
     Column("to_address", String(320), nullable=False),
     Column("subject", String(300), nullable=False),
     Column("body", Text, nullable=False),
-    Column("sent_by", String(200), nullable=False),
+    Column("sent_by", Text, nullable=False),
 )
 
 kb_articles = Table(
@@ -96,7 +97,9 @@ kb_articles = Table(
 )
 
 # The idempotency ledger: a write and its ledger row commit in one transaction, and the primary
-# key is what makes a second execution with the same key impossible.
+# key is what makes a second execution with the same key impossible. Keys longer than the column
+# are stored by their hash (`tools.runner.ledger_key`). `result` is the first execution as
+# recorded, with the diff and facts its preview saw inside the write's transaction.
 tool_calls = Table(
     "tool_calls",
     metadata,
@@ -168,8 +171,27 @@ def create_schema(engine: Engine) -> None:
                 # Concurrent CREATE TABLEs race on PostgreSQL's catalog; one at a time.
                 conn.execute(text("SELECT pg_advisory_xact_lock(7235001)"))
             metadata.create_all(conn)
+            _widen(conn)
             if conn.execute(select(func.count()).select_from(customers)).scalar_one() == 0:
                 seed(conn)
+
+
+# Columns that held workflow ids as varchar(200) before they became text.
+WIDENED = (("refunds", "created_by"), ("emails", "sent_by"))
+
+
+def _widen(conn: Connection) -> None:
+    """Brings a PostgreSQL database created before WIDENED up to date (SQLite does not enforce
+    lengths). Changing varchar to text rewrites nothing."""
+    if conn.dialect.name != "postgresql":
+        return
+    for table, column in WIDENED:
+        kind = conn.execute(
+            text("SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = :t AND column_name = :c"),
+            {"t": table, "c": column},
+        ).scalar_one_or_none()
+        if kind == "character varying":
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE text"))
 
 
 def seed(conn: Connection) -> None:

@@ -7,14 +7,15 @@ from sqlalchemy import insert
 
 from airlock.models import Effect, FieldChange, Tier
 from tools.backoffice.db import emails
-from tools.base import Preview, Tool, ToolArgs, ToolContext, ToolOutput
+from tools.base import Line, Preview, Tool, ToolArgs, ToolContext, ToolOutput
 
 ADDRESS = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 class SendEmail(ToolArgs):
+    # No whitespace at all (so no CR or LF): both end up in the message's headers.
     to: str = Field(pattern=ADDRESS, max_length=320, description="Recipient address")
-    subject: str = Field(min_length=1, max_length=300)
+    subject: Line = Field(min_length=1, max_length=300, description="One line, no line breaks")
     body: str = Field(min_length=1, max_length=20_000)
 
 

@@ -25,7 +25,9 @@ class Order(ToolOutput):
 
 
 def load_order(ctx: ToolContext, order_id: str) -> Order:
-    row = ctx.conn.execute(select(orders).where(orders.c.id == order_id)).first()
+    # In a write, the order row is locked first: every refund of the order (and its check of
+    # what is still refundable) then runs after the others have committed.
+    row = ctx.conn.execute(ctx.locking(select(orders).where(orders.c.id == order_id))).first()
     if row is None:
         raise ToolError(f"no order {order_id!r}")
     refunded = ctx.conn.execute(

@@ -7,7 +7,7 @@ from pydantic import Field
 from sqlalchemy import insert, select, update
 
 from airlock.models import Compensation, Effect, FieldChange, Tier
-from tools.backoffice.db import cents, orders, refunds, usd
+from tools.backoffice.db import cents, refunds, usd
 from tools.backoffice.orders import load_order
 from tools.base import Preview, Tool, ToolArgs, ToolContext, ToolError, ToolOutput, Usd
 
@@ -57,8 +57,7 @@ def preview_refund(ctx: ToolContext, args: CreateRefund) -> Preview:
 
 
 def create_refund(ctx: ToolContext, args: CreateRefund) -> Refund:
-    # The order row is locked for the transaction, so this check cannot race another refund.
-    ctx.conn.execute(select(orders.c.id).where(orders.c.id == args.order_id).with_for_update())
+    # `load_order` locks the order row for the transaction, so this check cannot race another refund.
     order = load_order(ctx, args.order_id)
     if args.amount_usd > order.refundable_usd:
         raise ToolError(
@@ -106,7 +105,7 @@ def list_refunds(ctx: ToolContext, args: ListRefunds) -> Refunds:
 
 
 def _load_refund(ctx: ToolContext, refund_id: str) -> Refund:
-    row = ctx.conn.execute(select(refunds).where(refunds.c.id == refund_id)).first()
+    row = ctx.conn.execute(ctx.locking(select(refunds).where(refunds.c.id == refund_id))).first()
     if row is None:
         raise ToolError(f"no refund {refund_id!r}")
     return Refund(

@@ -49,7 +49,7 @@ class TicketUpdated(ToolOutput):
 
 
 def _load(ctx: ToolContext, ticket_id: str) -> Ticket:
-    row = ctx.conn.execute(select(tickets).where(tickets.c.id == ticket_id)).first()
+    row = ctx.conn.execute(ctx.locking(select(tickets).where(tickets.c.id == ticket_id))).first()
     if row is None:
         raise ToolError(f"no ticket {ticket_id!r}")
     return Ticket(
