@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from temporalio.exceptions import ApplicationError
 
 from airlock import secrets as sealing
-from airlock.activity_io import Executed, Prepared, Rejected
+from airlock.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from airlock.model_io import ModelDecision, TranscriptItem
 from airlock.models import Compensation, FieldChange
 from tools.registry import ToolRegistry
@@ -150,10 +150,21 @@ class ToolSecrets:
                     args=sealing.scrub(seal_at(comp.args, entry.compensation_args, sealer.seal), secrets),
                     note=sealing.scrub_text(comp.note, secrets),
                 )
+            diff = outcome.diff
             return outcome.model_copy(
                 update={
                     "result": sealing.scrub(seal_at(outcome.result, entry.results, sealer.seal), secrets),
                     "compensation": comp,
+                    "diff": None if diff is None else [_redact_change(c, entry.names, secrets) for c in diff],
+                    "facts": None if outcome.facts is None else sealing.scrub(outcome.facts, secrets),
+                }
+            )
+        if isinstance(outcome, AlreadyExecuted):
+            # The ledger's copy of a write that committed before a crash: as guarded as the first.
+            return outcome.model_copy(
+                update={
+                    "args": sealing.scrub(seal_at(outcome.args, entry.args, sealer.seal), secrets),
+                    "executed": self._redact(entry, outcome.executed, sealer),
                 }
             )
         return outcome
