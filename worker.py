@@ -34,12 +34,14 @@ from activities.workspace import WorkspaceActivities
 from airlock.binaries import binary
 from airlock.converter import data_converter
 from airlock.logging import configure_logging
+from airlock.secrets import Keyring
 from airlock.settings import TOOL_THREADS, Settings
 from airlock.tracing import configure_telemetry
 from policy import PolicyError, load_policy
 from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
+from tools.secret_guard import ToolSecrets
 from workflows.agent_run import AgentRun
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 from workflows.undo_run import UndoRun
@@ -123,6 +125,20 @@ async def register_search_attributes(client: Client) -> None:
             await asyncio.sleep(0.5 * (attempt + 1))
 
 
+def load_keyring(settings: Settings) -> Keyring:
+    """The keys that seal secret tool fields; a malformed key stops the worker before any task."""
+    inline = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    created = not inline and not settings.secrets_key_file.exists()
+    try:
+        keyring = Keyring.load(inline, settings.secrets_key_file)
+    except ValueError as e:
+        raise SystemExit(f"airlock: refusing to start, the secrets key: {e}") from None
+    if created:
+        # Fine on one machine; several workers must share one key (docs/secrets.md).
+        log.warning("secrets.development_key_created", path=str(settings.secrets_key_file), key_id=keyring.current)
+    return keyring
+
+
 def openai_provider(settings: Settings, registry: ToolRegistry) -> ModelProvider:
     return OpenAIProvider.from_settings(settings, registry)
 
@@ -142,8 +158,9 @@ def build_worker(
     engine = connect(settings.db)
     create_schema(engine)
     runner = ToolRunner(registry, engine, settings.blob_threshold)
+    secrets = ToolSecrets(registry, load_keyring(settings))
     store = ControlStore.open(settings.control_db)
-    model = ModelActivities(openai or openai_provider(settings, registry), engine, SpendLedger(store.engine))
+    model = ModelActivities(openai or openai_provider(settings, registry), engine, SpendLedger(store.engine), secrets)
     context = RunContextActivities(
         policy, registry, settings.default_model, control_events_per_history=settings.control_events_per_history
     )
@@ -167,7 +184,7 @@ def build_worker(
             workspace.store_switches,
             workspace.closed_runs,
             UndoActivities(client).plan,
-            *tool_activities(registry, runner, gate),
+            *tool_activities(registry, runner, gate, secrets),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),
         interceptors=extra_interceptors or [],

@@ -22,6 +22,7 @@ from activities.control_store import SpendLedger
 from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
 from airlock.workspace_io import SpendHold
 from tools import blobs
+from tools.secret_guard import ToolSecrets
 
 log = structlog.get_logger("airlock.model")
 tracer = trace.get_tracer("airlock")
@@ -47,11 +48,16 @@ def scripted_decision(request: ModelRequest) -> ModelDecision:
 
 class ModelActivities:
     def __init__(
-        self, openai: ModelProvider | None = None, engine: Engine | None = None, spend: SpendLedger | None = None
+        self,
+        openai: ModelProvider | None = None,
+        engine: Engine | None = None,
+        spend: SpendLedger | None = None,
+        secrets: ToolSecrets | None = None,
     ) -> None:
         self._openai = openai
         self._engine = engine
         self._spend = spend
+        self._secrets = secrets
 
     def _resolved(self, request: ModelRequest) -> ModelRequest:
         """The model sees whole tool results; histories keep large ones by reference."""
@@ -114,6 +120,10 @@ class ModelActivities:
                 decision = await self._held_call(request, request.spend)
             else:
                 decision = await self._openai.decide(self._resolved(request))
+            if self._secrets is not None:
+                # Before the decision leaves the worker: the workflow records tokens, never the
+                # secret values a model (or a script) wrote in clear.
+                decision = self._secrets.seal_proposals(request.workspace, decision, request.transcript)
             span.set_attributes(
                 {
                     "airlock.model": decision.model,

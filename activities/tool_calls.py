@@ -20,6 +20,7 @@ from airlock.activity_io import ExecuteOutcome, Held, PrepareOutcome, ToolCallIn
 from airlock.models import Effect
 from tools.registry import ToolRegistry
 from tools.runner import ToolRunner
+from tools.secret_guard import ToolSecrets
 
 log = structlog.get_logger("airlock.tool")
 tracer = trace.get_tracer("airlock")
@@ -44,12 +45,22 @@ def _bound(call: ToolCallInput) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def tool_activities(registry: ToolRegistry, runner: ToolRunner, gate: SwitchGate | None = None) -> list[Callable[..., Any]]:
+def tool_activities(
+    registry: ToolRegistry, runner: ToolRunner, gate: SwitchGate | None = None, secrets: ToolSecrets | None = None
+) -> list[Callable[..., Any]]:
+    """`gate` reads the workspace's switches as a call starts; `secrets` seals and unseals the
+    tools' secret fields (docs/secrets.md): a worker without it refuses every sealed argument."""
     activities: list[Callable[..., Any]] = []
     for tool in registry:
         held = _gate_for(tool.effect, gate)
-        activities += [_prepare_for(tool.name, runner), _execute_for(tool.name, runner, held)]
+        activities += [_prepare_for(tool.name, runner, secrets), _execute_for(tool.name, runner, held, secrets)]
     return activities
+
+
+def _guarded(secrets: ToolSecrets | None, call: ToolCallInput, run: Callable[[], Any]) -> Any:
+    """The tool call inside its sealing scope: secret arguments open just here, and what comes
+    back holds them sealed."""
+    return run() if secrets is None else secrets.call(call.workspace, call.tool, run)
 
 
 def _gate_for(effect: Effect, gate: SwitchGate | None) -> Callable[[ToolCallInput], Held | None]:
@@ -75,14 +86,18 @@ def _gate_for(effect: Effect, gate: SwitchGate | None) -> Callable[[ToolCallInpu
     return held
 
 
-def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], PrepareOutcome]:
+def _prepare_for(name: str, runner: ToolRunner, secrets: ToolSecrets | None) -> Callable[[ToolCallInput], PrepareOutcome]:
     @activity.defn(name=prepare_activity_name(name))
     def prepare(call: ToolCallInput) -> PrepareOutcome:
         with _bound(call), tracer.start_as_current_span(f"tool.{name}.prepare") as span:
             span.set_attributes(
                 {"airlock.run_id": call.workflow_id, "airlock.workspace": call.workspace, "airlock.tool": name}
             )
-            outcome = runner.prepare(name, call.args, call.workflow_id, call.step, call.idempotency_key)
+            outcome = _guarded(
+                secrets,
+                call,
+                lambda: runner.prepare(name, call.args, call.workflow_id, call.step, call.idempotency_key),
+            )
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info("tool.prepared", outcome=outcome.kind)
         return outcome
@@ -91,7 +106,7 @@ def _prepare_for(name: str, runner: ToolRunner) -> Callable[[ToolCallInput], Pre
 
 
 def _execute_for(
-    name: str, runner: ToolRunner, held: Callable[[ToolCallInput], Held | None]
+    name: str, runner: ToolRunner, held: Callable[[ToolCallInput], Held | None], secrets: ToolSecrets | None
 ) -> Callable[[ToolCallInput], ExecuteOutcome]:
     @activity.defn(name=execute_activity_name(name))
     def execute(call: ToolCallInput) -> ExecuteOutcome:
@@ -108,8 +123,10 @@ def _execute_for(
                     "airlock.idempotency_key": call.idempotency_key or "",
                 }
             )
-            outcome = runner.execute(
-                name, call.args, call.idempotency_key or "", call.workflow_id, call.step
+            outcome = _guarded(
+                secrets,
+                call,
+                lambda: runner.execute(name, call.args, call.idempotency_key or "", call.workflow_id, call.step),
             )
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info(

@@ -430,6 +430,36 @@ async def audit_export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# ---- secrets --------------------------------------------------------------------------------
+
+# A secret field holds a password or a token, not a document.
+MAX_SECRET_CHARS = 4096
+
+
+async def secrets_command(args: argparse.Namespace, out: TextIO) -> int:
+    """`new-key`: a key for AIRLOCK_SECRETS_KEY. `seal`: a value read from stdin or a file, sealed
+    with this machine's worker key, for a `scripted` run whose start input must not hold it."""
+    from airlock.secrets import Keyring, new_key, sealing
+
+    if args.secrets_command == "new-key":
+        print(new_key(), file=out)
+        return 0
+    settings = Settings()
+    try:
+        inline = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+        keyring = Keyring.load(inline, settings.secrets_key_file)
+    except ValueError as e:
+        raise CommandError(f"AIRLOCK_SECRETS_KEY: {e}", 2) from None
+    # Never from the command line: arguments end up in shell histories and process lists.
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    value = text.removesuffix("\n")
+    if not value or len(value) > MAX_SECRET_CHARS:
+        raise CommandError(f"the value to seal must be 1 to {MAX_SECRET_CHARS} characters", 2)
+    with sealing(keyring, args.workspace) as sealer:
+        print(json.dumps(sealer.seal(value)), file=out)
+    return 0
+
+
 # ---- entry point ----------------------------------------------------------------------------
 
 
@@ -507,6 +537,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--until", help="ISO 8601 time or date (exclusive)")
     e.add_argument("--workspace")
     e.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
+
+    x = sub.add_parser("secrets", help="keys and tokens for secret tool fields (docs/secrets.md)")
+    xsub = x.add_subparsers(dest="secrets_command", required=True)
+    xsub.add_parser("new-key", help="print a new key for AIRLOCK_SECRETS_KEY")
+    xs = xsub.add_parser("seal", help="seal a value (read from stdin) into a token a script may carry")
+    xs.add_argument("--workspace", required=True, help="the workspace of the run that will use it")
+    xs.add_argument("--file", default="-", help="read the value from this file instead of stdin")
     return p
 
 
@@ -520,6 +557,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
     "approve": approve,
     "deny": deny,
     "keys": keys,
+    "secrets": secrets_command,
 }
 
 

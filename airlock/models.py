@@ -397,7 +397,16 @@ class RunReport(Record):
     earlier_calls: int = 0
 
 
+# The one key of a sealed secret's token (`airlock.secrets`): `{"$airlock_secret": "v1...."}`.
+SECRET_TOKEN_KEY = "$airlock_secret"
+
+
+def _shown(value: Any) -> Any:
+    return "(secret)" if isinstance(value, dict) and SECRET_TOKEN_KEY in value else value
+
+
 def summarize(values: dict[str, Any], limit: int = 120) -> str:
-    """A one-line rendering of arguments for activity summaries and logs."""
-    text = ", ".join(f"{k}={v}" for k, v in values.items())
+    """A one-line rendering of arguments for activity summaries and logs; a sealed secret shows
+    as `(secret)`, not as its (long, opaque) token."""
+    text = ", ".join(f"{k}={_shown(v)}" for k, v in values.items())
     return text if len(text) <= limit else text[: limit - 1] + "…"

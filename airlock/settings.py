@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     blob_threshold: int = Field(4096, ge=256, validation_alias="AIRLOCK_BLOB_THRESHOLD")
     # Approvers' private signing keys on this machine (`airlock keys new`, `airlock approve`).
     keys_dir: Path = Field(Path.home() / ".config" / "airlock" / "keys", validation_alias="AIRLOCK_KEYS_DIR")
+    # The worker's keys for sealing secret tool fields (docs/secrets.md): base64, newest first,
+    # comma-separated. Unset, the key file is used, created with a new key if absent (a
+    # development default: every worker of a deployment must hold the same keys).
+    secrets_key: SecretStr | None = Field(None, validation_alias="AIRLOCK_SECRETS_KEY")
+    secrets_key_file: Path = Field(Path(".airlock/secrets.key"), validation_alias="AIRLOCK_SECRETS_KEY_FILE")
 
     @cached_property
     def tool_module_list(self) -> list[str]:

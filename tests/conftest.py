@@ -88,6 +88,7 @@ def settings(tmp_path: Path, database: str, control_db: str) -> Settings:
         control_db=control_db,
         task_queue=f"airlock-test-{uuid.uuid4().hex[:8]}",
         control_task_queue=CONTROL_QUEUE,
+        secrets_key_file=tmp_path / "secrets.key",
     )
 
 

@@ -4,6 +4,8 @@ A team adds a tool by writing one module that defines `TOOLS: list[Tool]` and na
 `AIRLOCK_TOOL_MODULES`; Airlock's own code does not change. Writes get their idempotency from the
 runner (`tools.runner`), which executes them inside one database transaction together with the
 idempotency record, so a tool's `execute` only has to do its work on the connection it is given.
+A field typed `Secret` (a password, a token) is sealed wherever Airlock records it and clear only
+inside the tool's own call (`tools.secrets`, docs/secrets.md).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 from sqlalchemy import Connection, Select
 
 from airlock.models import Compensation, Effect, FieldChange, Tier
+# Re-exported: part of the API a tool author writes against.
+from tools.secrets import Secret, secret_change  # noqa: F401
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)

@@ -1,7 +1,8 @@
-"""The shipped demo back office: orders, CRM, tickets, payments, email and a knowledge base."""
+"""The shipped demo back office: orders, CRM, tickets, payments, email, a knowledge base and
+customer accounts (passwords and API tokens: the tools with secret fields)."""
 
-from tools.backoffice import crm, email, kb, orders, payments, tickets
+from tools.backoffice import accounts, crm, email, kb, orders, payments, tickets
 
-TOOLS = [*orders.TOOLS, *crm.TOOLS, *tickets.TOOLS, *payments.TOOLS, *email.TOOLS, *kb.TOOLS]
+TOOLS = [*orders.TOOLS, *crm.TOOLS, *tickets.TOOLS, *payments.TOOLS, *email.TOOLS, *kb.TOOLS, *accounts.TOOLS]
 
 __all__ = ["TOOLS"]
