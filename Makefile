@@ -25,7 +25,7 @@ install: $(STAMP)
 # an AgentRun, 3.5 ms for a workspace control workflow, 6 ms for a replay. compileall writes the
 # cache and skips what is up to date.
 bytecode: $(STAMP)
-	$(BIN)/python -m compileall -q airlock activities bench chaos policy tools workflows worker.py
+	$(BIN)/python -m compileall -q contracts runtime policy tools activities workflows recorder airlock bench chaos worker.py
 
 demo: bytecode
 	$(BIN)/airlock dev

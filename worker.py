@@ -1,6 +1,6 @@
 """Airlock's worker: wires the client, the AgentRun workflow and its activities together.
 
-Configuration comes from the environment (see `airlock.settings`); a policy file with an error
+Configuration comes from the environment (see `runtime.settings`); a policy file with an error
 stops the worker before it takes any task, with the line and the reason.
 """
 
@@ -29,14 +29,14 @@ from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities, RunStartActivities
 from activities.tool_calls import tool_activities
-from activities.undo_plan import UndoActivities
+from recorder.undo_plan import UndoActivities
 from activities.workspace import WorkspaceActivities
-from airlock.binaries import binary
-from airlock.converter import data_converter
-from airlock.logging import configure_logging
-from airlock.secrets import Keyring
-from airlock.settings import TOOL_THREADS, Settings
-from airlock.tracing import configure_telemetry
+from runtime.binaries import binary
+from runtime.converter import data_converter
+from runtime.logging import configure_logging
+from runtime.sealing import Keyring
+from runtime.settings import TOOL_THREADS, Settings
+from runtime.tracing import configure_telemetry
 from policy import PolicyError, load_policy
 from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
@@ -49,25 +49,31 @@ from workflows.workspace_control import WorkspaceControl
 
 log = structlog.get_logger("airlock.worker")
 
-# Airlock's own modules that workflow code imports are pure (models, the policy engine, budget
-# and vote arithmetic), replay-safe (telemetry) or keep their state per run (`GovernedRun`);
-# passing them through the sandbox keeps it from re-importing them, and rebuilding their classes
-# and pydantic models, for every run. The modules that define workflows (`workflows.agent_run`,
+# Workflow code imports only these of Airlock's own modules, and each is safe to share between
+# runs, so the sandbox passes them through instead of re-importing them (and rebuilding their
+# pydantic models) for every run. The modules that define workflows (`workflows.agent_run`,
 # `workflows.undo_run`, `workflows.workspace_control`) are still imported afresh for each run.
-# Temporal's default sandbox, which the replay tests use, imports `workflows.governed_run` inside
-# its restrictions.
+# Temporal's default sandbox, which the replay tests use, imports all of them inside its
+# restrictions, and `scripts/check_layers.py` checks that workflow code imports nothing else.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "airlock",
+        # Pydantic models and pure functions over them; no I/O, no clock, no global state.
+        "contracts",
+        # The policy engine: pure functions of a pinned policy and a call.
         "policy",
-        "tools",
-        "activities",
+        # Metric instruments through temporalio's replay-safe meter provider (API only, no I/O).
+        "runtime.instruments",
+        # Pure arithmetic over run state (budgets, votes, sizes, message decoding), and
+        # `GovernedRun`, whose state lives in its instance, one per run.
         "workflows.approvals",
         "workflows.budget",
+        "workflows.entry",
         "workflows.governed_run",
         "workflows.memory",
         "workflows.search_attributes",
+        "workflows.sizes",
         "workflows.telemetry",
+        # Signature verification (Ed25519), pure computation.
         "cryptography",
     )
 )

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from airlock.workspace_io import DaySpend, SpendHold, SpendView, Switches
+from contracts.workspace_io import DaySpend, SpendHold, SpendView, Switches
 from tools.backoffice.db import WRITE_LOCK, connect
 
 metadata = MetaData()

@@ -19,8 +19,8 @@ from temporalio.exceptions import ApplicationError
 from sqlalchemy import Engine
 
 from activities.control_store import SpendLedger
-from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
-from airlock.workspace_io import SpendHold
+from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
+from contracts.workspace_io import SpendHold
 from tools import blobs
 from tools.secret_guard import ToolSecrets
 

@@ -61,11 +61,11 @@ from pydantic import (
 )
 from temporalio.exceptions import ApplicationError
 
-from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
+from contracts.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
 from tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
-    from airlock.settings import Settings
+    from runtime.settings import Settings
 
 log = structlog.get_logger("airlock.model.openai")
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.workspace import WorkspaceActivities
-from airlock.activity_io import RunContext, Started
-from airlock.workspace_io import RegisterRequest
+from contracts.activity_io import RunContext, Started
+from contracts.workspace_io import RegisterRequest
 from policy.engine import may_start
-from policy.model import Policy
+from contracts.policy import Policy
 from tools.registry import ToolRegistry
 
 

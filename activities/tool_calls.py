@@ -16,22 +16,15 @@ from opentelemetry import trace
 from temporalio import activity
 
 from activities.control_store import SwitchGate
-from airlock.activity_io import ExecuteOutcome, Held, PrepareOutcome, ToolCallInput
-from airlock.models import Effect
+from contracts.activity_io import ExecuteOutcome, Held, PrepareOutcome, ToolCallInput
+from contracts.models import Effect
+from contracts.names import execute_activity_name, prepare_activity_name
 from tools.registry import ToolRegistry
 from tools.runner import ToolRunner
 from tools.secret_guard import ToolSecrets
 
 log = structlog.get_logger("airlock.tool")
 tracer = trace.get_tracer("airlock")
-
-
-def prepare_activity_name(tool: str) -> str:
-    return f"tool.{tool}.prepare"
-
-
-def execute_activity_name(tool: str) -> str:
-    return f"tool.{tool}"
 
 
 def _bound(call: ToolCallInput) -> contextlib.AbstractContextManager[None]:

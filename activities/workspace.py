@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.control_store import StaleGeneration, SwitchGate
-from airlock.workspace_io import (
+from contracts.workspace_io import (
     SWITCHES_MEMO,
     StoredSwitches,
     StoreSwitches,

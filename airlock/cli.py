@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from airlock.settings import Settings
+from runtime.settings import Settings
 
 
 class CommandError(Exception):
@@ -61,7 +61,7 @@ async def _client(settings: Settings) -> Any:
 
 
 async def show(args: argparse.Namespace, out: TextIO) -> int:
-    from airlock.recorder import ReplayFailed, load_history, merge, reconstruct, record_of
+    from recorder.flight_recorder import ReplayFailed, load_history, merge, reconstruct, record_of
     from airlock.show import flight_record, render
 
     try:
@@ -79,7 +79,7 @@ async def show(args: argparse.Namespace, out: TextIO) -> int:
 
 def _resolve(rec: Any) -> None:
     """Large results live in the back-office database; show them whole when it is reachable."""
-    from airlock.recorder import resolve_blobs
+    from recorder.flight_recorder import resolve_blobs
     from tools.backoffice.db import connect
 
     with contextlib.suppress(Exception):
@@ -90,8 +90,8 @@ def _resolve(rec: Any) -> None:
 
 
 async def replay(args: argparse.Namespace, out: TextIO) -> int:
-    from airlock.recorder import ReplayFailed, load_history
-    from airlock.recorder import replay as replay_history
+    from recorder.flight_recorder import ReplayFailed, load_history
+    from recorder.flight_recorder import replay as replay_history
 
     if args.policy or args.model:
         return await counterfactual(args, out)
@@ -109,7 +109,7 @@ async def replay(args: argparse.Namespace, out: TextIO) -> int:
 
 async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
     from airlock import counterfactual as cf
-    from airlock.recorder import ReplayFailed, load_history, merge, reconstruct
+    from recorder.flight_recorder import ReplayFailed, load_history, merge, reconstruct
     from policy import PolicyError, load_policy
 
     try:
@@ -148,7 +148,7 @@ async def undo(args: argparse.Namespace, out: TextIO) -> int:
     from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
-    from airlock.undo_io import UndoReport
+    from contracts.undo_io import UndoReport
 
     settings = Settings()
     client = await _client(settings)
@@ -207,8 +207,8 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     from temporalio.client import WithStartWorkflowOperation
     from temporalio.common import WorkflowIDConflictPolicy
 
-    from airlock.signing import sign, switch_message
-    from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+    from contracts.signing import sign, switch_message
+    from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 
     settings = Settings()
     client = await _client(settings)
@@ -274,7 +274,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
 
 def _switch_key(settings: Settings, person: str) -> Any:
     """The person's signing key, if this machine has one: switch changes are then signed."""
-    from airlock.signing import key_path, load_key
+    from contracts.signing import key_path, load_key
 
     try:
         if not key_path(settings.keys_dir, person).exists():
@@ -346,7 +346,7 @@ async def keys(args: argparse.Namespace, out: TextIO) -> int:
 
 async def inbox(args: argparse.Namespace, out: TextIO) -> int:
     """What this person may approve now, across runs, each with its diff."""
-    from airlock.models import Status
+    from contracts.models import Status
 
     client = await _client(Settings())
     query = 'WorkflowType="AgentRun" AND ExecutionStatus="Running" AND AirlockState="awaiting_approval"'
@@ -391,8 +391,8 @@ def _parse_time(text: str) -> datetime:
 
 
 async def audit_export(args: argparse.Namespace, out: TextIO) -> int:
-    from airlock.audit import RunFacts, events_for
-    from airlock.recorder import ReplayFailed, record_of
+    from contracts.audit import RunFacts, events_for
+    from recorder.flight_recorder import ReplayFailed, record_of
 
     since = _parse_time(args.since)
     until = _parse_time(args.until) if args.until else None
@@ -439,7 +439,7 @@ MAX_SECRET_CHARS = 4096
 async def secrets_command(args: argparse.Namespace, out: TextIO) -> int:
     """`new-key`: a key for AIRLOCK_SECRETS_KEY. `seal`: a value read from stdin or a file, sealed
     with this machine's worker key, for a `scripted` run whose start input must not hold it."""
-    from airlock.secrets import Keyring, new_key, sealing
+    from runtime.sealing import Keyring, new_key, sealing
 
     if args.secrets_command == "new-key":
         print(new_key(), file=out)
@@ -585,7 +585,7 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 
 def main() -> None:
-    from airlock.tracing import flush_telemetry
+    from runtime.tracing import flush_telemetry
 
     status = run()
     flush_telemetry()

@@ -17,11 +17,11 @@ from typing import Any
 from pydantic import BaseModel, Field, JsonValue
 
 from activities.model_decide import ModelProvider
-from airlock.model_io import ModelRequest, TranscriptItem
-from airlock.models import CallRecord, CallStatus, Decision, Outcome
-from airlock.recorder import Recording
+from contracts.model_io import ModelRequest, TranscriptItem
+from contracts.models import CallRecord, CallStatus, Decision, Outcome
+from recorder.flight_recorder import Recording
 from policy.engine import decide, vote_refusal
-from policy.model import Policy
+from contracts.policy import Policy
 
 
 class Verdict(BaseModel):

@@ -19,9 +19,9 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 
-from airlock.binaries import binary
-from airlock.models import RunReport, Status
-from airlock.settings import Settings
+from runtime.binaries import binary
+from contracts.models import RunReport, Status
+from runtime.settings import Settings
 
 def demo_script(order_id: str = "ORD-1001", amount: Decimal = Decimal(120)) -> list[dict[str, Any]]:
     return [
@@ -209,7 +209,7 @@ async def _follow_demo(client: Client, settings: Settings, tctl: str, ui: str) -
 
 
 async def dev(settings: Settings, with_demo: bool) -> None:
-    from airlock.logging import configure_logging
+    from runtime.logging import configure_logging
     from worker import build_worker, freeze_startup_heap, register_search_attributes
 
     configure_logging(os.environ.get("AIRLOCK_LOG_LEVEL", "WARNING"))

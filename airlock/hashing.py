@@ -1,16 +1,5 @@
-"""Canonical hashes of calls: one definition for idempotency, approval binding and audit."""
+"""Moved to `contracts.hashing`; this path keeps working with a DeprecationWarning."""
 
-from __future__ import annotations
+from runtime.moved import moved
 
-import hashlib
-import json
-from typing import Any
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def call_hash(tool: str, args: dict[str, Any]) -> str:
-    """sha256 of the tool name and its arguments in canonical JSON."""
-    return hashlib.sha256(canonical_json({"tool": tool, "args": args}).encode()).hexdigest()
+moved(__name__, "contracts.hashing")

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from airlock.models import CallRecord, CallStatus, Effect, StepCost, TimelineEntry
-from airlock.recorder import Recording
+from contracts.models import CallRecord, CallStatus, Effect, StepCost, TimelineEntry
+from recorder.flight_recorder import Recording
 
 
 class Approval(BaseModel):

@@ -12,10 +12,10 @@ import json
 from datetime import timedelta
 from typing import Any, Literal, TextIO
 
-from airlock.hashing import call_hash
-from airlock.models import DecideResult, PendingApproval, Status
-from airlock.settings import Settings
-from airlock.signing import key_path, load_key, new_key, public_key_text, sign, vote_message
+from contracts.hashing import call_hash
+from contracts.models import DecideResult, PendingApproval, Status
+from runtime.settings import Settings
+from contracts.signing import key_path, load_key, new_key, public_key_text, sign, vote_message
 
 
 class VoteError(Exception):

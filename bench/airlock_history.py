@@ -19,8 +19,8 @@ from typing import Any
 
 from temporalio.client import Client
 
-from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
-from airlock.models import RunReport
+from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
+from contracts.models import RunReport
 from bench.common import (
     CALLS,
     HistorySize,

@@ -17,7 +17,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from airlock.models import Status, TimelineEntry
+from contracts.models import Status, TimelineEntry
 from bench.common import (
     APPROVER,
     ToolStartTap,

@@ -22,9 +22,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from airlock.activity_io import ExecuteOutcome, ToolCallInput
-    from airlock.model_io import ModelDecision, ModelRequest
-    from airlock.models import ScriptedCall
+    from contracts.activity_io import ExecuteOutcome, ToolCallInput
+    from contracts.model_io import ModelDecision, ModelRequest
+    from contracts.models import ScriptedCall
     from workflows.governed_run import LOCAL  # the options of Airlock's own local activities
 
 WORKSPACE = "acme"
@@ -95,7 +95,7 @@ def build_bare_worker(client: Client, task_queue: str, db: str, **options: Any) 
     activities."""
     from activities.model_decide import ModelActivities
     from activities.tool_calls import tool_activities
-    from airlock.settings import TOOL_THREADS, Settings
+    from runtime.settings import TOOL_THREADS, Settings
     from bench.common import backoffice_runner
 
     runner = backoffice_runner(db)

@@ -23,7 +23,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, WorkerConfig
 
 if TYPE_CHECKING:
-    from airlock.settings import Settings
+    from runtime.settings import Settings
     from tools.runner import ToolRunner
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: child processes run from here
@@ -40,7 +40,7 @@ async def airlock_worker(client: Client, task_queue: str, **options: Any) -> Asy
     `options` go to `build_worker` as they are. Imported late so that the peers' child processes,
     which use this module too, do not load Airlock's worker.
     """
-    from airlock.settings import Settings
+    from runtime.settings import Settings
     from worker import build_worker
 
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
@@ -343,7 +343,7 @@ async def pending_approval(handle: WorkflowHandle[Any, Any], seen: set[str], tim
     local activities makes the worker complete that task early, which adds workflow-task events
     (3 per query) to the history being measured.
     """
-    from airlock.models import Status
+    from contracts.models import Status
     from workflows.search_attributes import PENDING, STATE
 
     deadline = time.monotonic() + timeout

@@ -19,8 +19,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from airlock.models import Status
-from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+from contracts.models import Status
+from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 from bench.common import airlock_worker, count_waiting, new_id
 
 WAIT = {"tool": "email.send", "args": {"to": "dana@example.com", "subject": "s", "body": "b"}}

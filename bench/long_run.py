@@ -18,7 +18,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
 
-from airlock.models import RunReport
+from contracts.models import RunReport
 from bench.common import HistorySize, RunStuck, airlock_worker, kb_reads, new_id, result_or_stuck, run_input
 
 

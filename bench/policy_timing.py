@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from airlock.models import Mode
-from airlock.settings import Settings
+from contracts.models import Mode
+from runtime.settings import Settings
 from bench.common import CALLS, percentile
 
 # From the submodules: after workflow code has run in the sandbox, the package attribute

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from temporalio.client import Client
 
-from airlock.binaries import binary
+from runtime.binaries import binary
 from bench.common import (
     CORE_LOG,
     ROOT,
@@ -105,7 +105,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def setup_logging(path: str) -> TextIO:
     from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
-    from airlock.logging import configure_logging
+    from runtime.logging import configure_logging
 
     configure_logging("WARNING")
     logging.captureWarnings(True)  # the SDK's warnings (warnings.warn) go to the log file too
@@ -407,7 +407,7 @@ async def section_history(client: Client, a: argparse.Namespace, log: TextIO, re
 
 
 async def section_throughput(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
-    from airlock.settings import TOOL_THREADS, Settings
+    from runtime.settings import TOOL_THREADS, Settings
     from bench import throughput
 
     print(

@@ -17,9 +17,9 @@ import time
 
 from temporalio.client import Client
 
-from airlock.converter import data_converter
-from airlock.logging import configure_logging
-from airlock.settings import Settings
+from runtime.converter import data_converter
+from runtime.logging import configure_logging
+from runtime.settings import Settings
 from bench.common import ToolStartTap, refund_activity, with_worker_settings
 from worker import build_worker
 

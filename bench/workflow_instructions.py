@@ -122,7 +122,7 @@ async def _replay(history: Path, kind: str, count: int, passthrough: bool) -> No
     from temporalio.worker import Replayer
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-    from airlock.converter import data_converter
+    from runtime.converter import data_converter
     from bench.bare import BareRun
     from worker import SANDBOX
     from workflows.agent_run import AgentRun
@@ -145,7 +145,7 @@ async def _replay(history: Path, kind: str, count: int, passthrough: bool) -> No
 
 
 if __name__ == "__main__":
-    from airlock.logging import configure_logging
+    from runtime.logging import configure_logging
 
     configure_logging("WARNING")
     asyncio.run(_replay(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:] == ["passthrough"]))

@@ -31,11 +31,11 @@ from sqlalchemy import Engine, func, insert, select
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from airlock.audit import RunFacts, events_for
-from airlock.models import FINAL_STATES, CallStatus, RunReport
-from airlock.recorder import record_of
-from airlock.settings import Settings
-from airlock.undo_io import UndoReport
+from contracts.audit import RunFacts, events_for
+from contracts.models import FINAL_STATES, CallStatus, RunReport
+from recorder.flight_recorder import record_of
+from runtime.settings import Settings
+from contracts.undo_io import UndoReport
 from chaos.runs import pending_approval_id, start_scripted
 from tools.backoffice.db import connect, create_schema, orders, refunds, tool_calls, usd
 from workflows.governed_run import LEDGER_RULE

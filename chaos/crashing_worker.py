@@ -25,7 +25,7 @@ from typing import Any, Literal
 from temporalio import activity
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from airlock.settings import Settings
+from runtime.settings import Settings
 from worker import build_worker, connect_client
 
 WRITES = ("tool.payments.create_refund", "tool.crm.update_customer", "tool.tickets.update_ticket")

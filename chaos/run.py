@@ -30,11 +30,11 @@ from typing import Any
 from sqlalchemy import func, select
 from temporalio.client import Client
 
-from airlock.binaries import binary
-from airlock.converter import data_converter
-from airlock.logging import configure_logging
-from airlock.models import FINAL_STATES, RunReport
-from airlock.settings import Settings
+from runtime.binaries import binary
+from runtime.converter import data_converter
+from runtime.logging import configure_logging
+from contracts.models import FINAL_STATES, RunReport
+from runtime.settings import Settings
 from chaos.crash import crash_suite, crash_windows, window_table
 from chaos.flaky import chaos_settings, flaky_suite
 from chaos.postgres import ThrowawayPostgres

@@ -9,7 +9,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 
-from airlock.models import RunReport, Status
+from contracts.models import RunReport, Status
 
 
 async def start_scripted(

@@ -2,7 +2,7 @@
 
 from policy.engine import CallContext, decide, effective_mode, may_start, vote_refusal
 from policy.loader import PolicyError, load_policy, parse_policy
-from policy.model import Policy
+from contracts.policy import Policy
 
 __all__ = [
     "CallContext",

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from airlock.models import Decision, Effect, Mode, Outcome, Tier
-from policy.model import Condition, Policy, Rule
+from contracts.models import Decision, Effect, Mode, Outcome, Tier
+from contracts.policy import Condition, Policy, Rule
 
 _MISSING = object()
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from policy.model import Policy
+from contracts.policy import Policy
 
 
 class PolicyError(ValueError):

@@ -22,8 +22,8 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from activities.openai_provider import OpenAIProvider
-from airlock.models import FINAL_STATES, RunReport, RunState, Status, TimelineEntry
-from airlock.settings import Settings
+from contracts.models import FINAL_STATES, RunReport, RunState, Status, TimelineEntry
+from runtime.settings import Settings
 from tests.conftest import Runs, fake_openai
 
 # What a refused vote's reason must look like to "name what is wrong": one of the fixed reasons

@@ -21,9 +21,9 @@ from temporalio.worker import Worker
 
 from activities.openai_provider import OpenAIProvider, PriceTable
 from airlock import cli
-from airlock.models import RunReport, Status
-from airlock.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
-from airlock.workspace_io import ReserveRequest, control_workflow_id
+from contracts.models import RunReport, Status
+from runtime.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
+from contracts.workspace_io import ReserveRequest, control_workflow_id
 from chaos.postgres import ThrowawayPostgres
 from tools.backoffice.db import connect
 from tools.registry import load_registry

@@ -29,7 +29,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from airlock.models import (
+from contracts.models import (
     CallRecord,
     CallStatus,
     DecideResult,
@@ -40,7 +40,7 @@ from airlock.models import (
     Status,
     TimelineEntry,
 )
-from airlock.settings import Settings
+from runtime.settings import Settings
 from tests.adversarial_support import (
     ENCODINGS,
     VOTE_REASONS,
@@ -55,7 +55,7 @@ from tests.adversarial_support import (
 )
 from tests.conftest import READ, REFUND_120, Runs, call, count_rows, run_input
 from tools.backoffice.db import refunds
-from tools.runner import describe_validation_error
+from contracts.validation import describe_validation_error
 from worker import build_worker
 from workflows.entry import REASON_KEYS, tally
 from workflows.governed_run import MAX_CALLS_PER_STEP, REFUSALS_RECORDED, REFUSED_KEPT

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from temporalio.client import Client
 
-from airlock.models import CallStatus, DecideResult, Outcome, RunState
-from airlock.settings import Settings
+from contracts.models import CallStatus, DecideResult, Outcome, RunState
+from runtime.settings import Settings
 from tests.adversarial_support import ScriptedOpenAI, assert_not_stuck, completion, settle
 from tests.conftest import Runs, call, count_rows
 from tools.backoffice.db import customers, emails, kb_articles, refunds

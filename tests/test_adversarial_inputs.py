@@ -34,7 +34,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.openai_provider import OpenAIProvider
-from airlock.models import (
+from contracts.models import (
     FINAL_STATES,
     CallStatus,
     DecideResult,
@@ -44,7 +44,7 @@ from airlock.models import (
     RunReport,
     RunState,
 )
-from airlock.settings import EXAMPLE_POLICY, Settings
+from runtime.settings import EXAMPLE_POLICY, Settings
 from policy import Policy, PolicyError, load_policy, parse_policy
 from policy.engine import may_start
 from tests.adversarial_support import (

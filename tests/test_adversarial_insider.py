@@ -21,11 +21,11 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 
-from airlock.activity_io import RunContext
-from airlock.models import CallStatus, Mode, RunInput, RunReport, RunState, TimelineEntry
-from airlock.settings import EXAMPLE_POLICY, Settings
-from airlock.signing import load_key, new_key, public_key_text
-from airlock.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+from contracts.activity_io import RunContext
+from contracts.models import CallStatus, Mode, RunInput, RunReport, RunState, TimelineEntry
+from runtime.settings import EXAMPLE_POLICY, Settings
+from contracts.signing import load_key, new_key, public_key_text
+from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 from policy import load_policy
 from tests.conftest import READ, REFUND_120, AirlockCli, Runs, count_rows, policy_file, run_input
 from tests.test_workspace_control import clean_switches, ready_view, switch  # noqa: F401 - a fixture

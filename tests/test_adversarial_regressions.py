@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from airlock.models import DecideResult, Effect, Mode, RunReport, RunState, Tier
-from airlock.settings import EXAMPLE_POLICY, Settings
+from contracts.models import DecideResult, Effect, Mode, RunReport, RunState, Tier
+from runtime.settings import EXAMPLE_POLICY, Settings
 from policy import CallContext, PolicyError, decide, parse_policy
 from tests.adversarial_support import assert_not_stuck, workflow_task_failures
 from tests.conftest import Runs, call, count_rows, run_input

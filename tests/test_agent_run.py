@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select
 
-from airlock.models import CallStatus, RunState
+from contracts.models import CallStatus, RunState
 from tests.conftest import Runs, call, count_rows
 from tools.backoffice.db import customers, emails, refunds
 

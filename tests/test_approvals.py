@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowHandle
 
-from airlock.models import CallStatus, DecideResult, RunReport, RunState
-from airlock.settings import Settings
+from contracts.models import CallStatus, DecideResult, RunReport, RunState
+from runtime.settings import Settings
 from tests.conftest import REFUND_120, AirlockCli, Runs, call, count_rows
 from tools.backoffice.db import customers, refunds
 from worker import build_worker

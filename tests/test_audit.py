@@ -6,8 +6,8 @@ def test_every_timeline_kind_has_an_audit_event_type() -> None:
     fail the workflow task (a stuck run), so the two lists must move together."""
     from typing import get_args
 
-    from airlock.audit import _TYPES, EventType
-    from airlock.models import TimelineKind
+    from contracts.audit import _TYPES, EventType
+    from contracts.models import TimelineKind
 
     assert set(_TYPES) == set(get_args(TimelineKind))
     assert set(_TYPES.values()) <= set(get_args(EventType))

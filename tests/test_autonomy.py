@@ -9,8 +9,8 @@ import pytest_asyncio
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from airlock.models import CallStatus, Mode, Outcome, RunState
-from airlock.settings import Settings
+from contracts.models import CallStatus, Mode, Outcome, RunState
+from runtime.settings import Settings
 from tests.conftest import PRODUCTION_POLICY, Runs, call, count_rows
 from tools.backoffice.db import refunds
 from worker import build_worker

@@ -1,6 +1,6 @@
 """Budget arithmetic, without Temporal."""
 
-from airlock.models import Budget, BudgetUse
+from contracts.models import Budget, BudgetUse
 from workflows.budget import exhausted, remaining
 
 

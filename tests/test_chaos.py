@@ -7,7 +7,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from airlock.settings import Settings
+from runtime.settings import Settings
 from chaos.crash import crash_suite, crash_windows, window_table
 from chaos.flaky import chaos_settings, flaky_suite
 from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)

@@ -8,8 +8,8 @@ import re
 from sqlalchemy import Engine, text
 from temporalio.client import Client
 
-from airlock.models import CallStatus, RunState, Status
-from airlock.settings import Settings
+from contracts.models import CallStatus, RunState, Status
+from runtime.settings import Settings
 from tests.conftest import READ, Runs, call, count_rows, run_input
 from tests.example_tools import faults
 from tools.backoffice.db import refunds, tool_calls

@@ -11,12 +11,12 @@ import jsonschema
 import pytest
 from sqlalchemy import Engine, select
 
-from airlock.audit import AuditEvent
-from airlock.models import CallStatus
-from airlock.recorder import ReplayFailed, load_history, merge, reconstruct, replay
-from airlock.settings import EXAMPLE_POLICY, Settings
+from contracts.audit import AuditEvent
+from contracts.models import CallStatus
+from recorder.flight_recorder import ReplayFailed, load_history, merge, reconstruct, replay
+from runtime.settings import EXAMPLE_POLICY, Settings
 from airlock.show import flight_record
-from airlock.undo_io import UndoReport
+from contracts.undo_io import UndoReport
 from tests.conftest import AirlockCli, Runs, call, recorded_openai_provider
 from tests.history_scenarios import HISTORIES, histories_of
 from tools.backoffice.db import customers, refunds, tickets
@@ -74,7 +74,7 @@ async def test_a_non_deterministic_code_change_is_caught(monkeypatch: pytest.Mon
     await replay(history)  # today's code: fine
     with pytest.raises(ReplayFailed, match="TMPRL1100"):
         await replay(history, workflows=[AgentRunWithAnExtraTimer])
-    monkeypatch.setattr("airlock.recorder.WORKFLOWS", [AgentRunWithAnExtraTimer])
+    monkeypatch.setattr("recorder.flight_recorder.WORKFLOWS", [AgentRunWithAnExtraTimer])
     files = [str(HISTORIES / "approved.json"), str(HISTORIES / "budget_exhausted.json")]
     status, out = await airlock_cli("replay", *files)
     assert status == 1

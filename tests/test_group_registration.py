@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from activities.workspace import BATCH, Destination, GroupRegistration
-from airlock.workspace_io import RegisterRequest, Switches
+from contracts.workspace_io import RegisterRequest, Switches
 
 ACME: Destination = ("acme", "airlock")
 

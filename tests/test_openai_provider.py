@@ -34,9 +34,9 @@ from activities.openai_provider import (
     retry_delay,
     to_function_name,
 )
-from airlock.model_io import ModelDecision, ModelRequest, TranscriptItem
-from airlock.models import Effect, Tier
-from airlock.settings import DEFAULT_PRICES, Settings
+from contracts.model_io import ModelDecision, ModelRequest, TranscriptItem
+from contracts.models import Effect, Tier
+from runtime.settings import DEFAULT_PRICES, Settings
 from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from tools.registry import ToolRegistry
 

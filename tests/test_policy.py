@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airlock.models import Effect, Mode, Outcome, Tier
-from airlock.settings import EXAMPLE_POLICY
+from contracts.models import Effect, Mode, Outcome, Tier
+from runtime.settings import EXAMPLE_POLICY
 from policy import CallContext, Policy, PolicyError, decide, effective_mode, load_policy, parse_policy, vote_refusal
-from policy.model import Condition, Rule, ToolPolicy, Workspace
+from contracts.policy import Condition, Rule, ToolPolicy, Workspace
 from tests.conftest import PRODUCTION_POLICY
 
 POLICY = load_policy(EXAMPLE_POLICY)

@@ -9,8 +9,8 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, WorkflowRunner
 
-from airlock.converter import data_converter
-from airlock.recorder import CaptureInstances
+from runtime.converter import data_converter
+from recorder.flight_recorder import CaptureInstances
 from tests.conftest import Runs
 from tests.history_scenarios import HISTORIES, SCENARIOS, histories_of
 from worker import SANDBOX

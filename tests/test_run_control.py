@@ -12,9 +12,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from airlock.models import CallStatus, DecideResult, RunState
-from airlock.recorder import record_of
-from airlock.settings import Settings
+from contracts.models import CallStatus, DecideResult, RunState
+from recorder.flight_recorder import record_of
+from runtime.settings import Settings
 from tests.conftest import READ, REFUND_120, Runs, call, count_rows, recorded_openai_provider, run_input
 from tools.backoffice.db import refunds
 from worker import build_worker

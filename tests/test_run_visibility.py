@@ -16,8 +16,8 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
-from airlock.models import RunReport, RunState
-from airlock.settings import Settings
+from contracts.models import RunReport, RunState
+from runtime.settings import Settings
 from tests.conftest import READ, Runs, call, run_input
 from worker import build_worker
 from workflows.search_attributes import STATE, WORKSPACE

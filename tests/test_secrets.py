@@ -26,12 +26,12 @@ from structlog.testing import capture_logs
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Replayer
 
-from airlock.converter import data_converter
-from airlock.hashing import call_hash, canonical_json
-from airlock.model_io import ModelDecision, ProposedCall
-from airlock.models import CallStatus, FieldChange, RunReport, RunState, Status, TimelineEntry
-from airlock.secrets import CHANGED, REDACTED, TOKEN_KEY, Keyring, SecretError, is_token, new_key, sealing
-from airlock.settings import Settings
+from runtime.converter import data_converter
+from contracts.hashing import call_hash, canonical_json
+from contracts.model_io import ModelDecision, ProposedCall
+from contracts.models import CallStatus, FieldChange, RunReport, RunState, Status, TimelineEntry
+from runtime.sealing import CHANGED, REDACTED, TOKEN_KEY, Keyring, SecretError, is_token, new_key, sealing
+from runtime.settings import Settings
 from tests.adversarial_support import ScriptedOpenAI, assert_not_stuck, completion
 from tests.conftest import AirlockCli, Runs, call
 from tools.backoffice.accounts import api_tokens, credentials, token_hash, verify_password
@@ -266,7 +266,7 @@ async def test_a_tool_that_echoes_its_secret_leaks_it_nowhere(
     still a retried failure of the call (with its message scrubbed), and the run goes on."""
     caplog.set_level(logging.INFO)
     policy = tmp_path / "policy.yaml"
-    from airlock.settings import EXAMPLE_POLICY
+    from runtime.settings import EXAMPLE_POLICY
 
     policy.write_text(
         EXAMPLE_POLICY.read_text().replace(

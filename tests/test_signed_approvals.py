@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowHandle
 
-from airlock.hashing import call_hash
-from airlock.models import CallStatus, DecideResult, RunState, Status, TimelineEntry
-from airlock.settings import Settings
-from airlock.signing import load_key, new_key, public_key_text, sign, verifies, vote_message
+from contracts.hashing import call_hash
+from contracts.models import CallStatus, DecideResult, RunState, Status, TimelineEntry
+from runtime.settings import Settings
+from contracts.signing import load_key, new_key, public_key_text, sign, verifies, vote_message
 from policy.loader import PolicyError, load_policy
 from tests.conftest import READ, REFUND_120, AirlockCli, Runs, call, count_rows, policy_file
 from tools.backoffice.db import refunds

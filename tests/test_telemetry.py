@@ -35,11 +35,11 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from airlock.converter import data_converter
-from airlock.model_io import ModelDecision, ModelRequest, ProposedCall
-from airlock.models import CallStatus, RunReport, RunState
-from airlock.settings import Settings
-from airlock.tracing import RunMetrics, Telemetry, build_telemetry, configure_telemetry, use_meter_provider
+from runtime.converter import data_converter
+from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
+from contracts.models import CallStatus, RunReport, RunState
+from runtime.settings import Settings
+from runtime.tracing import RunMetrics, Telemetry, build_telemetry, configure_telemetry, use_meter_provider
 from tests.conftest import READ, REFUND_120, Runs, call
 from worker import build_worker
 from workflows.agent_run import AgentRun

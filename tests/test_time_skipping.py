@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from airlock.binaries import binary
-from airlock.converter import data_converter
-from airlock.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
-from airlock.settings import Settings
-from airlock.workspace_io import ReserveResult, SpendView
+from runtime.binaries import binary
+from runtime.converter import data_converter
+from contracts.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
+from runtime.settings import Settings
+from contracts.workspace_io import ReserveResult, SpendView
 from tests.conftest import REFUND_120, Runs, count_rows, policy_file, reserve_request, start_control
 from tools.backoffice.db import refunds
 from worker import build_worker, register_search_attributes

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine, Table, select, text, update
 from temporalio.exceptions import ApplicationError
 
-from airlock.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
-from airlock.settings import Settings
+from contracts.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
+from runtime.settings import Settings
 from tests.conftest import count_rows
 from tools.backoffice.db import WRITE_LOCK, connect, create_schema, customers, orders, refunds, tool_calls
 from tools.registry import load_registry

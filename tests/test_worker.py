@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from airlock.settings import EXAMPLE_POLICY
+from runtime.settings import EXAMPLE_POLICY
 
 ROOT = Path(__file__).resolve().parents[1]
 

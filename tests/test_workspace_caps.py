@@ -17,9 +17,9 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
-from airlock.models import FINAL_STATES, RunReport, RunState
-from airlock.settings import Settings
-from airlock.workspace_io import ReserveResult, SpendView, WorkspaceView, control_workflow_id
+from contracts.models import FINAL_STATES, RunReport, RunState
+from runtime.settings import Settings
+from contracts.workspace_io import ReserveResult, SpendView, WorkspaceView, control_workflow_id
 from activities.control_store import ControlStore, SpendLedger
 from tests.conftest import (
     READ,
@@ -243,7 +243,7 @@ def test_holds_racing_for_the_last_dollars_never_pass_the_cap(tmp_path: Path) ->
     from concurrent.futures import ThreadPoolExecutor
 
     from activities.control_store import HOLD_EXPIRES_S
-    from airlock.workspace_io import SpendHold
+    from contracts.workspace_io import SpendHold
 
     now = [1_000_000.0]
     ledger = SpendLedger(ControlStore.open(str(tmp_path / "control.db")).engine, clock=lambda: now[0])

@@ -13,9 +13,9 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
-from airlock.models import CallStatus, RunState
-from airlock.settings import Settings
-from airlock.workspace_io import (
+from contracts.models import CallStatus, RunState
+from runtime.settings import Settings
+from contracts.workspace_io import (
     SWITCHES_MEMO,
     ReserveResult,
     SpendView,

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 from sqlalchemy import Connection, Select
 
-from airlock.models import Compensation, Effect, FieldChange, Tier
+from contracts.models import Compensation, Effect, FieldChange, Tier
 # Re-exported: part of the API a tool author writes against.
 from tools.secrets import Secret, secret_change  # noqa: F401
 

@@ -7,21 +7,11 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from pydantic import BaseModel
 
-from airlock.models import Effect, Tier
+from contracts.catalog import CatalogEntry
+from contracts.models import Effect, Tier
 from tools.base import Tool
 
 DEFAULT_MODULES: tuple[str, ...] = ("tools.backoffice",)
-
-
-class CatalogEntry(BaseModel):
-    """The part of a tool a workflow needs to govern a call, pinned in the run at its start."""
-
-    name: str
-    description: str
-    tier: Tier
-    effect: Effect
-    compensation_tool: str | None = None
-    irreversible: str | None = None
 
 
 class ToolRegistry:

@@ -15,33 +15,15 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine, Row, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from airlock.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
-from airlock.hashing import call_hash
-from airlock.models import Effect
+from contracts.validation import describe_validation_error
+from contracts.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
+from contracts.hashing import call_hash
+from contracts.models import Effect
 from tools import blobs
 from tools.backoffice.db import WRITE_LOCK, tool_calls
 from tools.base import Preview, Tool, ToolContext, ToolError
 from tools.db_errors import database_errors
 from tools.registry import ToolRegistry
-
-
-def describe_validation_error(error: ValidationError, problems: int = 10, limit: int = 1000) -> str:
-    """One line per problem, each naming the argument: what the agent needs to fix its call.
-
-    Bounded, since the input is untrusted and the text is recorded: the first `problems` problems,
-    each location part and message cut short, how many more there were, at most `limit` chars.
-    """
-    errors = error.errors(include_url=False, include_input=False, include_context=False)
-    parts = []
-    for e in errors[:problems]:
-        where = ".".join(_cut(str(p), 40) for p in e["loc"][:8]) or "(arguments)"
-        parts.append(f"{where}: {_cut(e['msg'], 200)}")
-    more = len(errors) - problems
-    return _cut("; ".join(parts) + (f"; and {more} more problem(s)" if more > 0 else ""), limit)
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ToolRunner:

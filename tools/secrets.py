@@ -1,7 +1,7 @@
 """Secret fields of tools: the `Secret` marker, and where secrets sit in a tool's arguments and results.
 
 A tool author writes `password: Secret` (or `Annotated[Secret, Field(min_length=12)]`) in a
-`ToolArgs` or `ToolOutput` model. Inside a sealing scope (`airlock.secrets.sealing`, opened by the
+`ToolArgs` or `ToolOutput` model. Inside a sealing scope (`runtime.sealing.sealing`, opened by the
 worker around each tool call) such a field accepts a token and gives the tool the clear value, and
 serializes to JSON as a token again: so the runner's normal `model_dump(mode="json")` already
 writes tokens into everything it returns, into the idempotency ledger and into stored blobs. Out
@@ -21,9 +21,9 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, PlainSerializer
 
-from airlock import secrets as sealing
-from airlock.hashing import canonical_json
-from airlock.models import FieldChange
+from runtime import sealing
+from contracts.hashing import canonical_json
+from contracts.models import FieldChange
 
 # A path to a secret inside a tool's JSON arguments or result: field names, "*" for every item
 # of a list or every value of a mapping.

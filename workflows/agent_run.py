@@ -21,7 +21,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from airlock.models import DecideResult, RunReport, Status, TimelineEntry
+    from contracts.models import DecideResult, RunReport, Status, TimelineEntry
     from workflows.entry import Refusal, bounded, single, start_args
     from workflows.memory import RunMemory
 

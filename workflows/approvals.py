@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from airlock.models import DecideRequest, PendingApproval, Vote
-from airlock.signing import verifies, vote_message
+from contracts.models import DecideRequest, PendingApproval, Vote
+from contracts.signing import verifies, vote_message
 from policy.engine import vote_refusal
-from policy.model import Policy
-from tools.runner import describe_validation_error
+from contracts.policy import Policy
+from contracts.validation import describe_validation_error
 
 Resolution = Literal["approved", "denied"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from airlock.models import Budget, BudgetUse
+from contracts.models import Budget, BudgetUse
 
 
 def exhausted(

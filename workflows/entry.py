@@ -17,7 +17,7 @@ Airlock's workflows takes `*args: RawValue` (or is a dynamic handler) and decode
   a flood is summarised rather than kept whole.
 
 Arguments reach a handler either decoded (JSON, null, bytes: what the data converter could read
-without a type hint) or as a `RawValue` (what it could not: see `airlock.converter`). Both are
+without a type hint) or as a `RawValue` (what it could not: see `runtime.converter`). Both are
 handled here alike. Nothing in this module raises except `start_args`, by design.
 """
 
@@ -32,8 +32,8 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from airlock.hashing import canonical_json
-from tools.runner import describe_validation_error
+from contracts.hashing import canonical_json
+from contracts.validation import describe_validation_error
 
 # How long a reason, a name or a shown payload may be in anything a run records.
 REASON_CHARS = 1000

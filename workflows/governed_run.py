@@ -43,8 +43,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import workflows.telemetry as telemetry
-    from activities.tool_calls import execute_activity_name, prepare_activity_name
-    from airlock.activity_io import (
+    from contracts.names import execute_activity_name, prepare_activity_name
+    from contracts.activity_io import (
         AlreadyExecuted,
         Executed,
         ExecuteOutcome,
@@ -56,12 +56,12 @@ with workflow.unsafe.imports_passed_through():
         Started,
         ToolCallInput,
     )
-    from airlock.audit import RunFacts, events_for
-    from airlock.hashing import call_hash, canonical_json
-    from airlock.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
-    from airlock.signing import resume_message, verifies
-    from airlock.undo_io import UNDO_AGENT, compensation_run_id
-    from airlock.models import (
+    from contracts.audit import RunFacts, events_for
+    from contracts.hashing import call_hash, canonical_json
+    from contracts.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
+    from contracts.signing import resume_message, verifies
+    from contracts.undo_io import UNDO_AGENT, compensation_run_id
+    from contracts.models import (
         FINAL_STATES,
         CallRecord,
         CallStatus,
@@ -81,7 +81,7 @@ with workflow.unsafe.imports_passed_through():
         TimelineKind,
         summarize,
     )
-    from airlock.workspace_io import (
+    from contracts.workspace_io import (
         Ack,
         Admission,
         Leave,
@@ -95,8 +95,8 @@ with workflow.unsafe.imports_passed_through():
         parse_signal,
     )
     from policy.engine import decide, effective_mode, may_start
-    from tools.registry import CatalogEntry
-    from tools.runner import describe_validation_error
+    from contracts.catalog import CatalogEntry
+    from contracts.validation import describe_validation_error
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
     from workflows.budget import exhausted, remaining
     from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally

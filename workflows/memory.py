@@ -6,10 +6,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, JsonValue
 
-from airlock.activity_io import RunContext
-from airlock.model_io import TranscriptItem
-from airlock.workspace_io import Switches
-from airlock.models import (
+from contracts.activity_io import RunContext
+from contracts.model_io import TranscriptItem
+from contracts.workspace_io import Switches
+from contracts.models import (
     BudgetUse,
     CallRecord,
     CallStatus,
@@ -21,7 +21,7 @@ from airlock.models import (
     TimelineEntry,
 )
 from policy.engine import CallContext
-from tools.registry import CatalogEntry
+from contracts.catalog import CatalogEntry
 
 
 # What a checkpoint keeps of the conversation and of decided approval ids: enough for the model's

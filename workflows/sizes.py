@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from airlock.hashing import call_hash, canonical_json
-from airlock.models import CallRecord, RunReport, TimelineEntry
+from contracts.hashing import call_hash, canonical_json
+from contracts.models import CallRecord, RunReport, TimelineEntry
 from workflows.entry import bounded
 from workflows.memory import RunMemory
 

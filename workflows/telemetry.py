@@ -5,7 +5,7 @@ model call charged, a run finished). Each must record exactly once per real even
 when a worker replays the history.
 
 None of it is hand-rolled replay logic; it rests on temporalio's replay-safe providers, which
-`airlock.tracing` installs:
+`runtime.tracing` installs:
 
 - spans come from the process's `ReplaySafeTracerProvider`. A span started while the workflow
   replays history events gets the same deterministic ids as the first time (they come from the
@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry.trace import get_current_span, get_tracer_provider
     from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider
 
-    from airlock.tracing import SCOPE, run_metrics
+    from runtime.instruments import SCOPE, run_metrics
 
 if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue

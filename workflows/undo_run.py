@@ -23,9 +23,9 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from airlock.models import CallStatus, RunReport
-    from airlock.undo_io import UNDO_AGENT, NotUndone, UndoInput, UndoPlan, UndoReport, compensation_run_id
-    from tools.runner import describe_validation_error
+    from contracts.models import CallStatus, RunReport
+    from contracts.undo_io import UNDO_AGENT, NotUndone, UndoInput, UndoPlan, UndoReport, compensation_run_id
+    from contracts.validation import describe_validation_error
     from workflows.entry import NAME_CHARS, bounded, shown_args, start_args
     from workflows.sizes import fit_report, size
     from workflows.search_attributes import UNDO_OF, WORKSPACE

@@ -31,9 +31,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, Field, ValidationError
 
-    from airlock.activity_io import RunContext
-    from airlock.signing import switch_message, verifies
-    from airlock.workspace_io import (
+    from contracts.activity_io import RunContext
+    from contracts.signing import switch_message, verifies
+    from contracts.workspace_io import (
         SWITCHES_MEMO,
         Ack,
         Admission,
@@ -56,7 +56,7 @@ with workflow.unsafe.imports_passed_through():
         registered_run_id,
         registration_key,
     )
-    from tools.runner import describe_validation_error
+    from contracts.validation import describe_validation_error
 
 ADMIN_ROLE = "admin"
 # Continue as new before the history grows large; registrations and acks are small but endless.

@@ -4,7 +4,7 @@ its parameters). What it shows is what the guard around tool calls must catch.""
 
 from __future__ import annotations
 
-from airlock.models import Effect, FieldChange, Tier
+from contracts.models import Effect, FieldChange, Tier
 from tools.base import Preview, Secret, Tool, ToolArgs, ToolContext, ToolOutput
 
 

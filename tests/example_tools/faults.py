@@ -7,7 +7,7 @@ from collections import Counter
 
 from pydantic import Field
 
-from airlock.models import Effect, Tier
+from contracts.models import Effect, Tier
 from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 
 calls: Counter[str] = Counter()

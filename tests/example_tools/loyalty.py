@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from airlock.models import Effect, Tier
+from contracts.models import Effect, Tier
 from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 
 

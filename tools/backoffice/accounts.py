@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field
 from sqlalchemy import Column, ForeignKey, String, Table, insert, select, update
 
-from airlock.models import Compensation, Effect, FieldChange, Tier
+from contracts.models import Compensation, Effect, FieldChange, Tier
 from tools.backoffice.crm import load_customer
 from tools.backoffice.db import metadata
 from tools.base import Preview, Secret, Tool, ToolArgs, ToolContext, ToolError, ToolOutput, secret_change

@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from sqlalchemy import select, update
 
-from airlock.models import Compensation, Effect, FieldChange, Tier
+from contracts.models import Compensation, Effect, FieldChange, Tier
 from tools.backoffice.db import customers
 from tools.base import Preview, Tool, ToolArgs, ToolContext, ToolError, ToolOutput
 

@@ -5,7 +5,7 @@ import hashlib
 from pydantic import Field
 from sqlalchemy import insert
 
-from airlock.models import Effect, FieldChange, Tier
+from contracts.models import Effect, FieldChange, Tier
 from tools.backoffice.db import emails
 from tools.base import Line, Preview, Tool, ToolArgs, ToolContext, ToolOutput
 

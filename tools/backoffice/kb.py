@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 from sqlalchemy import or_, select
 
-from airlock.models import Effect, Tier
+from contracts.models import Effect, Tier
 from tools.backoffice.db import kb_articles
 from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 

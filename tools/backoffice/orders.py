@@ -5,7 +5,7 @@ from decimal import Decimal
 from pydantic import Field
 from sqlalchemy import func, select
 
-from airlock.models import Effect, Tier
+from contracts.models import Effect, Tier
 from tools.backoffice.db import orders, refunds, usd
 from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolOutput
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pydantic import Field
 from sqlalchemy import insert, select, update
 
-from airlock.models import Compensation, Effect, FieldChange, Tier
+from contracts.models import Compensation, Effect, FieldChange, Tier
 from tools.backoffice.db import cents, refunds, usd
 from tools.backoffice.orders import load_order
 from tools.base import Preview, Tool, ToolArgs, ToolContext, ToolError, ToolOutput, Usd

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field
 from sqlalchemy import insert, select, update
 
-from airlock.models import Compensation, Effect, FieldChange, Tier
+from contracts.models import Compensation, Effect, FieldChange, Tier
 from tools.backoffice.db import tickets
 from tools.base import Preview, Tool, ToolArgs, ToolContext, ToolError, ToolOutput
 

@@ -1,0 +1,180 @@
+"""The capability policy, as a security reviewer reads it: frozen models that reject unknown keys.
+
+    workspaces   how much autonomy each workspace allows at most, overall and per requester role
+                 (autonomy_by_role), and whether it is in safe mode
+    people       who holds which roles (requester, approver, admin, ...)
+    tiers        for each risk tier, how many approvers of which roles a call needs, and how long
+                 an approval may wait before it counts as a deny
+    agents       which tools each agent may call at all (deny by default)
+    tools        per-tool rules over arguments and previewed facts: deny, require approval, or
+                 auto (run without approval even in approve mode)
+
+Rules never depend on their order: every rule that matches is collected, a deny beats a demand
+for approval, which beats an allow. An `auto` rule only waives approve mode's wait for approval:
+it never executes anything in suggest mode, never lifts a tier that always needs approval, and
+never beats safe mode or an agent's capabilities. To lower a single capability instead, give it
+a `require_approval` rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from contracts.models import Mode, Tier
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(Frozen):
+    """What a whole workspace may spend and run at once; the workspace control workflow holds the
+    ledger and refuses what would pass a cap."""
+
+    daily_spend_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_concurrent_runs: int | None = Field(None, ge=1)
+    # Reserved before each call to a paid model, then reconciled with what the call cost. A run
+    # reserves the larger of this and the dearest model call it has made so far.
+    model_call_estimate_usd: float = Field(0.01, ge=0, allow_inf_nan=False)
+
+
+RoleName = Annotated[str, StringConstraints(min_length=1)]
+
+
+class Workspace(Frozen):
+    max_autonomy: Mode = Mode.APPROVE
+    # The most autonomy a run may have when its requester holds the role; of several listed roles
+    # the highest counts. A requester holding none of them is capped by max_autonomy alone, which
+    # also caps every entry here.
+    autonomy_by_role: dict[RoleName, Mode] = Field(default_factory=dict)
+    safe_mode: bool = False
+    # Votes must carry the approver's Ed25519 signature over run, approval, decision and call.
+    signed_approvals: bool = False
+    limits: Limits = Field(default_factory=Limits)
+
+
+KEY_PATTERN = r"^ed25519:[A-Za-z0-9+/]{43}=$"
+
+
+class Person(Frozen):
+    roles: list[str] = Field(default_factory=list)
+    # Public keys that sign this person's votes (`airlock keys new`): ed25519:<base64 of 32 bytes>.
+    keys: list[Annotated[str, StringConstraints(pattern=KEY_PATTERN)]] = Field(default_factory=list)
+
+
+class TierRule(Frozen):
+    approvals: int = Field(1, ge=1, le=10)
+    roles: list[str] = Field(min_length=1)
+    # At least one of the approvers must hold this role (e.g. an admin among two approvers).
+    require_role: str | None = None
+    timeout_s: int = Field(86_400, ge=1)
+    # Calls of this tier wait for approval in every mode that executes anything.
+    always_approve: bool = False
+    # A pending approval still open after `escalate_after_s` may also be decided by holders of
+    # `escalate_to`; at `timeout_s` it counts as denied.
+    escalate_after_s: int | None = Field(None, ge=1)
+    escalate_to: str | None = None
+
+    @model_validator(mode="after")
+    def _escalation(self) -> Self:
+        if (self.escalate_after_s is None) != (self.escalate_to is None):
+            raise ValueError("escalate_after_s and escalate_to go together")
+        if self.escalate_after_s is not None and self.escalate_after_s >= self.timeout_s:
+            raise ValueError(f"escalate_after_s ({self.escalate_after_s}) must be below timeout_s ({self.timeout_s})")
+        return self
+
+
+class Agent(Frozen):
+    capabilities: list[str] = Field(default_factory=list)
+
+
+OPERATORS = ("always", "gt", "gte", "lt", "gt_fact", "domain_not_in", "keys_not_in", "not_in")
+
+
+class Condition(Frozen):
+    """One test over a call. Exactly one operator; `arg` names the argument (dotted path)."""
+
+    arg: str | None = None
+    always: bool | None = None
+    gt: Decimal | None = None
+    gte: Decimal | None = None
+    lt: Decimal | None = None
+    gt_fact: str | None = None
+    domain_not_in: list[str] | None = None
+    keys_not_in: list[str] | None = None
+    not_in: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Self:
+        given = [op for op in OPERATORS if getattr(self, op) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a condition needs exactly one of {', '.join(OPERATORS)}; got {given or 'none'}")
+        if given[0] == "always":
+            if self.always is not True:
+                raise ValueError("'always' can only be true")
+        elif not self.arg:
+            raise ValueError(f"'{given[0]}' needs 'arg': the argument it tests")
+        return self
+
+    @property
+    def operator(self) -> str:
+        return next(op for op in OPERATORS if getattr(self, op) is not None)
+
+
+class Rule(Frozen):
+    id: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    # `auto` lifts: a matching call runs without approval even in approve mode, unless a deny or
+    # a demand for approval also matches, the run is in suggest mode, or its tier always approves.
+    effect: Literal["deny", "require_approval", "auto"]
+    when: Condition
+    reason: str = ""
+    # Limit a rule to some workspaces; by default it applies in all of them.
+    workspaces: list[str] | None = None
+
+
+class ToolPolicy(Frozen):
+    tier: Tier | None = None
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class Policy(Frozen):
+    version: Literal[1] = 1
+    workspaces: dict[str, Workspace]
+    people: dict[str, Person]
+    tiers: dict[Tier, TierRule]
+    agents: dict[str, Agent]
+    tools: dict[str, ToolPolicy] = Field(default_factory=dict)
+    # Roles allowed to start runs.
+    requester_roles: list[str] = Field(default_factory=lambda: ["requester"])
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        missing = [t.value for t in Tier if t not in self.tiers]
+        if missing:
+            raise ValueError(f"tiers must define every risk tier; missing {missing}")
+        ids = [r.id for tp in self.tools.values() for r in tp.rules]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"rule ids must be unique; repeated: {dupes}")
+        for tool, tp in self.tools.items():
+            for rule in tp.rules:
+                for ws in rule.workspaces or []:
+                    if ws not in self.workspaces:
+                        raise ValueError(f"rule {rule.id} of {tool} names unknown workspace {ws!r}")
+        return self
+
+    def content_hash(self) -> str:
+        """Identifies what the policy decides, not how the file is laid out."""
+        # Settings left at their defaults are left out, so a newer Airlock that adds a setting
+        # gives an unchanged file the same hash.
+        canonical = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def roles_of(self, person: str) -> frozenset[str]:
+        p = self.people.get(person)
+        return frozenset(p.roles) if p else frozenset()
