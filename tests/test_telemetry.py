@@ -39,7 +39,8 @@ from runtime.converter import data_converter
 from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
 from contracts.models import CallStatus, RunReport, RunState
 from runtime.settings import Settings
-from runtime.tracing import RunMetrics, Telemetry, build_telemetry, configure_telemetry, use_meter_provider
+from runtime.instruments import RunMetrics, use_meter_provider
+from runtime.tracing import Telemetry, build_telemetry, configure_telemetry
 from tests.conftest import READ, REFUND_120, Runs, call
 from worker import build_worker
 from workflows.agent_run import AgentRun
