@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test chaos bench install bytecode worker clean
+.PHONY: demo test check chaos bench install bytecode worker clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: bytecode
 
 worker: bytecode
 	$(BIN)/airlock worker
+
+# Imports point down the layers; workflow code imports only what the sandbox passes through.
+check: $(STAMP)
+	$(BIN)/python scripts/check_layers.py
 
 # pytest exits 5 when it collects no test; that fails here like any other non-zero exit.
 test: bytecode
