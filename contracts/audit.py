@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 from contracts.hashing import call_hash
 from contracts.models import CallRecord, Effect, FieldChange, TimelineEntry
 
-SCHEMA = "contracts.audit.v1"
+SCHEMA = "airlock.audit.v1"
 
 EventType = Literal[
     "run_started",
@@ -74,7 +74,7 @@ class AuditEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal["contracts.audit.v1"] = SCHEMA
+    schema_version: Literal["airlock.audit.v1"] = SCHEMA
     event_id: str
     type: EventType
     at: datetime

@@ -86,18 +86,26 @@ async def chain_histories(client: Client, workflow_id: str, first_run_id: str | 
     return histories
 
 
+SERVER_TURNED_BACK = {
+    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
+    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND,
+}
+
+
 async def workflow_task_failures(client: Client, handle: WorkflowHandle[Any, Any]) -> list[str]:
     """The cause and message of every failed workflow task in the run's chain (empty when none
-    failed). A task the server itself turned back because new signals arrived while it ran
-    (`UNHANDLED_COMMAND`: the workflow tried to finish with messages still unread) is not a failure
-    of the workflow's code; the server hands it the new messages in the next task."""
+    failed). A task the server itself turned back is not a failure of the workflow's code: because
+    new signals arrived while it ran (`UNHANDLED_COMMAND`: the workflow tried to finish with
+    messages still unread), or because the server closed it to hand the next task over
+    (`FORCE_CLOSE_COMMAND`, seen under a flood of signals on a loaded machine). The server hands
+    the workflow its messages in the next task; `assert_not_stuck` checks that one is not retrying."""
     failures = []
     for history in await chain_histories(client, handle.id, handle.first_execution_run_id or handle.run_id):
         for event in history.events:
             if event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
                 continue
             attributes = event.workflow_task_failed_event_attributes
-            if attributes.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND:
+            if attributes.cause in SERVER_TURNED_BACK:
                 continue
             failures.append(f"{WorkflowTaskFailedCause.Name(attributes.cause)}: {attributes.failure.message}")
     return failures
