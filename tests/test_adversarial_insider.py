@@ -27,6 +27,7 @@ from runtime.settings import EXAMPLE_POLICY, Settings
 from contracts.signing import load_key, new_key, public_key_text
 from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 from policy import load_policy
+from tests.adversarial_support import assert_not_stuck
 from tests.conftest import READ, REFUND_120, AirlockCli, Runs, count_rows, policy_file, run_input
 from tests.test_workspace_control import clean_switches, ready_view, switch  # noqa: F401 - a fixture
 from tools.backoffice.db import refunds
@@ -246,3 +247,31 @@ async def test_in_a_signed_workspace_a_switch_needs_an_admins_signature(
     assert status == 0, out
     view = await handle.query("state", result_type=WorkspaceView)
     assert view.switches.paused is False
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ([], "takes one argument"),
+        (["acme", None, "extra"], "got 3"),
+        ([42], "workspace's name"),
+        ([{"workspace": "acme"}], "workspace's name"),
+    ],
+)
+async def test_a_control_workflow_started_with_malformed_arguments_fails_at_once(
+    client: Client, settings: Settings, args: list[Any], problem: str
+) -> None:
+    """A `WorkspaceControl` started with no argument, too many, or something other than a
+    workspace name fails at once, non-retryably, naming the problem, instead of retrying its first
+    workflow task forever."""
+    handle = await client.start_workflow(
+        "WorkspaceControl",
+        args=args,
+        id=control_workflow_id(f"malformed-{uuid.uuid4().hex[:6]}"),
+        task_queue=settings.control_task_queue or settings.task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), 30)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "InvalidRunInput" and problem in cause.message
+    await assert_not_stuck(client, handle)

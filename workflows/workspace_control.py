@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -57,11 +57,14 @@ with workflow.unsafe.imports_passed_through():
         registration_key,
     )
     from contracts.validation import describe_validation_error
+    from workflows.entry import bounded, start_args
 
 ADMIN_ROLE = "admin"
 # Continue as new before the history grows large; registrations and acks are small but endless.
 EVENTS_PER_HISTORY = 5_000
 RECENT = timedelta(minutes=10)
+# A workspace's name, as the control workflow's start takes it (its id is `workspace:<name>`).
+WORKSPACE_CHARS = 200
 REFUSALS_KEPT = 50
 REFUSED_RUNS_KEPT = 500
 DAYS_KEPT = 7
@@ -115,7 +118,18 @@ class WorkspaceControl:
         self._broadcasts: list[asyncio.Task[int]] = []
 
     @workflow.run
-    async def run(self, workspace: str, carried: ControlState | None = None) -> None:
+    async def run(self, *args: RawValue) -> None:
+        # Decoded here, not by Temporal: a wrong number of arguments or an unreadable one fails the
+        # workflow at once, naming the problem, instead of retrying its first task forever.
+        raw, carried = start_args(args, "WorkspaceControl", ControlState)
+        if not isinstance(raw, str) or not raw or len(raw) > WORKSPACE_CHARS:
+            raise ApplicationError(
+                f"invalid start: WorkspaceControl takes the workspace's name (a string of 1 to "
+                f"{WORKSPACE_CHARS} characters), got {bounded(repr(raw), 200)}",
+                type="InvalidRunInput",
+                non_retryable=True,
+            )
+        workspace: str = raw
         info = workflow.info()
         if info.workflow_id != control_workflow_id(workspace):
             raise ApplicationError(
