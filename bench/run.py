@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from temporalio.client import Client
 
+from bench import results as bench_results
 from runtime.binaries import binary
 from bench.common import (
     CORE_LOG,
@@ -92,6 +93,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--long-timeout", type=float, help="long: give up after this many seconds")
     p.add_argument("--log", help="log file (default: a new file in the temp directory)")
     p.add_argument("--json", help="also write every figure as JSON to this file")
+    p.add_argument(
+        "--results",
+        default=str(bench_results.DEFAULT_PATH),
+        help="the figures file: rewrites the blocks of the sections run, keeps the others ('' for none)",
+    )
     a = p.parse_args(argv)
     for key, value in (QUICK if a.quick else FULL).items():
         if getattr(a, key) is None:
@@ -147,53 +153,86 @@ def bytecode_note() -> str:
     return f"NOT cached for {', '.join(missing)}: every run compiles its workflow module (run make bench)"
 
 
-def machine_info() -> list[tuple[str, str]]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def ver(pkg: str) -> str:
-        try:
-            return version(pkg)
-        except PackageNotFoundError:
-            return "not installed"
-
-    cpu = platform.processor() or "?"
+def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _memory() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            return f"{int(f.readline().split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        return "?"
+
+
+def _os_name() -> str:
+    """The distribution as well as the kernel: `platform.release()` alone names only the kernel."""
+    pretty = ""
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    pretty = line.split("=", 1)[1].strip().strip('"') + "; "
                     break
     except OSError:
         pass
-    mem = "?"
+    return f"{pretty}{platform.system()} {platform.release()} {platform.machine()}"
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        with open("/proc/meminfo") as f:
-            mem = f"{int(f.readline().split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
+        return version(pkg)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(x) for x in [os.path.basename(sys.executable), "-m", "bench.run", *sys.argv[1:]])
+
+
+def machine_summary() -> str:
+    """One line for the results file: what the figures of a section were measured on, with the
+    load average as the section started (the machine may be shared)."""
+    return (
+        f"{_cpu_model()}, {os.cpu_count()} logical cores, {_memory()} RAM; {_os_name()}; "
+        f"Python {platform.python_version()}; temporalio {_version('temporalio')}; load average {_load()}"
+    )
+
+
+def machine_info() -> list[tuple[str, str]]:
     try:
         cli = subprocess.run(
             [binary("temporal"), "--version"], capture_output=True, text=True, timeout=20
         ).stdout.strip()
     except Exception as e:
         cli = f"? ({e})"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return [
-        (
-            "command",
-            " ".join(shlex.quote(x) for x in [os.path.basename(sys.executable), "-m", "bench.run", *sys.argv[1:]]),
-        ),
+        ("command", command_line()),
         ("date (UTC)", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())),
-        ("machine", f"{platform.system()} {platform.release()} {platform.machine()}"),
-        ("cpu", f"{cpu}; {os.cpu_count()} logical cores; load average {load}"),
-        ("memory", mem),
+        ("commit", bench_results.git_commit()),
+        ("machine", _os_name()),
+        ("cpu", f"{_cpu_model()}; {os.cpu_count()} logical cores; load average {_load()}"),
+        ("memory", _memory()),
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("bytecode", bytecode_note()),
         ("temporal", cli.replace("\n", "; ")),
         (
             "packages",
             ", ".join(
-                f"{p} {ver(p)}"
+                f"{p} {_version(p)}"
                 for p in (
                     "temporalio",
                     "pydantic",
@@ -717,33 +756,57 @@ async def start_server_quietly(log: TextIO) -> WorkflowEnvironment:
         os.close(saved)
 
 
-async def run_section(name: str, client: Client, a: argparse.Namespace, log: TextIO, results: dict[str, Any]) -> bool:
-    """Runs one section and prints how long it took; False if it could not run (it says why there,
-    and the other sections go on)."""
+# The sizes each section reads, for the results file: a section's figures are read with them.
+SECTION_SIZES = {
+    "history": ("n",),
+    "throughput": ("tp_runs", "tp_steps", "tp_rounds"),
+    "policy": ("policy_iterations",),
+    "latency": ("latency_samples",),
+    "kill": ("kill_runs",),
+    "idle": ("idle_runs", "idle_caches", "idle_seconds", "idle_approve"),
+    "long": ("long_steps", "steps_per_history", "long_timeout"),
+}
+
+
+async def _measure(name: str, client: Client, a: argparse.Namespace, log: TextIO, results: dict[str, Any]) -> None:
+    if name == "history":
+        await section_history(client, a, log, results)
+    elif name == "throughput":
+        await section_throughput(client, a, results)
+    elif name == "policy":
+        section_policy(a, results)
+    elif name == "latency":
+        await section_latency(client, a, results)
+    elif name == "kill":
+        await section_kill(client, a, results)
+    elif name == "idle":
+        await section_idle(client, a, log, results)
+    elif name == "long":
+        await section_long(client, a, results)
+
+
+async def run_section(
+    name: str, client: Client, a: argparse.Namespace, log: TextIO, results: dict[str, Any]
+) -> bench_results.SectionRun:
+    """Runs one section and prints how long it took. What it printed comes back for the results
+    file; `ok` is False if it could not run (it says why there, and the other sections go on)."""
+    date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    machine = machine_summary()
     t0 = time.perf_counter()
-    ok = True
-    try:
-        if name == "history":
-            await section_history(client, a, log, results)
-        elif name == "throughput":
-            await section_throughput(client, a, results)
-        elif name == "policy":
-            section_policy(a, results)
-        elif name == "latency":
-            await section_latency(client, a, results)
-        elif name == "kill":
-            await section_kill(client, a, results)
-        elif name == "idle":
-            await section_idle(client, a, log, results)
-        elif name == "long":
-            await section_long(client, a, results)
-    except Exception as e:
-        ok = False
-        print(f"  SECTION {name} COULD NOT RUN: {type(e).__name__}: {e}"[:1200])
-        log.write(f"\n---- section {name} failed ----\n{traceback.format_exc()}\n")
-        results[name] = {"error": f"{type(e).__name__}: {e}"}
-    print(f"  ({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
-    return ok
+    ok, error = True, ""
+    with bench_results.captured(sys.stdout) as printed:
+        try:
+            await _measure(name, client, a, log, results)
+        except Exception as e:
+            ok, error = False, f"{type(e).__name__}: {e}"
+            print(f"  SECTION {name} COULD NOT RUN: {error}"[:1200])
+            log.write(f"\n---- section {name} failed ----\n{traceback.format_exc()}\n")
+            results[name] = {"error": error}
+        print(f"  ({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
+    return bench_results.SectionRun(
+        name=name, ok=ok, output=printed.getvalue(), date=date, commit=a.commit, command=command_line(),
+        machine=machine, sizes=", ".join(f"{k}={getattr(a, k)}" for k in SECTION_SIZES[name]), error=error,
+    )  # fmt: skip
 
 
 async def main(a: argparse.Namespace, log: TextIO, log_path: str) -> int:
@@ -754,21 +817,30 @@ async def main(a: argparse.Namespace, log: TextIO, log_path: str) -> int:
         return 2
     print("Airlock bench: figures measured in this one run, on one local Temporal dev server (in memory).")
     info = machine_info()
+    a.commit = dict(info)["commit"]
     width = max(len(k) for k, _ in info)
     for key, value in info:
         print(f"{key.ljust(width)}  {value}")
     sizes = {k: getattr(a, k) for k in (QUICK if a.quick else FULL)}
     print("sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()) + f", steps_per_history={a.steps_per_history}")
     results: dict[str, Any] = {"argv": sys.argv, "machine": dict(info), "sizes": sizes}
+    results_path = Path(a.results) if a.results else None
     started = time.perf_counter()
     env = await start_server_quietly(log)
     failures = 0
     async with env, control_worker(env.client):
         print(f"dev server: {server_address(env.client)}")
         for name in SECTIONS:
-            if name in wanted and not await run_section(name, env.client, a, log, results):
-                failures += 1
+            if name not in wanted:
+                continue
+            run = await run_section(name, env.client, a, log, results)
+            failures += not run.ok
+            # Written after each section, so that figures measured survive a later section's crash.
+            if results_path is not None:
+                bench_results.update(results_path, [run], SECTIONS)
     print(f"\nTotal {time.perf_counter() - started:.0f} s. Logs: {log_path}")
+    if results_path is not None:
+        print(f"Figures: {results_path}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1, default=str)
