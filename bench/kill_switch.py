@@ -5,7 +5,8 @@ workspace's control workflow). The kill switch is thrown through the control wor
 update, which answers once the change is committed to the control store. Every tool call reads the
 store as it starts (a write at once, a read within `GATE_TTL_S`), so from that answer on no write
 starts in any run, however many there are: the figure is the update's round trip. The bench then
-approves every run's write and checks that none of them starts while the switch is on.
+approves every run's write and checks that none of them starts while the switch is on, then turns
+the switch off and counts the held writes that run: every one of them, if the approvals held.
 
 The runs are told of the switch too, so that their status shows it: that broadcast goes on after
 the update has answered, and its figure (the last acknowledgement) is reported beside the first.
@@ -22,6 +23,11 @@ from temporalio.client import Client, WorkflowHandle
 from contracts.models import Status
 from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 from bench.common import airlock_worker, count_waiting, new_id
+
+# How long the cancelled runs have to end before the bench terminates them.
+CANCEL_WAIT_S = 60.0
+# How long the held writes have to run once the switch is off again.
+RELEASE_WAIT_S = 180.0
 
 WAIT = {"tool": "email.send", "args": {"to": "dana@example.com", "subject": "s", "body": "b"}}
 
@@ -68,9 +74,16 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         await control.execute_update(
             "switch", {"switch": "kill_switch", "on": False, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
         )
+        # The approvals were given while the switch held: with it off, every held write runs.
+        released = time.perf_counter()
+        ran_after_off = started_while_on
+        while ran_after_off < runs and time.perf_counter() < released + RELEASE_WAIT_S:
+            await asyncio.sleep(0.1)
+            ran_after_off = _sent_emails(settings.db)
+        released_s = time.perf_counter() - released
         for h in handles:
             await h.cancel()
-        await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        not_ended = await _ended_or_terminated(handles, CANCEL_WAIT_S)
     return {
         "runs": runs,
         "notified": result.runs_notified,
@@ -81,7 +94,27 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         "last_ack_after_s_control_clock": view.last_ack_after_s,
         "acknowledged": view.acknowledged,
         "all_acknowledged_wall_s": round(seen - sent, 3),
+        "ran_after_switch_off": ran_after_off - started_while_on,
+        "ran_after_switch_off_s": round(released_s, 3),
+        "not_ended_on_cancel": not_ended,
     }
+
+
+async def _ended_or_terminated(handles: list[WorkflowHandle[Any, Any]], timeout: float) -> int:
+    """Waits for the cancelled runs to end, `timeout` seconds at most; terminates the ones that
+    have not, so that a run stuck on cancellation (a workflow task failing in a loop) cannot hang
+    the bench. Their count is a figure: it should be 0."""
+    tasks = [asyncio.ensure_future(h.result()) for h in handles]
+    await asyncio.wait(tasks, timeout=timeout)
+    left = [h for h, t in zip(handles, tasks, strict=True) if not t.done()]
+    for t in tasks:
+        if t.done():
+            t.exception()  # a cancelled run's result is an error: seen, and expected
+        else:
+            t.cancel()
+    for h in left:
+        await h.terminate("bench: did not end on cancel")
+    return len(left)
 
 
 async def _approval_id(handle: WorkflowHandle[Any, Any]) -> str:

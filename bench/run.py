@@ -619,12 +619,15 @@ async def section_kill(client: Client, a: argparse.Namespace, results: dict[str,
     r = await kill_switch.measure(client, a.kill_runs)
     print(table(
         ["runs in flight", "switch update ms (no write starts after)", "writes approved after it", "started while on",
-         "all acknowledged s (driver)", "last ack after s (control clock)"],
+         "all acknowledged s (driver)", "last ack after s (control clock)", "ran once off (s)", "not ended on cancel"],
         [[r["runs"], r["switch_update_ms"], r["approved_after_switch"], r["calls_started_while_on"],
-          r["all_acknowledged_wall_s"], r["last_ack_after_s_control_clock"]]],
-    ))
+          r["all_acknowledged_wall_s"], r["last_ack_after_s_control_clock"],
+          f"{r['ran_after_switch_off']} ({r['ran_after_switch_off_s']:.1f})", r["not_ended_on_cancel"]]],
+    ))  # fmt: skip
     print("The update answers once the switch is committed to the control store, which every tool call reads as it")
     print("starts; acknowledged = the run was told, so that its status shows it (that broadcast follows the answer).")
+    print("Once off: the writes approved while it held, run (the approvals stood). Runs left are cancelled; any that")
+    print("has not ended 60 s later is terminated and counted (should be 0).")
     results["kill"] = r
 
 
