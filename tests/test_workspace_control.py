@@ -14,7 +14,6 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
 from contracts.models import CallStatus, RunState
-from runtime.settings import Settings
 from contracts.workspace_io import (
     SWITCHES_MEMO,
     ReserveResult,
@@ -24,9 +23,10 @@ from contracts.workspace_io import (
     WorkspaceView,
     control_workflow_id,
 )
+from runtime.settings import Settings
 from tests.conftest import CONTROL_QUEUE, AirlockCli, Runs, call, count_rows
-from worker import build_worker
 from tools.backoffice.db import refunds
+from worker import build_worker
 
 REFUND_120 = call("payments.create_refund", order_id="ORD-1002", amount_usd=120, reason="late")
 REFUND_20 = call("payments.create_refund", order_id="ORD-1002", amount_usd=20, reason="late")
@@ -258,3 +258,36 @@ async def test_a_run_is_told_of_a_switch_it_did_not_read_before_registering(
         assert [(s.generation, s.paused) for s in heard] == [(resumed.generation, False)]
     report = await started_after.result()
     assert report.state is RunState.COMPLETED and report.calls[0].status is CallStatus.EXECUTED
+
+
+async def test_a_write_waits_while_the_control_store_cannot_be_read_and_runs_once_it_can(
+    client: Client, settings: Settings, db: Engine, tmp_path: Any
+) -> None:
+    """Fail closed: while the worker cannot read its control store, an approved write does not
+    start, the run's workflow task does not fail, and `status` says why the run is held; once the
+    store reads again, the write runs exactly once."""
+    from sqlalchemy import create_engine, text
+
+    from activities.control_store import metadata
+    from tests.adversarial_support import assert_not_stuck
+
+    store = str(tmp_path / "unreadable-control.db")
+    own = settings.model_copy(update={"control_db": store})
+    async with build_worker(client, own):
+        runs = Runs(client, own)
+        handle = await runs.start(mode="approve", script=[REFUND_120])
+        approval = (await runs.pending(handle)).pending_approvals[0].approval_id
+        engine = create_engine(f"sqlite:///{store}")
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE airlock_workspace_switches"))
+        await handle.signal("approve", {"approval_id": approval, "approver": "u_bob"})
+        status = await runs.wait_for(handle, lambda s: "control store cannot be read" in (s.last_error or ""))
+        assert "OperationalError" in (status.last_error or "")
+        await asyncio.sleep(0.5)
+        assert count_rows(db, refunds) == 0
+        await assert_not_stuck(client, handle)
+        metadata.create_all(engine)
+        report = await asyncio.wait_for(handle.result(), 30)
+        assert report.calls[0].status is CallStatus.EXECUTED
+        assert count_rows(db, refunds) == 1
+        await assert_not_stuck(client, handle)

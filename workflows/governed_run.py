@@ -782,7 +782,7 @@ class GovernedRun:
         if held.switches is not None:
             self._adopt(held.switches)
             return
-        self._held = f"the control store cannot be read ({_bounded_text(held.error, 200)}); the call waits for it"
+        self._held = f"the control store cannot be read ({bounded(held.error, 200)}); the call waits for it"
         m.last_error = self._held
         self._record("workspace_switch", outcome="control_unreachable", message=self._held)
         self._publish_before_waiting()
@@ -1210,7 +1210,7 @@ class GovernedRun:
                 "workspace.switches", m.input.workspace, result_type=Switches, summary="switches in force", **LOCAL
             )
         except FailureError as e:
-            self._held = f"the control store cannot be read ({_bounded_text(str(e), 200)}); the run waits for it"
+            self._held = f"the control store cannot be read ({bounded(str(e), 200)}); the run waits for it"
             m.last_error = self._held
             self._verify_pending = True
             return
