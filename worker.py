@@ -29,15 +29,15 @@ from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities, RunStartActivities
 from activities.tool_calls import tool_activities
-from recorder.undo_plan import UndoActivities
 from activities.workspace import WorkspaceActivities
+from policy import PolicyError, load_policy
+from recorder.undo_plan import UndoActivities
 from runtime.binaries import binary
 from runtime.converter import data_converter
 from runtime.logging import configure_logging
 from runtime.sealing import Keyring
 from runtime.settings import TOOL_THREADS, Settings
 from runtime.tracing import configure_telemetry
-from policy import PolicyError, load_policy
 from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner

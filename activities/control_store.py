@@ -16,8 +16,8 @@ call: the control plane fails closed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 

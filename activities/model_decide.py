@@ -13,10 +13,9 @@ from typing import Protocol
 
 import structlog
 from opentelemetry import trace
+from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-
-from sqlalchemy import Engine
 
 from activities.control_store import SpendLedger
 from contracts.model_io import ModelDecision, ModelRequest, ProposedCall

@@ -16,9 +16,9 @@ from temporalio import activity
 
 from activities.workspace import WorkspaceActivities
 from contracts.activity_io import RunContext, Started
+from contracts.policy import Policy
 from contracts.workspace_io import RegisterRequest
 from policy.engine import may_start
-from contracts.policy import Policy
 from tools.registry import ToolRegistry
 
 

@@ -67,7 +67,7 @@ def _gate_for(effect: Effect, gate: SwitchGate | None) -> Callable[[ToolCallInpu
         try:
             # A write reads the store as it starts; a read may use a reading a moment old.
             switches = gate.switches(call.workspace, fresh=effect is not Effect.READ)
-        except Exception as e:  # noqa: BLE001 - any failure to read the store means: do not start
+        except Exception as e:
             log.warning("tool.gate_unreadable", error=type(e).__name__)
             return Held(reason="control_unreachable", error=f"the control store cannot be read ({type(e).__name__})")
         if switches.paused:

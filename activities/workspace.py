@@ -32,13 +32,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.control_store import StaleGeneration, SwitchGate
 from contracts.workspace_io import (
     SWITCHES_MEMO,
-    StoredSwitches,
-    StoreSwitches,
     Admission,
     RegisterBatch,
     RegisterRequest,
     ReserveRequest,
     ReserveResult,
+    StoredSwitches,
+    StoreSwitches,
     Switches,
     control_workflow_id,
     registration_key,

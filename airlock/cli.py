@@ -61,8 +61,8 @@ async def _client(settings: Settings) -> Any:
 
 
 async def show(args: argparse.Namespace, out: TextIO) -> int:
-    from recorder.flight_recorder import ReplayFailed, load_history, merge, reconstruct, record_of
     from airlock.show import flight_record, render
+    from recorder.flight_recorder import ReplayFailed, load_history, merge, reconstruct, record_of
 
     try:
         if args.history:
@@ -109,8 +109,8 @@ async def replay(args: argparse.Namespace, out: TextIO) -> int:
 
 async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
     from airlock import counterfactual as cf
-    from recorder.flight_recorder import ReplayFailed, load_history, merge, reconstruct
     from policy import PolicyError, load_policy
+    from recorder.flight_recorder import ReplayFailed, load_history, merge, reconstruct
 
     try:
         # Several files are the runs of one continue-as-new chain, oldest first.

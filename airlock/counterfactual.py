@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field, JsonValue
 from activities.model_decide import ModelProvider
 from contracts.model_io import ModelRequest, TranscriptItem
 from contracts.models import CallRecord, CallStatus, Decision, Outcome
-from recorder.flight_recorder import Recording
-from policy.engine import decide, vote_refusal
 from contracts.policy import Policy
+from policy.engine import decide, vote_refusal
+from recorder.flight_recorder import Recording
 
 
 class Verdict(BaseModel):

@@ -19,9 +19,10 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 
-from runtime.binaries import binary
 from contracts.models import RunReport, Status
+from runtime.binaries import binary
 from runtime.settings import Settings
+
 
 def demo_script(order_id: str = "ORD-1001", amount: Decimal = Decimal(120)) -> list[dict[str, Any]]:
     return [

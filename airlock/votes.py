@@ -14,8 +14,8 @@ from typing import Any, Literal, TextIO
 
 from contracts.hashing import call_hash
 from contracts.models import DecideResult, PendingApproval, Status
-from runtime.settings import Settings
 from contracts.signing import key_path, load_key, new_key, public_key_text, sign, vote_message
+from runtime.settings import Settings
 
 
 class VoteError(Exception):

@@ -19,8 +19,6 @@ from typing import Any
 
 from temporalio.client import Client
 
-from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
-from contracts.models import RunReport
 from bench.common import (
     CALLS,
     HistorySize,
@@ -34,6 +32,8 @@ from bench.common import (
     run_input,
     sizes_by_kind,
 )
+from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
+from contracts.models import RunReport
 
 PLAN_PREFIX = "bench-plan"
 EXPECTED = {"read": "executed", "write": "executed", "denied": "denied"}

@@ -17,7 +17,6 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from contracts.models import Status, TimelineEntry
 from bench.common import (
     APPROVER,
     ToolStartTap,
@@ -29,6 +28,7 @@ from bench.common import (
     result_or_stuck,
     run_input,
 )
+from contracts.models import Status, TimelineEntry
 
 # 1 USD each, so that many of them stay within what ORD-1002 has left to refund.
 SMALL_REFUND = {
@@ -97,7 +97,7 @@ async def _why(handle: WorkflowHandle[Any, Any]) -> str:
         report += f"pending {[p.approval_id for p in status.pending_approvals]}"
         timeline = await handle.query("timeline", result_type=list[TimelineEntry])
         return report + "; last timeline entries: " + "; ".join(f"{e.kind} {e.message or ''}" for e in timeline[-4:])
-    except Exception as e:  # noqa: BLE001 - a diagnosis must not hide the stall it explains
+    except Exception as e:
         return f"(status unavailable: {e})"
 
 

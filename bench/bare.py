@@ -95,8 +95,8 @@ def build_bare_worker(client: Client, task_queue: str, db: str, **options: Any) 
     activities."""
     from activities.model_decide import ModelActivities
     from activities.tool_calls import tool_activities
-    from runtime.settings import TOOL_THREADS, Settings
     from bench.common import backoffice_runner
+    from runtime.settings import TOOL_THREADS, Settings
 
     runner = backoffice_runner(db)
     activities: list[Any] = [bare_pin, ModelActivities().decide, bare_prepare, *tool_activities(runner.registry, runner)]

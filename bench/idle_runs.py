@@ -181,7 +181,7 @@ async def _one_config(
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=45)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 proc.wait()
 

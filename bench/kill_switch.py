@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
+from bench.common import airlock_worker, count_waiting, new_id
 from contracts.models import Status
 from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
-from bench.common import airlock_worker, count_waiting, new_id
 
 # How long the cancelled runs have to end before the bench terminates them.
 CANCEL_WAIT_S = 60.0
 # How long the held writes have to run once the switch is off again.
 RELEASE_WAIT_S = 180.0
+
+# The approvals sent after the switch: how many at once, and how long each may take.
+SIGNALS_IN_FLIGHT = 64
+SIGNAL_RPC_TIMEOUT = timedelta(seconds=60)
 
 WAIT = {"tool": "email.send", "args": {"to": "dana@example.com", "subject": "s", "body": "b"}}
 
@@ -58,9 +63,7 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         )
         updated = time.perf_counter()
         # Proof that nothing starts: every run's write approved now, none runs while the switch holds.
-        await asyncio.gather(
-            *(h.signal("approve", {"approval_id": a, "approver": "u_bob"}) for h, a in zip(handles, pending, strict=True))
-        )
+        await _approve_all(handles, pending)
         approved = time.perf_counter()
         deadline = time.perf_counter() + 300
         while time.perf_counter() < deadline:
@@ -115,6 +118,21 @@ async def _ended_or_terminated(handles: list[WorkflowHandle[Any, Any]], timeout:
     for h in left:
         await h.terminate("bench: did not end on cancel")
     return len(left)
+
+
+async def _approve_all(handles: list[WorkflowHandle[Any, Any]], approval_ids: list[str]) -> None:
+    """Every run's write approved, `SIGNALS_IN_FLIGHT` signals at a time: with a thousand runs
+    being told of the switch meanwhile, a thousand signals sent at once outlast the client's
+    default RPC timeout on a loaded server."""
+    gate = asyncio.Semaphore(SIGNALS_IN_FLIGHT)
+
+    async def approve(handle: WorkflowHandle[Any, Any], approval_id: str) -> None:
+        async with gate:
+            await handle.signal(
+                "approve", {"approval_id": approval_id, "approver": "u_bob"}, rpc_timeout=SIGNAL_RPC_TIMEOUT
+            )
+
+    await asyncio.gather(*(approve(h, a) for h, a in zip(handles, approval_ids, strict=True)))
 
 
 async def _approval_id(handle: WorkflowHandle[Any, Any]) -> str:

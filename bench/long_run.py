@@ -18,8 +18,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
 
-from contracts.models import RunReport
 from bench.common import HistorySize, RunStuck, airlock_worker, kb_reads, new_id, result_or_stuck, run_input
+from contracts.models import RunReport
 
 
 async def _chain(client: Client, workflow_id: str, first_run_id: str) -> list[dict[str, Any]]:

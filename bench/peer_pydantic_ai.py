@@ -19,7 +19,7 @@ The model is a `FunctionModel` that answers from the conversation it is given.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any
+from typing import Any, ClassVar
 
 from temporalio import workflow
 
@@ -87,7 +87,7 @@ agent = Agent(
 
 @workflow.defn(name="PydanticAIJob")
 class PydanticAIJob(PydanticAIWorkflow):
-    __pydantic_ai_agents__ = [agent]
+    __pydantic_ai_agents__: ClassVar[list[Any]] = [agent]
 
     def __init__(self) -> None:
         self.approved: set[str] = set()

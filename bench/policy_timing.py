@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from contracts.models import Mode
-from runtime.settings import Settings
 from bench.common import CALLS, percentile
+from contracts.models import Mode
 
 # From the submodules: after workflow code has run in the sandbox, the package attribute
 # `policy.engine` can be the submodule rather than the function.
 from policy.engine import CallContext, decide
 from policy.loader import load_policy
+from runtime.settings import Settings
 from tools.registry import load_registry
 
 FACTS = {"read": {}, "write": {"refundable_usd": "950.00"}, "denied": {"refundable_usd": "950.00"}}

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from temporalio.client import Client
 
 from bench import results as bench_results
-from runtime.binaries import binary
 from bench.common import (
     CORE_LOG,
     ROOT,
@@ -51,6 +50,7 @@ from bench.common import (
     server_address,
     table,
 )
+from runtime.binaries import binary
 
 if TYPE_CHECKING:
     from temporalio.testing import WorkflowEnvironment
@@ -446,8 +446,8 @@ async def section_history(client: Client, a: argparse.Namespace, log: TextIO, re
 
 
 async def section_throughput(client: Client, a: argparse.Namespace, results: dict[str, Any]) -> None:
-    from runtime.settings import TOOL_THREADS, Settings
     from bench import throughput
+    from runtime.settings import TOOL_THREADS, Settings
 
     print(
         section(
@@ -853,7 +853,11 @@ async def main(a: argparse.Namespace, log: TextIO, log_path: str) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
-    log_path = a.log or tempfile.NamedTemporaryFile(prefix="airlock-bench-", suffix=".log", delete=False).name
+    if a.log:
+        log_path = a.log
+    else:
+        with tempfile.NamedTemporaryFile(prefix="airlock-bench-", suffix=".log", delete=False) as f:
+            log_path = f.name
     log = setup_logging(log_path)
     return asyncio.run(main(a, log, log_path))
 

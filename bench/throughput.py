@@ -23,9 +23,9 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner
 
-from contracts.models import RunReport
 from bench.bare import BareRun, bare_job, build_bare_worker
 from bench.common import READ, airlock_worker, median, new_id, results_or_stuck, run_input
+from contracts.models import RunReport
 from worker import freeze_startup_heap
 
 

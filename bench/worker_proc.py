@@ -17,10 +17,10 @@ import time
 
 from temporalio.client import Client
 
+from bench.common import ToolStartTap, refund_activity, with_worker_settings
 from runtime.converter import data_converter
 from runtime.logging import configure_logging
 from runtime.settings import Settings
-from bench.common import ToolStartTap, refund_activity, with_worker_settings
 from worker import build_worker
 
 

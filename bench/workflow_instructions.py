@@ -58,7 +58,7 @@ async def record(client: Client, steps: list[int], folder: Path) -> dict[tuple[s
 async def _instructions(history: Path, kind: str, count: int, passthrough: bool) -> int:
     # The count is the same on every attempt, so a process killed by a signal (valgrind's
     # emulation of the SDK's threads very rarely crashes) is run again; a replay that fails is not.
-    for attempt in range(1, CRASH_ATTEMPTS + 1):
+    for attempt in range(1, CRASH_ATTEMPTS + 1):  # noqa: B007 - named in the error after the loop
         returncode, text = await _replay_under_valgrind(history, kind, count, passthrough)
         found = _REFS.search(text)
         if returncode == 0 and found is not None:
@@ -122,8 +122,8 @@ async def _replay(history: Path, kind: str, count: int, passthrough: bool) -> No
     from temporalio.worker import Replayer
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-    from runtime.converter import data_converter
     from bench.bare import BareRun
+    from runtime.converter import data_converter
     from worker import SANDBOX
     from workflows.agent_run import AgentRun
 

@@ -18,9 +18,9 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import subprocess
 import sys
-import signal
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,15 +31,15 @@ from sqlalchemy import Engine, func, insert, select
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from chaos.runs import pending_approval_id, start_scripted
 from contracts.audit import RunFacts, events_for
 from contracts.models import FINAL_STATES, CallStatus, RunReport
+from contracts.undo_io import UndoReport
 from recorder.flight_recorder import record_of
 from runtime.settings import Settings
-from contracts.undo_io import UndoReport
-from chaos.runs import pending_approval_id, start_scripted
 from tools.backoffice.db import connect, create_schema, orders, refunds, tool_calls, usd
-from workflows.governed_run import LEDGER_RULE
 from worker import build_worker
+from workflows.governed_run import LEDGER_RULE
 
 
 @dataclass

@@ -22,9 +22,9 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from chaos.runs import start_scripted
 from contracts.models import FINAL_STATES, CallStatus, Effect, Tier
 from runtime.settings import EXAMPLE_POLICY, Settings
-from chaos.runs import start_scripted
 from tools.backoffice.db import connect, customers, tool_calls
 from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from worker import build_worker

@@ -23,22 +23,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from temporalio.client import Client
 
-from runtime.binaries import binary
-from runtime.converter import data_converter
-from runtime.logging import configure_logging
-from contracts.models import FINAL_STATES, RunReport
-from runtime.settings import Settings
 from chaos.crash import crash_suite, crash_windows, window_table
 from chaos.flaky import chaos_settings, flaky_suite
 from chaos.postgres import ThrowawayPostgres
 from chaos.runs import pending_approval_id, start_scripted
+from contracts.models import FINAL_STATES, RunReport
+from runtime.binaries import binary
+from runtime.converter import data_converter
+from runtime.logging import configure_logging
+from runtime.settings import Settings
 from tools.backoffice.db import connect, refunds
 from worker import build_worker, register_search_attributes, start_local_server
 

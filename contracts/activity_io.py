@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, JsonValue
 
-from contracts.models import Compensation, FieldChange
-from contracts.workspace_io import Admission, Switches
-from contracts.policy import Policy
 from contracts.catalog import CatalogEntry
+from contracts.models import Compensation, FieldChange
+from contracts.policy import Policy
+from contracts.workspace_io import Admission, Switches
 
 
 class RunContext(BaseModel):

@@ -6,7 +6,6 @@ from pydantic import BaseModel, Field
 
 from contracts.models import Compensation, Mode, Name, RunReport, Strict
 
-
 # The agent that runs a finished run's compensations. A run may act as it only as the child an
 # `UndoRun` starts, with the id `compensation_run_id` gives it.
 UNDO_AGENT = "undo"

@@ -27,8 +27,8 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from runtime.converter import data_converter
 from contracts.models import CallRecord, PendingApproval, RunState
+from runtime.converter import data_converter
 from tools import blobs
 from workflows.agent_run import AgentRun
 from workflows.memory import RunMemory
@@ -110,14 +110,14 @@ async def reconstruct(history: WorkflowHistory) -> Recording:
     runs = [instance for kind, instance in capture.instances if kind == "AgentRun"]
     if not runs:
         raise ReplayFailed("the history holds no AgentRun execution")
-    run = runs[-1]._run  # noqa: SLF001 - reading the replayed run is the point
-    if run._m is None:  # noqa: SLF001
+    run = runs[-1]._run
+    if run._m is None:
         raise ReplayFailed("the run never started: its input was refused")
     return Recording(
-        workflow_id=run._m.context.workflow_id or history.workflow_id,  # noqa: SLF001
-        state=run._state,  # noqa: SLF001
-        memory=run._m.model_copy(deep=True),  # noqa: SLF001
-        pending_approvals=list(run._desk.pending.values()) if run._desk else [],  # noqa: SLF001
+        workflow_id=run._m.context.workflow_id or history.workflow_id,
+        state=run._state,
+        memory=run._m.model_copy(deep=True),
+        pending_approvals=list(run._desk.pending.values()) if run._desk else [],
         closed=_closed(history),
     )
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.client import Client
 
-from recorder.flight_recorder import ReplayFailed, fetch_history, reconstruct
 from contracts.undo_io import NotUndone, UndoPlan, UndoStep
+from recorder.flight_recorder import ReplayFailed, fetch_history, reconstruct
 
 
 class UndoActivities:

@@ -51,7 +51,7 @@ class AirlockPayloadConverter(CompositePayloadConverter):
         for payload in payloads:
             try:
                 [value] = super().from_payloads([payload])
-            except Exception:  # noqa: BLE001 - whatever the reason, the workflow decides what to do with it
+            except Exception:
                 value = RawValue(payload)
             values.append(value)
         return values

@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from contracts.models import SECRET_TOKEN_KEY as TOKEN_KEY
+
 VERSION = "v1"
 # What a record shows where a secret was: in a diff, or where a careless tool echoed one.
 REDACTED = "(secret)"

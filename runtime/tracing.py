@@ -29,13 +29,14 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from runtime.instruments import SCOPE, use_meter_provider
 from temporalio.contrib.opentelemetry import (
     OpenTelemetryPlugin,
     ReplaySafeMeterProvider,
     ReplaySafeTracerProvider,
     create_tracer_provider,
 )
+
+from runtime.instruments import use_meter_provider
 
 OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACE_CONSOLE = "AIRLOCK_TRACE_CONSOLE"

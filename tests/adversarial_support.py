@@ -17,8 +17,8 @@ from typing import Any
 import httpx2
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
-from temporalio.common import RawValue
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from activities.openai_provider import OpenAIProvider

@@ -15,16 +15,17 @@ import pytest
 import pytest_asyncio
 import yaml
 from sqlalchemy import Engine, func, select
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.openai_provider import OpenAIProvider, PriceTable
 from airlock import cli
-from contracts.models import RunReport, Status
-from runtime.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
-from contracts.workspace_io import ReserveRequest, control_workflow_id
 from chaos.postgres import ThrowawayPostgres
+from contracts.models import RunReport, Status
+from contracts.workspace_io import ReserveRequest, SwitchResult, WorkspaceView, control_workflow_id
+from runtime.settings import DEFAULT_PRICES, EXAMPLE_POLICY, Settings
 from tools.backoffice.db import connect
 from tools.registry import load_registry
 from worker import build_worker, start_local_server
@@ -270,3 +271,47 @@ async def start_control(client: Client, workspace: str, task_queue: str) -> Work
     return await client.start_workflow(
         "WorkspaceControl", workspace, id=control_workflow_id(workspace), task_queue=task_queue
     )
+
+
+# ---- the workspace control plane ----------------------------------------------------------------
+
+
+async def switch(client: Client, switch: str, on: bool, by: str = "u_carol") -> SwitchResult:
+    """As `airlock workspace` sends it: starting the control workflow if there is none."""
+    start = WithStartWorkflowOperation(
+        "WorkspaceControl",
+        "acme",
+        id=control_workflow_id("acme"),
+        task_queue=CONTROL_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    result: SwitchResult = await client.execute_update_with_start_workflow(
+        "switch",
+        {"switch": switch, "on": on, "by": by, "reason": "incident 7"},
+        start_workflow_operation=start,
+        result_type=SwitchResult,
+    )
+    return result
+
+
+async def ready_view(handle: Any) -> WorkspaceView:
+    """The control workflow's state, once its first task has pinned its policy."""
+    for _ in range(200):
+        try:
+            view: WorkspaceView = await handle.query("state", result_type=WorkspaceView)
+            return view
+        except Exception:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the control workflow did not start")
+
+
+@pytest.fixture
+async def clean_switches(client: Client, runs: Runs) -> Any:
+    """The control workflow outlives tests: start each from switches off, and leave them off."""
+    warm = await runs.start(script=[])
+    await warm.result()
+    await switch(client, "kill_switch", False)
+    await switch(client, "safe_mode", False)
+    yield
+    await switch(client, "kill_switch", False)
+    await switch(client, "safe_mode", False)

@@ -16,8 +16,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from runtime.settings import Settings
 from contracts.signing import new_key, public_key_text, sign, vote_message
+from runtime.settings import Settings
 from tests.conftest import READ, REFUND_120, Runs, call, policy_file
 from worker import build_worker, start_local_server
 

@@ -40,6 +40,7 @@ from contracts.models import (
     Status,
     TimelineEntry,
 )
+from contracts.validation import describe_validation_error
 from runtime.settings import Settings
 from tests.adversarial_support import (
     ENCODINGS,
@@ -55,7 +56,6 @@ from tests.adversarial_support import (
 )
 from tests.conftest import READ, REFUND_120, Runs, call, count_rows, run_input
 from tools.backoffice.db import refunds
-from contracts.validation import describe_validation_error
 from worker import build_worker
 from workflows.entry import REASON_KEYS, tally
 from workflows.governed_run import MAX_CALLS_PER_STEP, REFUSALS_RECORDED, REFUSED_KEPT

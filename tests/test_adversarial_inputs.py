@@ -44,9 +44,9 @@ from contracts.models import (
     RunReport,
     RunState,
 )
-from runtime.settings import EXAMPLE_POLICY, Settings
 from policy import Policy, PolicyError, load_policy, parse_policy
 from policy.engine import may_start
+from runtime.settings import EXAMPLE_POLICY, Settings
 from tests.adversarial_support import (
     VOTE_REASONS,
     assert_not_stuck,

@@ -23,13 +23,12 @@ from temporalio.exceptions import ApplicationError
 
 from contracts.activity_io import RunContext
 from contracts.models import CallStatus, Mode, RunInput, RunReport, RunState, TimelineEntry
-from runtime.settings import EXAMPLE_POLICY, Settings
 from contracts.signing import load_key, new_key, public_key_text
 from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 from policy import load_policy
+from runtime.settings import EXAMPLE_POLICY, Settings
 from tests.adversarial_support import assert_not_stuck
-from tests.conftest import READ, REFUND_120, AirlockCli, Runs, count_rows, policy_file, run_input
-from tests.test_workspace_control import clean_switches, ready_view, switch  # noqa: F401 - a fixture
+from tests.conftest import READ, REFUND_120, AirlockCli, Runs, count_rows, policy_file, ready_view, run_input, switch
 from tools.backoffice.db import refunds
 from tools.registry import load_registry
 from worker import build_worker

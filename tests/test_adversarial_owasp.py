@@ -22,10 +22,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from runtime.converter import data_converter
 from contracts.models import CallStatus, DecideResult, RunState
-from runtime.settings import EXAMPLE_POLICY, Settings
 from policy import load_policy
+from runtime.converter import data_converter
+from runtime.settings import EXAMPLE_POLICY, Settings
 from tests.adversarial_support import VOTE_REASONS, assert_not_stuck, settle, timeline
 from tests.conftest import REFUND_120, Runs, call, count_rows, policy_file, run_input
 from tools.backoffice.db import customers, emails, refunds, tickets

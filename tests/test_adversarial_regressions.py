@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 from contracts.models import DecideResult, Effect, Mode, RunReport, RunState, Tier
-from runtime.settings import EXAMPLE_POLICY, Settings
 from policy import CallContext, PolicyError, decide, parse_policy
-from tests.adversarial_support import assert_not_stuck, workflow_task_failures
+from runtime.settings import EXAMPLE_POLICY, Settings
+from tests.adversarial_support import assert_not_stuck
 from tests.conftest import Runs, call, count_rows, run_input
 from tools.backoffice.db import refunds
 from worker import build_worker
@@ -37,7 +37,7 @@ NAN_RULE = TEXT + """
 
 
 @pytest.mark.parametrize("value", ["NaN", "sNaN", "-nan"])
-def test_f1_decide_fails_closed_on_nan(value: str) -> None:
+def test_a_nan_argument_matches_a_numeric_rule_so_the_call_fails_closed(value: str) -> None:
     """A value that is not a comparable number must count as matching (fail closed), not raise."""
     policy = parse_policy(NAN_RULE)
     ctx = CallContext(workspace="acme", agent="support", requested_by="u_alice", mode=Mode.AUTO,
@@ -45,16 +45,19 @@ def test_f1_decide_fails_closed_on_nan(value: str) -> None:
     assert decide(policy, ctx).rule == "ticket.numeric"
 
 
-async def test_f1_a_nan_argument_leaves_the_workflow_task_failing(client: Client, settings: Settings, tmp_path: Path) -> None:
-    """End to end: the run waits for approval; it once failed its workflow task forever."""
+async def test_a_run_given_a_nan_argument_waits_for_approval(client: Client, settings: Settings, tmp_path: Path) -> None:
+    """End to end: the call the numeric rule catches waits for a person, and the run's workflow
+    task never fails (it once failed forever)."""
     policy = tmp_path / "p.yaml"
     policy.write_text(NAN_RULE)
     settings = settings.model_copy(update={"policy_path": policy})
     async with build_worker(client, settings):
         runs = Runs(client, settings)
         handle = await runs.start(script=[call("tickets.create_ticket", subject="NaN")])
-        await asyncio.sleep(3)
         try:
+            status = await runs.wait_for(handle, lambda s: bool(s.pending_approvals))
+            assert status.state is RunState.AWAITING_APPROVAL
+            assert status.pending_approvals[0].tool == "tickets.create_ticket"
             await assert_not_stuck(client, handle)
         finally:
             with contextlib.suppress(Exception):
@@ -76,7 +79,8 @@ async def test_f1_a_nan_argument_leaves_the_workflow_task_failing(client: Client
     ],
     ids=["seq-key", "map-key", "python-tag", "bad-int", "bad-timestamp", "bad-merge", "deep-nesting"],
 )
-def test_f2_loader_raises_policy_error_with_line(text: str) -> None:
+def test_the_policy_loader_names_the_line_of_any_malformed_yaml(text: str) -> None:
+    """Whatever YAML construct breaks it, the loader raises `PolicyError` naming file and line."""
     with pytest.raises(PolicyError) as error:
         parse_policy(text, "p.yaml")
     assert str(error.value).startswith("p.yaml:")
@@ -84,16 +88,19 @@ def test_f2_loader_raises_policy_error_with_line(text: str) -> None:
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(at=st.integers(0, len(TEXT)), token=st.sampled_from(["!!int x", "!!python/object:os.system", "? [a]\n: ", "<<: 1\n", "!!timestamp x"]))
-def test_f2_property_with_tags_and_complex_keys(at: int, token: str) -> None:
+def test_tags_and_complex_keys_anywhere_in_a_policy_give_a_policy_error_or_a_policy(at: int, token: str) -> None:
+    """Any other exception escaping the loader fails this property."""
     try:
-        parse_policy(TEXT[:at] + token + TEXT[at:], "example.yaml")
-    except PolicyError:
-        pass
+        policy = parse_policy(TEXT[:at] + token + TEXT[at:], "example.yaml")
+    except PolicyError as e:
+        assert str(e).startswith("example.yaml")
+    else:
+        assert policy.version >= 1
 
 
 # --- F3: an infinite budget is accepted, and the report/status become unreadable ---------------------
 
-async def test_f3_infinite_budget_is_refused_naming_the_field(runs: Runs) -> None:
+async def test_an_infinite_budget_is_refused_naming_the_field(runs: Runs) -> None:
     """`--input '{..., "budget": {"max_cost_usd": 1e999}}'` from the CLI gives inf. It should be
     refused (`budget.max_cost_usd: ...`); it once ran with no USD limit and a report no typed client
     could decode."""
@@ -107,31 +114,37 @@ async def test_f3_infinite_budget_is_refused_naming_the_field(runs: Runs) -> Non
 
 # --- F4: payloads over Temporal's 2 MB limit wedge the run --------------------------------------------
 
-async def test_f4_large_refused_votes_wedge_the_run_at_completion(runs: Runs, db: Engine) -> None:
-    """Anyone who can signal once could wedge a run: two ~1.1 MB refused votes were stored whole in
-    `refused_votes`; at completion the report exceeds 2 MB, the SDK fails the workflow task
-    (TMPRL1103). Refused payloads are now bounded text and the run completes."""
+async def test_huge_refused_votes_are_kept_bounded_and_the_run_completes(runs: Runs, db: Engine) -> None:
+    """Two ~1.1 MB refused votes are kept as bounded text, so the report stays under Temporal's
+    2 MB limit: the approved refund runs once and the run completes (stored whole, they once made
+    the SDK fail the completing workflow task, TMPRL1103)."""
     handle = await runs.start(mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="d")])
     pending = (await runs.pending(handle)).pending_approvals[0]
     for _ in range(2):
         await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_mallory", "comment": "z" * 1_100_000})
     await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})
     try:
-        await asyncio.wait_for(handle.result(), 10)
+        report = await asyncio.wait_for(handle.result(), 10)
+        assert report.state is RunState.COMPLETED
+        assert len(report.refused_votes) == 2
+        assert all(v.reason.startswith("malformed payload") for v in report.refused_votes), report.refused_votes[0].reason
+        assert all(len(v.payload or "") < 10_000 for v in report.refused_votes)
+        assert count_rows(db, refunds) == 1
     finally:
-        print("refund rows:", count_rows(db, refunds), "task failures:", (await workflow_task_failures(runs.client, handle))[:1])
         await assert_not_stuck(runs.client, handle)
         with contextlib.suppress(Exception):
             await handle.terminate()
 
 
-async def test_f4_large_report_in_suggest_mode_wedges_the_run(runs: Runs) -> None:
-    """A 1.1 MB input (60 suggested emails of 19 KB) once gave a report over 2 MB; the run now
-    checkpoints by size and completes."""
+async def test_a_megabyte_of_suggestions_checkpoints_by_size_and_completes(runs: Runs) -> None:
+    """60 suggested emails of 19 KB (a 1.1 MB input, once a report over 2 MB): the run checkpoints
+    by size, completes, and its report fits Temporal's payload limit."""
     script = [call("email.send", to="dana@example.com", subject=f"d{i}", body="y" * 19_000) for i in range(60)]
     handle = await runs.start(mode="suggest", script=script, budget={"max_steps": 100, "max_tool_calls": 100})
     try:
-        await asyncio.wait_for(handle.result(), 10)
+        report = await asyncio.wait_for(handle.result(), 10)
+        assert report.state is RunState.COMPLETED
+        assert len(report.model_dump_json()) < 2_000_000
     finally:
         await assert_not_stuck(runs.client, handle)
         with contextlib.suppress(Exception):
@@ -140,7 +153,7 @@ async def test_f4_large_report_in_suggest_mode_wedges_the_run(runs: Runs) -> Non
 
 # --- F5: a pause that arrives before the run's first task is dropped ----------------------------------
 
-async def test_f5_pause_sent_with_start_holds_the_run(runs: Runs, client: Client, db: Engine) -> None:
+async def test_a_pause_sent_with_start_holds_the_run_before_its_first_call(runs: Runs, client: Client, db: Engine) -> None:
     """signal-with-start `pause`: the run is paused before its first tool call (a pause that
     arrived before the run had started was once dropped, and the refund executed)."""
     handle = await client.start_workflow(
@@ -157,7 +170,7 @@ async def test_f5_pause_sent_with_start_holds_the_run(runs: Runs, client: Client
 
 # --- F6: a counted vote on a call still pending when the run stops is missing from the report ---------
 
-async def test_f6_partial_votes_survive_a_stop(client: Client, settings: Settings, critical_policy: Path) -> None:
+async def test_the_votes_on_a_call_still_pending_are_in_the_report_of_a_stopped_run(client: Client, settings: Settings, critical_policy: Path) -> None:
     """The first of two critical-tier votes is in the report of a run stopped before the second."""
     settings = settings.model_copy(update={"policy_path": critical_policy})
     async with build_worker(client, settings):
@@ -173,7 +186,7 @@ async def test_f6_partial_votes_survive_a_stop(client: Client, settings: Setting
 
 # --- F7 the call that trips the loop detector once had no error -------------
 
-async def test_f7_loop_detector_names_the_stopped_call(runs: Runs) -> None:
+async def test_the_loop_detector_names_the_call_it_stopped(runs: Runs) -> None:
     """The call that trips the loop detector says why it did not run."""
     handle = await runs.start(script=[call("orders.get_order", order_id="ORD-1001")] * 5)
     report = await handle.result()

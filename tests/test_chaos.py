@@ -7,9 +7,9 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from runtime.settings import Settings
-from chaos.crash import crash_suite, crash_windows, window_table
+from chaos.crash import crash_suite, crash_windows
 from chaos.flaky import chaos_settings, flaky_suite
+from runtime.settings import Settings
 from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)
 
 
@@ -17,7 +17,6 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(client: Client, se
     """Every run ends final, each write happened exactly once, and the crash window was hit:
     at least one write re-executed after the crash was answered from the idempotency ledger."""
     result = await crash_suite(client, settings, runs=3, rounds=2)
-    print("\n" + result.table())
     assert result.crashes == 2
     assert result.final == 3
     assert result.executed_writes == 9 and result.ledger_rows == 9
@@ -29,7 +28,6 @@ async def test_flaky_tools_end_every_run_explicitly_without_duplicates(client: C
     """30% transient failures, retried within bounds: every run final, marks == ledger rows.
     Hangs past the timeout take a minute each, so only `make chaos` lets them hang."""
     result = await flaky_suite(client, chaos_settings(settings, tmp_path), runs=3, calls_per_run=4, hang_s=0.0)
-    print("\n" + result.table())
     assert result.final == 3
     assert result.marks == result.ledger_rows == result.executed
     assert result.executed + result.failed_calls == 12
@@ -43,7 +41,6 @@ async def test_a_write_is_recorded_as_it_happened_whatever_crashed_when(client: 
     150.00 or 170.00, never from the state it produced), one side effect in the audit export, and
     an undo that voids it completely."""
     results = await crash_windows(client, settings)
-    print("\n" + window_table(results))
     for r in results:
         assert r.crashed, r.window
         assert (r.state, r.status, r.diff) == ("completed", "executed", r.expected_diff), r.window

@@ -11,10 +11,10 @@ from temporalio.client import Client
 from contracts.models import CallStatus, RunState, Status
 from runtime.settings import Settings
 from tests.conftest import READ, Runs, call, count_rows, run_input
+from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)
 from tests.example_tools import faults
 from tools.backoffice.db import refunds, tool_calls
 from worker import build_worker
-from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)
 
 
 async def test_the_same_call_in_a_loop_ends_the_run(runs: Runs) -> None:

@@ -11,16 +11,16 @@ import jsonschema
 import pytest
 from sqlalchemy import Engine, select
 
+from airlock.show import flight_record
 from contracts.audit import AuditEvent
 from contracts.models import CallStatus
+from contracts.undo_io import UndoReport
 from recorder.flight_recorder import ReplayFailed, load_history, merge, reconstruct, replay
 from runtime.settings import EXAMPLE_POLICY, Settings
-from airlock.show import flight_record
-from contracts.undo_io import UndoReport
 from tests.conftest import AirlockCli, Runs, call, recorded_openai_provider
 from tests.history_scenarios import HISTORIES, histories_of
-from tools.backoffice.db import customers, refunds, tickets
 from tests.mutated_workflow import AgentRunWithAnExtraTimer
+from tools.backoffice.db import customers, refunds, tickets
 
 SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "audit-event.schema.json"
 
@@ -139,7 +139,7 @@ async def test_undo_restores_the_prior_rows_and_a_second_undo_is_a_no_op(
 async def test_undo_of_a_running_run_is_refused(runs: Runs, airlock_cli: AirlockCli) -> None:
     handle = await runs.start(mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="x")])
     await runs.pending(handle)
-    status, out = await airlock_cli("undo", handle.id, "--wait")
+    status, _ = await airlock_cli("undo", handle.id, "--wait")
     assert status == 1
     await handle.cancel()
 
@@ -175,9 +175,12 @@ async def test_counterfactual_policy_flags_exactly_the_calls_it_should(
         ]
     )
     for _ in range(2):
-        pending = await runs.pending(handle)
-        await handle.signal("approve", {"approval_id": pending.pending_approvals[0].approval_id, "approver": "u_bob"})
-        await runs.wait_for(handle, lambda s: not s.pending_approvals or s.pending_approvals[0].approval_id != pending.pending_approvals[0].approval_id)
+        approval_id = (await runs.pending(handle)).pending_approvals[0].approval_id
+        await handle.signal("approve", {"approval_id": approval_id, "approver": "u_bob"})
+        await runs.wait_for(
+            handle,
+            lambda s, seen=approval_id: not s.pending_approvals or s.pending_approvals[0].approval_id != seen,
+        )
     await handle.result()
     history = tmp_path / "run.json"
     history.write_text((await histories_of(runs.client, handle))[-1])

@@ -9,8 +9,8 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, WorkflowRunner
 
-from runtime.converter import data_converter
 from recorder.flight_recorder import CaptureInstances
+from runtime.converter import data_converter
 from tests.conftest import Runs
 from tests.history_scenarios import HISTORIES, SCENARIOS, histories_of
 from worker import SANDBOX
@@ -53,7 +53,7 @@ async def test_the_run_is_sandboxed_where_histories_are_checked(
     result = await replay.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
     assert result.replay_failure is None
     [(_, instance)] = capture.instances
-    assert (type(instance._run) is not GovernedRun) is imported_afresh  # noqa: SLF001
+    assert (type(instance._run) is not GovernedRun) is imported_afresh
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

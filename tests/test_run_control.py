@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import Engine
@@ -18,7 +18,6 @@ from runtime.settings import Settings
 from tests.conftest import READ, REFUND_120, Runs, call, count_rows, recorded_openai_provider, run_input
 from tools.backoffice.db import refunds
 from worker import build_worker
-
 
 
 @pytest.mark.parametrize(
@@ -146,7 +145,7 @@ class LoseFirstCompletion(Interceptor):
 
 
 class _LoseFirst(ActivityInboundInterceptor):
-    attempts: list[int] = []
+    attempts: ClassVar[list[int]] = []
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         result = await self.next.execute_activity(input)

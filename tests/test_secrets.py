@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import pytest
 import hypothesis
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
@@ -26,21 +26,21 @@ from structlog.testing import capture_logs
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Replayer
 
-from runtime.converter import data_converter
 from contracts.hashing import call_hash, canonical_json
 from contracts.model_io import ModelDecision, ProposedCall
-from contracts.models import CallStatus, FieldChange, RunReport, RunState, Status, TimelineEntry
+from contracts.models import CallStatus, FieldChange, RunState, Status, TimelineEntry
+from runtime.converter import data_converter
 from runtime.sealing import CHANGED, REDACTED, TOKEN_KEY, Keyring, SecretError, is_token, new_key, sealing
 from runtime.settings import Settings
 from tests.adversarial_support import ScriptedOpenAI, assert_not_stuck, completion
 from tests.conftest import AirlockCli, Runs, call
 from tools.backoffice.accounts import api_tokens, credentials, token_hash, verify_password
 from tools.backoffice.db import tool_calls
+from tools.base import ToolArgs
 from tools.registry import load_registry
 from tools.runner import ToolRunner
 from tools.secret_guard import ToolSecrets
 from tools.secrets import Secret, secret_paths
-from tools.base import ToolArgs
 from worker import build_worker
 from workflows.agent_run import AgentRun
 from workflows.undo_run import UndoRun

@@ -19,9 +19,9 @@ from temporalio.client import Client, WorkflowHandle
 
 from contracts.hashing import call_hash
 from contracts.models import CallStatus, DecideResult, RunState, Status, TimelineEntry
-from runtime.settings import Settings
 from contracts.signing import load_key, new_key, public_key_text, sign, verifies, vote_message
 from policy.loader import PolicyError, load_policy
+from runtime.settings import Settings
 from tests.conftest import READ, REFUND_120, AirlockCli, Runs, call, count_rows, policy_file
 from tools.backoffice.db import refunds
 from worker import build_worker
@@ -185,7 +185,7 @@ async def test_airlock_approve_signs_with_the_local_key(
 
 def test_a_policy_key_must_be_an_ed25519_public_key(tmp_path: Path) -> None:
     path = policy_file(tmp_path / "bad.yaml", people={"u_bob": {"keys": ["ed25519:not-a-key"]}})
-    with pytest.raises(PolicyError, match="people.u_bob.keys.0"):
+    with pytest.raises(PolicyError, match=r"people\.u_bob\.keys\.0"):
         load_policy(path)
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
@@ -35,11 +35,11 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from runtime.converter import data_converter
 from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
 from contracts.models import CallStatus, RunReport, RunState
-from runtime.settings import Settings
+from runtime.converter import data_converter
 from runtime.instruments import RunMetrics, use_meter_provider
+from runtime.settings import Settings
 from runtime.tracing import Telemetry, build_telemetry, configure_telemetry
 from tests.conftest import READ, REFUND_120, Runs, call
 from worker import build_worker
@@ -54,7 +54,7 @@ BAD_EMAIL = call("email.send", to="x@evil.test", subject="s", body="b")
 class PricedModel:
     """Stands in for a paid model: one proposal per step, each step charged tokens and dollars."""
 
-    STEPS: list[tuple[dict[str, Any] | None, int, int, float]] = [
+    STEPS: ClassVar[list[tuple[dict[str, Any] | None, int, int, float]]] = [
         (READ, 100, 20, 0.0012),
         (REFUND_120, 200, 30, 0.0025),  # needs approval (refund.over-50-approval)
         (BAD_EMAIL, 50, 10, 0.0005),  # denied (email.allowed-domains)
@@ -337,9 +337,9 @@ async def test_committed_histories_replay_with_telemetry_on_and_export_nothing(
 class Receiver(BaseHTTPRequestHandler):
     """A stand-in OTLP/HTTP endpoint on loopback: keeps each request's path and body."""
 
-    received: list[tuple[str, str, bytes]] = []
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append((self.path, self.headers["Content-Type"], body))
         self.send_response(200)

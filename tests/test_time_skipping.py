@@ -13,15 +13,14 @@ from sqlalchemy import Engine
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
+from contracts.workspace_io import ReserveResult, SpendView
 from runtime.binaries import binary
 from runtime.converter import data_converter
-from contracts.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
 from runtime.settings import Settings
-from contracts.workspace_io import ReserveResult, SpendView
 from tests.conftest import REFUND_120, Runs, count_rows, policy_file, reserve_request, start_control
 from tools.backoffice.db import refunds
 from worker import build_worker, register_search_attributes
-
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -6,7 +6,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +16,10 @@ from temporalio.exceptions import ApplicationError
 from contracts.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from runtime.settings import Settings
 from tests.conftest import count_rows
+from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)
 from tools.backoffice.db import WRITE_LOCK, connect, create_schema, customers, orders, refunds, tool_calls
 from tools.registry import load_registry
 from tools.runner import ToolRunner
-from tests.databases import both_databases  # noqa: F401  (runs every test here on both databases)
 
 REFUND = {"order_id": "ORD-1001", "amount_usd": "30", "reason": "damaged"}
 

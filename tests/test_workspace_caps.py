@@ -17,10 +17,10 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
-from contracts.models import FINAL_STATES, RunReport, RunState
-from runtime.settings import Settings
-from contracts.workspace_io import ReserveResult, SpendView, WorkspaceView, control_workflow_id
 from activities.control_store import ControlStore, SpendLedger
+from contracts.models import FINAL_STATES, RunReport, RunState
+from contracts.workspace_io import ReserveResult, SpendView, WorkspaceView, control_workflow_id
+from runtime.settings import Settings
 from tests.conftest import (
     READ,
     REFUND_120,
@@ -33,7 +33,6 @@ from tests.conftest import (
     start_control,
 )
 from worker import build_worker
-
 
 
 def capped(tmp_path: Path, settings: Settings, **limits: Any) -> tuple[str, Settings]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 from temporalio import workflow
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
@@ -24,30 +24,12 @@ from contracts.workspace_io import (
     control_workflow_id,
 )
 from runtime.settings import Settings
-from tests.conftest import CONTROL_QUEUE, AirlockCli, Runs, call, count_rows
+from tests.conftest import AirlockCli, Runs, call, count_rows, ready_view, switch
 from tools.backoffice.db import refunds
 from worker import build_worker
 
 REFUND_120 = call("payments.create_refund", order_id="ORD-1002", amount_usd=120, reason="late")
 REFUND_20 = call("payments.create_refund", order_id="ORD-1002", amount_usd=20, reason="late")
-
-
-async def switch(client: Client, switch: str, on: bool, by: str = "u_carol") -> SwitchResult:
-    """As `airlock workspace` sends it: starting the control workflow if there is none."""
-    start = WithStartWorkflowOperation(
-        "WorkspaceControl",
-        "acme",
-        id=control_workflow_id("acme"),
-        task_queue=CONTROL_QUEUE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    result: SwitchResult = await client.execute_update_with_start_workflow(
-        "switch",
-        {"switch": switch, "on": on, "by": by, "reason": "incident 7"},
-        start_workflow_operation=start,
-        result_type=SwitchResult,
-    )
-    return result
 
 
 async def acknowledged(client: Client, generation: int, runs: int) -> WorkspaceView:
@@ -58,17 +40,6 @@ async def acknowledged(client: Client, generation: int, runs: int) -> WorkspaceV
             return view
         await asyncio.sleep(0.025)
     raise AssertionError(f"not acknowledged: {view}")
-
-
-async def ready_view(handle: Any) -> WorkspaceView:
-    """The control workflow's state, once its first task has pinned its policy."""
-    for _ in range(200):
-        try:
-            view: WorkspaceView = await handle.query("state", result_type=WorkspaceView)
-            return view
-        except Exception:
-            await asyncio.sleep(0.05)
-    raise AssertionError("the control workflow did not start")
 
 
 async def published_switches(client: Client, workspace: str = "acme") -> Switches:
@@ -92,18 +63,6 @@ class SwitchListener:
     @workflow.signal(name="workspace_switch")
     def workspace_switch(self, switches: Switches) -> None:
         self.heard.append(switches)
-
-
-@pytest.fixture
-async def clean_switches(client: Client, runs: Runs) -> Any:
-    """The control workflow outlives tests: start each from switches off, and leave them off."""
-    warm = await runs.start(script=[])
-    await warm.result()
-    await switch(client, "kill_switch", False)
-    await switch(client, "safe_mode", False)
-    yield
-    await switch(client, "kill_switch", False)
-    await switch(client, "safe_mode", False)
 
 
 async def test_kill_switch_stops_writes_in_runs_started_before_it(runs: Runs, client: Client, db: Engine, clean_switches: Any) -> None:

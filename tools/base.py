@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 from sqlalchemy import Connection, Select
 
 from contracts.models import Compensation, Effect, FieldChange, Tier
+
 # Re-exported: part of the API a tool author writes against.
 from tools.secrets import Secret, secret_change  # noqa: F401
 

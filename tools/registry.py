@@ -5,10 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator, Sequence
 
-from pydantic import BaseModel
-
 from contracts.catalog import CatalogEntry
-from contracts.models import Effect, Tier
 from tools.base import Tool
 
 DEFAULT_MODULES: tuple[str, ...] = ("tools.backoffice",)

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine, Row, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from contracts.validation import describe_validation_error
 from contracts.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from contracts.hashing import call_hash
 from contracts.models import Effect
+from contracts.validation import describe_validation_error
 from tools import blobs
 from tools.backoffice.db import WRITE_LOCK, tool_calls
 from tools.base import Preview, Tool, ToolContext, ToolError

@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from runtime import sealing
 from contracts.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from contracts.model_io import ModelDecision, TranscriptItem
 from contracts.models import Compensation, FieldChange
+from runtime import sealing
 from tools.registry import ToolRegistry
 from tools.secrets import Path, seal_at, secret_change, secret_paths
 

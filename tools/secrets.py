@@ -21,9 +21,9 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, PlainSerializer
 
-from runtime import sealing
 from contracts.hashing import canonical_json
 from contracts.models import FieldChange
+from runtime import sealing
 
 # A path to a secret inside a tool's JSON arguments or result: field names, "*" for every item
 # of a list or every value of a mapping.

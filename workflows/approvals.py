@@ -13,10 +13,10 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from contracts.models import DecideRequest, PendingApproval, Vote
-from contracts.signing import verifies, vote_message
-from policy.engine import vote_refusal
 from contracts.policy import Policy
+from contracts.signing import verifies, vote_message
 from contracts.validation import describe_validation_error
+from policy.engine import vote_refusal
 
 Resolution = Literal["approved", "denied"]
 

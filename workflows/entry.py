@@ -100,7 +100,7 @@ def decode(value: Any, type_hint: Any = Any) -> Any | Refusal:
     if isinstance(value, RawValue):
         try:
             return workflow.payload_converter().from_payload(value.payload, type_hint)
-        except Exception as e:  # noqa: BLE001 - any decoding error is a refusal, never a failed task
+        except Exception as e:
             return Refusal(bounded(f"malformed payload: {describe_raw(value)} could not be read: {e}", REASON_CHARS))
     if type_hint is Any:
         return value
@@ -110,7 +110,7 @@ def decode(value: Any, type_hint: Any = Any) -> Any | Refusal:
         return TypeAdapter(type_hint).validate_python(value)
     except ValidationError as e:
         return Refusal("malformed payload: " + describe_validation_error(e))
-    except Exception as e:  # noqa: BLE001 - a hint that cannot judge the value refuses it
+    except Exception as e:
         return Refusal(bounded(f"malformed payload: {type(e).__name__}: {e}"))
 
 

@@ -28,9 +28,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from collections.abc import Callable
 from typing import Any, Literal
 
 from temporalio import workflow
@@ -43,7 +42,6 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import workflows.telemetry as telemetry
-    from contracts.names import execute_activity_name, prepare_activity_name
     from contracts.activity_io import (
         AlreadyExecuted,
         Executed,
@@ -57,10 +55,9 @@ with workflow.unsafe.imports_passed_through():
         ToolCallInput,
     )
     from contracts.audit import RunFacts, events_for
+    from contracts.catalog import CatalogEntry
     from contracts.hashing import call_hash, canonical_json
     from contracts.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
-    from contracts.signing import resume_message, verifies
-    from contracts.undo_io import UNDO_AGENT, compensation_run_id
     from contracts.models import (
         FINAL_STATES,
         CallRecord,
@@ -81,6 +78,10 @@ with workflow.unsafe.imports_passed_through():
         TimelineKind,
         summarize,
     )
+    from contracts.names import execute_activity_name, prepare_activity_name
+    from contracts.signing import resume_message, verifies
+    from contracts.undo_io import UNDO_AGENT, compensation_run_id
+    from contracts.validation import describe_validation_error
     from contracts.workspace_io import (
         Ack,
         Admission,
@@ -95,14 +96,12 @@ with workflow.unsafe.imports_passed_through():
         parse_signal,
     )
     from policy.engine import decide, effective_mode, may_start
-    from contracts.catalog import CatalogEntry
-    from contracts.validation import describe_validation_error
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
     from workflows.budget import exhausted, remaining
     from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally
     from workflows.memory import RunMemory
-    from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
+    from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
 
 LOCAL = dict(
     start_to_close_timeout=timedelta(seconds=30),
@@ -940,12 +939,14 @@ class GovernedRun:
                 await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s))
             else:
                 await self._wait_with_escalation(pending, escalate_s, wait_s, tier.escalate_to or "")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             desk.resolutions[approval_id] = ("denied", "")
             if wait_s < decision.timeout_s:
                 desk.close(approval_id, "expired")
                 record.votes = pending.votes
-                raise RunEnded(RunState.BUDGET_EXHAUSTED, f"max_wall_clock_s: reached while {approval_id} awaited approval")
+                raise RunEnded(
+                    RunState.BUDGET_EXHAUSTED, f"max_wall_clock_s: reached while {approval_id} awaited approval"
+                ) from None
             outcome, reason = "denied", f"no approval within {decision.timeout_s}s: the call counts as denied"
         else:
             outcome, reason = desk.resolutions[approval_id]
@@ -974,7 +975,7 @@ class GovernedRun:
         try:
             await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=escalate_s))
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         desk.escalate(approval_id, role)
         self._record(
@@ -1244,7 +1245,7 @@ class GovernedRun:
                     timeout=HOLD_POLL,
                     timeout_summary="read the control store again",
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._verify_pending = True
             await self._verify_switches()
 

@@ -7,8 +7,8 @@ from datetime import datetime
 from pydantic import BaseModel, Field, JsonValue
 
 from contracts.activity_io import RunContext
+from contracts.catalog import CatalogEntry
 from contracts.model_io import TranscriptItem
-from contracts.workspace_io import Switches
 from contracts.models import (
     BudgetUse,
     CallRecord,
@@ -20,9 +20,8 @@ from contracts.models import (
     StepCost,
     TimelineEntry,
 )
+from contracts.workspace_io import Switches
 from policy.engine import CallContext
-from contracts.catalog import CatalogEntry
-
 
 # What a checkpoint keeps of the conversation and of decided approval ids: enough for the model's
 # recent context and for "already decided" answers, bounded so every run's history stays flat.

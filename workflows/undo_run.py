@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+
 from temporalio import workflow
 from temporalio.common import (
     RawValue,
@@ -27,8 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from contracts.undo_io import UNDO_AGENT, NotUndone, UndoInput, UndoPlan, UndoReport, compensation_run_id
     from contracts.validation import describe_validation_error
     from workflows.entry import NAME_CHARS, bounded, shown_args, start_args
-    from workflows.sizes import fit_report, size
     from workflows.search_attributes import UNDO_OF, WORKSPACE
+    from workflows.sizes import fit_report, size
 
 # Refused signals kept in the report in full; the rest are counted.
 REFUSED_KEPT = 20

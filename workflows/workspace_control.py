@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
 
     from contracts.activity_io import RunContext
     from contracts.signing import switch_message, verifies
+    from contracts.validation import describe_validation_error
     from contracts.workspace_io import (
         SWITCHES_MEMO,
         Ack,
@@ -56,7 +57,6 @@ with workflow.unsafe.imports_passed_through():
         registered_run_id,
         registration_key,
     )
-    from contracts.validation import describe_validation_error
     from workflows.entry import bounded, start_args
 
 ADMIN_ROLE = "admin"
