@@ -78,6 +78,7 @@ SANDBOX = SandboxedWorkflowRunner(
     )
 )
 
+
 async def connect_client(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
@@ -111,9 +112,7 @@ async def register_search_attributes(client: Client) -> None:
         if e.status is not RPCStatusCode.UNIMPLEMENTED:
             raise
         existing = set()
-    missing = {
-        key.name: key.indexed_value_type for key in SEARCH_ATTRIBUTES if key.name not in existing
-    }
+    missing = {key.name: key.indexed_value_type for key in SEARCH_ATTRIBUTES if key.name not in existing}
     if not missing:
         return
     request = AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)

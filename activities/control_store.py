@@ -219,7 +219,9 @@ class SpendLedger:
             self._ensure_day(conn, hold.workspace, hold.day)
             with conn.begin():
                 day = self._lock_day(conn, hold.workspace, hold.day)
-                if conn.execute(select(reservations.c.usd).where(reservations.c.reservation_id == hold.reservation_id)).first():
+                if conn.execute(
+                    select(reservations.c.usd).where(reservations.c.reservation_id == hold.reservation_id)
+                ).first():
                     return None  # the same attempt asking again: held once
                 self._expire(conn, hold.workspace)
                 day = self._lock_day(conn, hold.workspace, hold.day)
@@ -305,9 +307,12 @@ class SpendLedger:
     def _ensure_day(self, conn: Connection, workspace: str, day: str) -> None:
         try:
             with conn.begin():
-                if conn.execute(
-                    select(spend_days.c.day).where(spend_days.c.workspace == workspace, spend_days.c.day == day)
-                ).first() is None:
+                if (
+                    conn.execute(
+                        select(spend_days.c.day).where(spend_days.c.workspace == workspace, spend_days.c.day == day)
+                    ).first()
+                    is None
+                ):
                     conn.execute(insert(spend_days).values(workspace=workspace, day=day, spent_usd=0.0, refused=0))
         except IntegrityError:
             pass  # another worker created it first
@@ -348,8 +353,15 @@ class SpendLedger:
             .values(spent_usd=spend_days.c.spent_usd + usd)
         )
         for kind, name in (("agent", hold.agent), ("requester", hold.requested_by), ("run", hold.run_id)):
-            key = (spend_by.c.workspace == hold.workspace, spend_by.c.day == hold.day, spend_by.c.kind == kind, spend_by.c.name == name)
+            key = (
+                spend_by.c.workspace == hold.workspace,
+                spend_by.c.day == hold.day,
+                spend_by.c.kind == kind,
+                spend_by.c.name == name,
+            )
             if conn.execute(select(spend_by.c.usd).where(*key)).first() is None:
-                conn.execute(insert(spend_by).values(workspace=hold.workspace, day=hold.day, kind=kind, name=name, usd=usd))
+                conn.execute(
+                    insert(spend_by).values(workspace=hold.workspace, day=hold.day, kind=kind, name=name, usd=usd)
+                )
             else:
                 conn.execute(update(spend_by).where(*key).values(usd=spend_by.c.usd + usd))

@@ -83,7 +83,9 @@ class ModelActivities:
         holds on its own: each one is a call the provider may charge for."""
         if self._spend is None or self._openai is None:
             raise ApplicationError(
-                "this worker has no control store to hold model spend in", type="ControlStoreMissing", non_retryable=True
+                "this worker has no control store to hold model spend in",
+                type="ControlStoreMissing",
+                non_retryable=True,
             )
         hold = hold.model_copy(update={"reservation_id": f"{hold.reservation_id}/attempt-{activity.info().attempt}"})
         refusal = await asyncio.to_thread(self._spend.hold, hold)

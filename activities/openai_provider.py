@@ -157,9 +157,7 @@ class PriceTable(BaseModel):
     def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """USD cost of one call; raises `UnknownModelPrice` for a model not in the table."""
         price = self.price(model)
-        return (
-            prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok
-        ) / 1_000_000
+        return (prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok) / 1_000_000
 
 
 # --- tool names -------------------------------------------------------------------------------
@@ -272,9 +270,7 @@ def build_messages(request: ModelRequest) -> list[ChatCompletionMessageParam]:
         nonlocal turn
         turn = None
         for call_id, tool in pending.items():
-            messages.append(
-                _tool_message(call_id, f"Airlock recorded no result for this call to {tool}.")
-            )
+            messages.append(_tool_message(call_id, f"Airlock recorded no result for this call to {tool}."))
         pending.clear()
         flush()
 
@@ -310,14 +306,10 @@ def build_messages(request: ModelRequest) -> list[ChatCompletionMessageParam]:
     return messages
 
 
-def _add_to_turn(
-    turn: ChatCompletionAssistantMessageParam, item: TranscriptItem, pending: dict[str, str]
-) -> None:
+def _add_to_turn(turn: ChatCompletionAssistantMessageParam, item: TranscriptItem, pending: dict[str, str]) -> None:
     if item.content:
         previous = turn.get("content")
-        turn["content"] = (
-            f"{previous}\n{item.content}" if isinstance(previous, str) else item.content
-        )
+        turn["content"] = f"{previous}\n{item.content}" if isinstance(previous, str) else item.content
     if item.call_id is None or item.tool is None:
         return
     call: ChatCompletionMessageFunctionToolCallParam = {
@@ -547,9 +539,7 @@ class OpenAIProvider:
                     {},
                     "a custom tool call was returned; Airlock tools take JSON arguments",
                 )
-            calls.append(
-                ProposedCall(call_id=tool_call.id, tool=tool, args=args, args_error=args_error)
-            )
+            calls.append(ProposedCall(call_id=tool_call.id, tool=tool, args=args, args_error=args_error))
         return ModelDecision(
             calls=calls,
             answer=None if calls else (message.content or message.refusal or ""),

@@ -79,7 +79,9 @@ def _gate_for(effect: Effect, gate: SwitchGate | None) -> Callable[[ToolCallInpu
     return held
 
 
-def _prepare_for(name: str, runner: ToolRunner, secrets: ToolSecrets | None) -> Callable[[ToolCallInput], PrepareOutcome]:
+def _prepare_for(
+    name: str, runner: ToolRunner, secrets: ToolSecrets | None
+) -> Callable[[ToolCallInput], PrepareOutcome]:
     @activity.defn(name=prepare_activity_name(name))
     def prepare(call: ToolCallInput) -> PrepareOutcome:
         with _bound(call), tracer.start_as_current_span(f"tool.{name}.prepare") as span:

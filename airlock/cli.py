@@ -179,7 +179,7 @@ async def undo(args: argparse.Namespace, out: TextIO) -> int:
     print(f"started {undo_id}; compensations run as {undo_id}.compensations", file=out)
     print(
         "approvals it needs show in the inbox: temporal workflow list --query "
-        f"'AirlockUndoOf=\"{args.run_id}\" AND AirlockState=\"awaiting_approval\"'",
+        f'\'AirlockUndoOf="{args.run_id}" AND AirlockState="awaiting_approval"\'',
         file=out,
     )
     if not args.wait:
@@ -213,6 +213,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     settings = Settings()
     client = await _client(settings)
     control_id = control_workflow_id(args.name)
+
     async def ask(query: str, result_type: type[Any]) -> Any:
         try:
             return await client.get_workflow_handle(control_id).query(query, result_type=result_type)
@@ -267,8 +268,11 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     )
     if not result.accepted:
         raise CommandError(f"refused: {result.reason}")
-    print(f"{args.name}: {switch} {'on' if on else 'off'} (generation {result.generation}); "
-          f"{result.runs_notified} runs notified; `airlock workspace status {args.name}` shows their acknowledgements", file=out)
+    print(
+        f"{args.name}: {switch} {'on' if on else 'off'} (generation {result.generation}); "
+        f"{result.runs_notified} runs notified; `airlock workspace status {args.name}` shows their acknowledgements",
+        file=out,
+    )
     return 0
 
 
@@ -366,8 +370,11 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
             if args.as_person not in p.may_approve:
                 continue
             shown += 1
-            print(f"{wf.id}  {p.approval_id}  {p.tool}  tier {p.tier.value}, {p.approvals_still_needed} more needed, "
-                  f"requested by {status.requested_by}, until {p.deadline.isoformat()}", file=out)
+            print(
+                f"{wf.id}  {p.approval_id}  {p.tool}  tier {p.tier.value}, {p.approvals_still_needed} more needed, "
+                f"requested by {status.requested_by}, until {p.deadline.isoformat()}",
+                file=out,
+            )
             print(f"  args: {json.dumps(p.args)}", file=out)
             for d in p.diff:
                 print(f"  {d}", file=out)

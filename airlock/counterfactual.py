@@ -94,9 +94,7 @@ def _approved_by_recorded_votes(policy: Policy, call: CallRecord, decision: Deci
     return len(counted) >= decision.approvals_required
 
 
-def new_verdict(
-    policy: Policy, rec: Recording, call: CallRecord, *, reuse_votes: bool
-) -> tuple[Verdict, str]:
+def new_verdict(policy: Policy, rec: Recording, call: CallRecord, *, reuse_votes: bool) -> tuple[Verdict, str]:
     m = rec.memory
     entry = next((e for e in m.context.catalog if e.name == call.tool), None)
     if entry is None:
@@ -136,7 +134,9 @@ def under_policy(rec: Recording, policy: Policy) -> Counterfactual:
         else:
             after, note = new_verdict(policy, rec, call, reuse_votes=True)
         comparisons.append(
-            CallComparison(step=call.step, index=call.index, tool=call.tool, args=call.args, before=before, after=after, note=note)
+            CallComparison(
+                step=call.step, index=call.index, tool=call.tool, args=call.args, before=before, after=after, note=note
+            )
         )
     return Counterfactual(
         workflow_id=rec.workflow_id,
@@ -160,9 +160,15 @@ def _transcript_before(calls: list[CallRecord], step: int) -> list[TranscriptIte
         call_id = f"call_{c.step}_{c.index}"
         items.append(TranscriptItem(role="assistant", call_id=call_id, tool=c.tool, args=c.args))
         if c.status is CallStatus.EXECUTED:
-            items.append(TranscriptItem(role="tool_result", call_id=call_id, tool=c.tool, content=json.dumps(c.result, sort_keys=True)))
+            items.append(
+                TranscriptItem(
+                    role="tool_result", call_id=call_id, tool=c.tool, content=json.dumps(c.result, sort_keys=True)
+                )
+            )
         else:
-            items.append(TranscriptItem(role="airlock", call_id=call_id, tool=c.tool, content=f"the call was not run: {c.error}"))
+            items.append(
+                TranscriptItem(role="airlock", call_id=call_id, tool=c.tool, content=f"the call was not run: {c.error}")
+            )
     return items
 
 
@@ -202,9 +208,13 @@ async def under_model(
                 args = same.args
             else:
                 diverged_at = diverged_at or step
-                probe = CallRecord(step=step, index=i, tool=proposal.tool, args=proposal.args, status=CallStatus.INVALID)
+                probe = CallRecord(
+                    step=step, index=i, tool=proposal.tool, args=proposal.args, status=CallStatus.INVALID
+                )
                 after, note = new_verdict(policy, rec, probe, reuse_votes=False)
-                note = "a call the recorded run did not make; no recorded approval applies" + (f"; {note}" if note else "")
+                note = "a call the recorded run did not make; no recorded approval applies" + (
+                    f"; {note}" if note else ""
+                )
                 before = Verdict(label="not proposed")
                 args = proposal.args
             comparisons.append(
@@ -215,14 +225,21 @@ async def under_model(
                 diverged_at = diverged_at or step
                 comparisons.append(
                     CallComparison(
-                        step=step, index=c.index, tool=c.tool, args=c.args, before=recorded_verdict(c),
-                        after=Verdict(label="not proposed"), note="the new model did not propose this call",
+                        step=step,
+                        index=c.index,
+                        tool=c.tool,
+                        args=c.args,
+                        before=recorded_verdict(c),
+                        after=Verdict(label="not proposed"),
+                        note="the new model did not propose this call",
                     )
                 )
     if diverged_at is not None:
         for c in comparisons:
             if c.step > diverged_at:
-                c.note = (c.note + "; " if c.note else "") + f"judged on the recorded results (the run diverged at step {diverged_at})"
+                c.note = (
+                    c.note + "; " if c.note else ""
+                ) + f"judged on the recorded results (the run diverged at step {diverged_at})"
     return Counterfactual(
         workflow_id=rec.workflow_id,
         policy_before=m.context.policy_hash,
@@ -242,10 +259,11 @@ def render(cf: Counterfactual) -> str:
     for c in cf.calls:
         mark = "*" if c.changed else " "
         rule = f" [{c.after.rule}]" if c.after.rule else ""
-        out.append(f" {mark} step {c.step} {c.tool} {_canonical(c.args)[:80]}: {c.before.label} → {c.after.label}{rule}")
+        out.append(
+            f" {mark} step {c.step} {c.tool} {_canonical(c.args)[:80]}: {c.before.label} → {c.after.label}{rule}"
+        )
         if c.note and c.changed:
             out.append(f"      {c.note}")
     out += ["", "Summary"]
     out += [f"  {k}: {v}" for k, v in cf.summary.items()]
     return "\n".join(out)
-

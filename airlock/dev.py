@@ -236,7 +236,11 @@ async def dev(settings: Settings, with_demo: bool) -> None:
             print(f"worker polling task queue {settings.task_queue!r}; Web UI {ui}", flush=True)
             if with_demo:
                 demo = asyncio.create_task(_follow_demo(client, settings, _shown(temporal_binary()), ui))
-                demo.add_done_callback(lambda t: t.cancelled() or t.exception() is None or print(f"demo run: {t.exception()}", file=sys.stderr))
+                demo.add_done_callback(
+                    lambda t: (
+                        t.cancelled() or t.exception() is None or print(f"demo run: {t.exception()}", file=sys.stderr)
+                    )
+                )
             await stop.wait()
     finally:
         if server is not None:

@@ -69,9 +69,7 @@ class FlightRecord(BaseModel):
 
 def flight_record(rec: Recording) -> FlightRecord:
     m = rec.memory
-    executed_writes = [
-        c for c in m.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ
-    ]
+    executed_writes = [c for c in m.calls if c.status is CallStatus.EXECUTED and c.effect is not Effect.READ]
     spec = m.input.model
     return FlightRecord(
         workflow_id=rec.workflow_id,

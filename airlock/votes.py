@@ -31,7 +31,7 @@ def keys_new(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         raise VoteError(str(e)) from None
     print(f"private key: {key_path(settings.keys_dir, args.as_person)} (readable by you only)", file=out)
     print(f"add the public key to {args.as_person} under the policy's people:", file=out)
-    print(f"  keys: [\"{public_key_text(key)}\"]", file=out)
+    print(f'  keys: ["{public_key_text(key)}"]', file=out)
     return 0
 
 

@@ -84,7 +84,9 @@ async def _approve_all(client: Client, task_queue: str, clock: ExecutionClock, s
         try:
             latencies.append(await asyncio.wait_for(started, timeout=30) - sent)
         except TimeoutError:
-            raise RuntimeError(f"no tool start within 30 s of the vote on {approval_id}: {await _why(handle)}") from None
+            raise RuntimeError(
+                f"no tool start within 30 s of the vote on {approval_id}: {await _why(handle)}"
+            ) from None
     await result_or_stuck(handle)
     return latencies
 

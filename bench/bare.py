@@ -58,7 +58,10 @@ class BareRun:
                 scripted=script[step - 1] if step <= len(script) else None,
             )
             decision = await workflow.execute_local_activity(
-                "model.decide", request, result_type=ModelDecision, **LOCAL  # type: ignore[arg-type]
+                "model.decide",
+                request,
+                result_type=ModelDecision,
+                **LOCAL,  # type: ignore[arg-type]
             )
             if not decision.calls:
                 return step - 1
@@ -99,7 +102,12 @@ def build_bare_worker(client: Client, task_queue: str, db: str, **options: Any) 
     from runtime.settings import TOOL_THREADS, Settings
 
     runner = backoffice_runner(db)
-    activities: list[Any] = [bare_pin, ModelActivities().decide, bare_prepare, *tool_activities(runner.registry, runner)]
+    activities: list[Any] = [
+        bare_pin,
+        ModelActivities().decide,
+        bare_prepare,
+        *tool_activities(runner.registry, runner),
+    ]
     return Worker(
         client,
         task_queue=task_queue,

@@ -42,8 +42,13 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         handles = [
             await client.start_workflow(
                 "AgentRun",
-                {"goal": "wait", "workspace": "acme", "requested_by": "u_alice", "mode": "auto",
-                 "model": {"provider": "scripted", "script": [WAIT]}},
+                {
+                    "goal": "wait",
+                    "workspace": "acme",
+                    "requested_by": "u_alice",
+                    "mode": "auto",
+                    "model": {"provider": "scripted", "script": [WAIT]},
+                },
                 id=new_id("kill"),
                 task_queue=settings.task_queue,
             )
@@ -59,7 +64,9 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         pending = await asyncio.gather(*(_approval_id(h) for h in handles))
         sent = time.perf_counter()
         result = await control.execute_update(
-            "switch", {"switch": "kill_switch", "on": True, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
+            "switch",
+            {"switch": "kill_switch", "on": True, "by": "u_carol", "reason": "bench"},
+            result_type=SwitchResult,
         )
         updated = time.perf_counter()
         # Proof that nothing starts: every run's write approved now, none runs while the switch holds.
@@ -75,7 +82,9 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         await asyncio.sleep(1.0)
         started_while_on = _sent_emails(settings.db)
         await control.execute_update(
-            "switch", {"switch": "kill_switch", "on": False, "by": "u_carol", "reason": "bench"}, result_type=SwitchResult
+            "switch",
+            {"switch": "kill_switch", "on": False, "by": "u_carol", "reason": "bench"},
+            result_type=SwitchResult,
         )
         # The approvals were given while the switch held: with it off, every held write runs.
         released = time.perf_counter()

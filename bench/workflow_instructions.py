@@ -65,7 +65,9 @@ async def _instructions(history: Path, kind: str, count: int, passthrough: bool)
             return int(found.group(1).replace(",", ""))
         if returncode >= 0:
             break
-    raise RuntimeError(f"replaying {history.name} under valgrind failed (exit {returncode}, attempt {attempt}): {text[-600:]}")
+    raise RuntimeError(
+        f"replaying {history.name} under valgrind failed (exit {returncode}, attempt {attempt}): {text[-600:]}"
+    )
 
 
 async def _replay_under_valgrind(history: Path, kind: str, count: int, passthrough: bool) -> tuple[int, str]:
@@ -103,7 +105,9 @@ async def measure(client: Client, steps: int, short: int = 2) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="airlock-bench-count-") as tmp:
         paths = await record(client, [short, steps], Path(tmp))
         counts = {f"{kind}-{n}": await per_run(path, kind) for (kind, n), path in paths.items()}
-        passed_through = {kind: await per_run(paths[(kind, steps)], kind, passthrough=True) for kind in ("airlock", "bare")}
+        passed_through = {
+            kind: await per_run(paths[(kind, steps)], kind, passthrough=True) for kind in ("airlock", "bare")
+        }
     out: dict[str, Any] = {"steps": steps, "short": short, "millions_per_run": counts}
     for kind in ("airlock", "bare"):
         long_run, short_run = counts[f"{kind}-{steps}"], counts[f"{kind}-{short}"]

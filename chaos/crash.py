@@ -79,7 +79,10 @@ def script(i: int) -> list[dict[str, Any]]:
     return [
         {"tool": "payments.create_refund", "args": {"order_id": "ORD-1002", "amount_usd": 1, "reason": f"r{i}"}},
         {"tool": "crm.update_customer", "args": {"customer_id": "C-101", "changes": {"notes": f"run {i}"}}},
-        {"tool": "tickets.update_ticket", "args": {"ticket_id": "T-17", "changes": {"priority": ["low", "high"][i % 2]}}},
+        {
+            "tool": "tickets.update_ticket",
+            "args": {"ticket_id": "T-17", "changes": {"priority": ["low", "high"][i % 2]}},
+        },
     ]
 
 
@@ -127,7 +130,9 @@ async def crash_suite(client: Client, settings: Settings, runs: int, rounds: int
     with engine.connect() as conn:
         refund_rows = conn.execute(select(func.count()).select_from(refunds)).scalar_one()
         ledger_rows = conn.execute(select(func.count()).select_from(tool_calls)).scalar_one()
-    refunds_expected = sum(1 for r in reports for c in r.calls if c.tool == "payments.create_refund" and c.status is CallStatus.EXECUTED)
+    refunds_expected = sum(
+        1 for r in reports for c in r.calls if c.tool == "payments.create_refund" and c.status is CallStatus.EXECUTED
+    )
     return CrashResult(
         runs=runs,
         final=sum(r.state in FINAL_STATES for r in reports),
@@ -202,11 +207,18 @@ def window_table(results: list[WindowResult]) -> str:
 def _seed_order(engine: Engine, order_id: str) -> None:
     with engine.begin() as conn:
         conn.execute(
-            insert(orders).values(id=order_id, customer_id="C-100", total_cents=ORDER_CENTS, status="delivered", items="1x kettle")
+            insert(orders).values(
+                id=order_id, customer_id="C-100", total_cents=ORDER_CENTS, status="delivered", items="1x kettle"
+            )
         )
         conn.execute(
             insert(refunds).values(
-                id=f"RF-{order_id}", order_id=order_id, amount_cents=EARLIER_CENTS, reason="earlier", status="issued", created_by="setup"
+                id=f"RF-{order_id}",
+                order_id=order_id,
+                amount_cents=EARLIER_CENTS,
+                reason="earlier",
+                status="issued",
+                created_by="setup",
             )
         )
 
@@ -248,7 +260,12 @@ async def crash_window(client: Client, settings: Settings, window: str, order_id
             "mode": "auto",
             "model": {
                 "provider": "scripted",
-                "script": [{"tool": "payments.create_refund", "args": {"order_id": order_id, "amount_usd": amount, "reason": "damaged"}}],
+                "script": [
+                    {
+                        "tool": "payments.create_refund",
+                        "args": {"order_id": order_id, "amount_usd": amount, "reason": "damaged"},
+                    }
+                ],
             },
         },
         id=f"window-{point}-{uuid.uuid4().hex[:8]}",
@@ -258,7 +275,9 @@ async def crash_window(client: Client, settings: Settings, window: str, order_id
     )
     hook = [] if point == "approval-wait" else ["--die-at", point]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chaos.crashing_worker", *hook], env=worker_env(client, settings), stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "chaos.crashing_worker", *hook],
+        env=worker_env(client, settings),
+        stdout=subprocess.DEVNULL,
     )
     try:
         if amount > 50:
@@ -276,21 +295,31 @@ async def crash_window(client: Client, settings: Settings, window: str, order_id
         report = await asyncio.wait_for(handle.result(), timeout=120)
         with engine.connect() as conn:
             rows = conn.execute(
-                select(func.count()).select_from(refunds).where(refunds.c.order_id == order_id, refunds.c.created_by == handle.id)
+                select(func.count())
+                .select_from(refunds)
+                .where(refunds.c.order_id == order_id, refunds.c.created_by == handle.id)
             ).scalar_one()
         rec = await record_of(client, handle.id, undo_links=False)
         m = rec.memory
         facts = RunFacts(
-            run_id=handle.id, workspace=m.input.workspace, agent=m.input.agent,
-            requested_by=m.input.requested_by, policy_hash=m.context.policy_hash,
+            run_id=handle.id,
+            workspace=m.input.workspace,
+            agent=m.input.agent,
+            requested_by=m.input.requested_by,
+            policy_hash=m.context.policy_hash,
         )
         effects = sum(
-            1 for seq, entry in enumerate(m.timeline) for e in events_for(seq, entry, facts, m.calls) if e.type == "side_effect"
+            1
+            for seq, entry in enumerate(m.timeline)
+            for e in events_for(seq, entry, facts, m.calls)
+            if e.type == "side_effect"
         )
         undo = await _undo(client, settings, handle.id) if report.undo else "nothing to undo"
     with engine.connect() as conn:
         refunded = conn.execute(
-            select(func.coalesce(func.sum(refunds.c.amount_cents), 0)).where(refunds.c.order_id == order_id, refunds.c.status == "issued")
+            select(func.coalesce(func.sum(refunds.c.amount_cents), 0)).where(
+                refunds.c.order_id == order_id, refunds.c.status == "issued"
+            )
         ).scalar_one()
     call = report.calls[0] if report.calls else None
     before = usd(EARLIER_CENTS)
@@ -313,5 +342,6 @@ async def crash_windows(client: Client, settings: Settings, windows: list[str] |
     create_schema(connect(settings.db))
     tag = uuid.uuid4().hex[:6].upper()
     return [
-        await crash_window(client, settings, window, f"ORD-W{i}-{tag}") for i, window in enumerate(windows or list(WINDOWS))
+        await crash_window(client, settings, window, f"ORD-W{i}-{tag}")
+        for i, window in enumerate(windows or list(WINDOWS))
     ]

@@ -72,9 +72,7 @@ class Misbehave(Interceptor):
 def flaky_note(ctx: ToolContext, args: Note) -> Noted:
     if _roll(ctx.idempotency_key or args.run) < 0.30:
         raise ConnectionError("transient: upstream refused the connection")
-    ctx.conn.execute(
-        update(customers).where(customers.c.id == "C-101").values(notes=customers.c.notes + "+")
-    )
+    ctx.conn.execute(update(customers).where(customers.c.id == "C-101").values(notes=customers.c.notes + "+"))
     return Noted(run=args.run)
 
 

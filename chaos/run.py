@@ -51,9 +51,23 @@ def free_port() -> int:
 
 def start_server(port: int, db_file: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
-         "--db-filename", str(db_file), "--log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            binary("temporal"),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db-filename",
+            str(db_file),
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -70,16 +84,26 @@ async def server_restart_suite(tmp: Path, runs: int) -> str:
     port = free_port()
     db_file = tmp / "temporal.db"
     server = start_server(port, db_file)
-    settings = Settings(db=str(tmp / "restart.db"), task_queue="chaos-restart", control_db=str(tmp / "control-store.db"))
+    settings = Settings(
+        db=str(tmp / "restart.db"), task_queue="chaos-restart", control_db=str(tmp / "control-store.db")
+    )
     try:
         client = await connect_when_up(port)
         await register_search_attributes(client)
         async with build_worker(client, settings):
             handles = [
                 await start_scripted(
-                    client, settings.task_queue, f"restart-{i}",
-                    [{"tool": "payments.create_refund", "args": {"order_id": "ORD-1002", "amount_usd": 2, "reason": f"r{i}"}}],
-                    goal="restart", mode="approve",
+                    client,
+                    settings.task_queue,
+                    f"restart-{i}",
+                    [
+                        {
+                            "tool": "payments.create_refund",
+                            "args": {"order_id": "ORD-1002", "amount_usd": 2, "reason": f"r{i}"},
+                        }
+                    ],
+                    goal="restart",
+                    mode="approve",
                 )
                 for i in range(runs)
             ]
@@ -92,18 +116,23 @@ async def server_restart_suite(tmp: Path, runs: int) -> str:
         server = start_server(port, db_file)
         client = await connect_when_up(port)
         async with build_worker(client, settings):
-            reports = [await asyncio.wait_for(client.get_workflow_handle(h.id, result_type=RunReport).result(), 120) for h in handles]
+            reports = [
+                await asyncio.wait_for(client.get_workflow_handle(h.id, result_type=RunReport).result(), 120)
+                for h in handles
+            ]
         with connect(settings.db).connect() as conn:
             rows = conn.execute(select(func.count()).select_from(refunds)).scalar_one()
         final = sum(r.state in FINAL_STATES for r in reports)
         approved = sum(1 for r in reports if r.calls and r.calls[0].votes and r.calls[0].votes[0].approver == "u_bob")
-        return "\n".join([
-            f"runs                         {runs}",
-            f"runs in a final state        {final}",
-            f"approvals kept across kill   {approved} of {runs}",
-            f"refund rows / runs           {rows} / {runs}",
-            f"duplicate side effects       {rows - runs}",
-        ])
+        return "\n".join(
+            [
+                f"runs                         {runs}",
+                f"runs in a final state        {final}",
+                f"approvals kept across kill   {approved} of {runs}",
+                f"refund rows / runs           {rows} / {runs}",
+                f"duplicate side effects       {rows - runs}",
+            ]
+        )
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -113,9 +142,14 @@ async def server_restart_suite(tmp: Path, runs: int) -> str:
 async def misbehaving_model_suite(client: Client, settings: Settings) -> str:
     cases: dict[str, dict[str, Any]] = {
         "same call in a loop": {"script": [{"tool": "kb.search", "args": {"query": "refund"}}] * 50},
-        "endless steps": {"script": [{"tool": "kb.search", "args": {"query": f"q{i}"}} for i in range(500)], "budget": {"max_steps": 30}},
+        "endless steps": {
+            "script": [{"tool": "kb.search", "args": {"query": f"q{i}"}} for i in range(500)],
+            "budget": {"max_steps": 30},
+        },
         "huge arguments": {"script": [{"tool": "kb.search", "args": {"query": "x" * 100_000}}] * 3},
-        "schema-invalid arguments": {"script": [{"tool": "payments.create_refund", "args": {"amount_usd": "all of it"}}] * 5},
+        "schema-invalid arguments": {
+            "script": [{"tool": "payments.create_refund", "args": {"amount_usd": "all of it"}}] * 5
+        },
     }
     lines: list[str] = []
     async with build_worker(client, settings):
@@ -124,7 +158,9 @@ async def misbehaving_model_suite(client: Client, settings: Settings) -> str:
             started = time.perf_counter()
             handle = await start_scripted(client, settings.task_queue, "model", case["script"], goal=name, **extra)
             report = await handle.result()
-            lines.append(f"{name:<26} {report.state.value:<17} {len(report.calls):>4} calls  {time.perf_counter() - started:6.2f}s  {report.reason}")
+            lines.append(
+                f"{name:<26} {report.state.value:<17} {len(report.calls):>4} calls  {time.perf_counter() - started:6.2f}s  {report.reason}"
+            )
     return "\n".join(lines)
 
 
@@ -141,14 +177,24 @@ async def database_suites(
         return Settings(db=new_database(name), task_queue=f"chaos-{name}-{db_name}", control_task_queue=CONTROL_QUEUE)
 
     crash = await crash_suite(client, suite("crash"), runs, rounds)
-    print(f"## crash consistency on {db_name} (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True)
+    print(
+        f"## crash consistency on {db_name} (SIGKILL right after a write commits)\n" + crash.table() + "\n", flush=True
+    )
     windows = await crash_windows(client, suite("windows"))
-    print(f"## crash windows of one write on {db_name} (a refund of most of what is refundable)\n" + window_table(windows) + "\n", flush=True)
+    print(
+        f"## crash windows of one write on {db_name} (a refund of most of what is refundable)\n"
+        + window_table(windows)
+        + "\n",
+        flush=True,
+    )
     flaky = await flaky_suite(client, chaos_settings(suite("flaky"), tmp), runs=max(5, runs // 2), calls_per_run=6)
     print(f"## flaky and hanging tools on {db_name}\n" + flaky.table() + "\n", flush=True)
     return (
-        crash.duplicates == 0 and crash.final == crash.runs and crash.answered_from_ledger > 0
-        and all(w.holds for w in windows) and flaky.marks == flaky.ledger_rows
+        crash.duplicates == 0
+        and crash.final == crash.runs
+        and crash.answered_from_ledger > 0
+        and all(w.holds for w in windows)
+        and flaky.marks == flaky.ledger_rows
     )
 
 
@@ -169,7 +215,12 @@ async def main(runs: int, rounds: int) -> None:
         try:
             # Workspace control workflows outlive each suite's workers: one worker serves them all, so
             # a suite never joins a control workflow left on a queue that nobody polls any more.
-            async with build_worker(env.client, Settings(db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE, control_db=str(tmp / "control-store.db"))):
+            async with build_worker(
+                env.client,
+                Settings(
+                    db=str(tmp / "control.db"), task_queue=CONTROL_QUEUE, control_db=str(tmp / "control-store.db")
+                ),
+            ):
                 print(f"# chaos: {' '.join(sys.argv)}\n")
                 ok = True
                 databases: dict[str, Callable[[str], str]] = {
@@ -178,7 +229,12 @@ async def main(runs: int, rounds: int) -> None:
                 }
                 for db_name, new_database in databases.items():
                     ok = await database_suites(env.client, tmp, db_name, new_database, runs, rounds) and ok
-                print("## Temporal server killed and restarted (persistent database)\n" + await server_restart_suite(tmp, max(5, runs // 2)) + "\n", flush=True)
+                print(
+                    "## Temporal server killed and restarted (persistent database)\n"
+                    + await server_restart_suite(tmp, max(5, runs // 2))
+                    + "\n",
+                    flush=True,
+                )
                 print("## model misbehaviour\n" + await misbehaving_model_suite(env.client, suite("model")), flush=True)
                 print("\nresult:", "PASS" if ok else "FAIL")
                 if not ok:

@@ -108,9 +108,7 @@ class RunFacts(BaseModel):
     policy_hash: str
 
 
-def events_for(
-    seq: int, entry: TimelineEntry, run: RunFacts, calls: list[CallRecord]
-) -> list[AuditEvent]:
+def events_for(seq: int, entry: TimelineEntry, run: RunFacts, calls: list[CallRecord]) -> list[AuditEvent]:
     call = next(
         (c for c in reversed(calls) if c.step == entry.step and c.index == entry.call_index),
         None,

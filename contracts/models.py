@@ -146,9 +146,7 @@ class RunState(StrEnum):
     STOPPED = "stopped"
 
 
-FINAL_STATES = frozenset(
-    {RunState.COMPLETED, RunState.FAILED, RunState.BUDGET_EXHAUSTED, RunState.STOPPED}
-)
+FINAL_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.BUDGET_EXHAUSTED, RunState.STOPPED})
 
 
 class Effect(StrEnum):

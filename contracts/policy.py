@@ -172,7 +172,9 @@ class Policy(Frozen):
         """Identifies what the policy decides, not how the file is laid out."""
         # Settings left at their defaults are left out, so a newer Airlock that adds a setting
         # gives an unchanged file the same hash.
-        canonical = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":")
+        )
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     def roles_of(self, person: str) -> frozenset[str]:

@@ -53,7 +53,14 @@ def switch_message(*, workspace: str, switch: str, on: bool, by: str, generation
     one the change creates: a signature recorded in a history cannot be sent again to undo a
     later change."""
     return canonical_json(
-        {"v": SWITCH_MESSAGE_VERSION, "workspace": workspace, "switch": switch, "on": on, "by": by, "generation": generation}
+        {
+            "v": SWITCH_MESSAGE_VERSION,
+            "workspace": workspace,
+            "switch": switch,
+            "on": on,
+            "by": by,
+            "generation": generation,
+        }
     ).encode()
 
 
@@ -107,9 +114,7 @@ def new_key(keys_dir: Path, person: str) -> Ed25519PrivateKey:
     path = key_path(keys_dir, person)
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
@@ -121,7 +126,9 @@ def load_key(keys_dir: Path, person: str) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
-        raise ValueError(f"no signing key for {person} at {path}; create one with `airlock keys new --as {person}`") from None
+        raise ValueError(
+            f"no signing key for {person} at {path}; create one with `airlock keys new --as {person}`"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
     return key

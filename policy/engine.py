@@ -57,7 +57,9 @@ def may_start(policy: Policy, workspace: str, agent: str, requested_by: str) -> 
     if agent not in policy.agents:
         return f"agent: {agent!r} is not defined in the policy"
     if not policy.roles_of(requested_by) & set(policy.requester_roles):
-        return f"requested_by: {requested_by!r} holds no role allowed to start runs ({', '.join(policy.requester_roles)})"
+        return (
+            f"requested_by: {requested_by!r} holds no role allowed to start runs ({', '.join(policy.requester_roles)})"
+        )
     return None
 
 

@@ -33,9 +33,7 @@ def _duplicate_keys(node: yaml.Node, source: str) -> list[str]:
                 problems.append(f"{source}:{line}: merge keys (<<) are not allowed in a policy")
                 continue
             if key.value in seen:
-                problems.append(
-                    f"{source}:{line}: key {key.value!r} is given twice (first at line {seen[key.value]})"
-                )
+                problems.append(f"{source}:{line}: key {key.value!r} is given twice (first at line {seen[key.value]})")
             else:
                 seen[key.value] = line
             problems += _duplicate_keys(value, source)

@@ -62,9 +62,7 @@ class CaptureInstances(Interceptor):
 
     instances: list[tuple[str, Any]] = field(default_factory=list)
 
-    def workflow_interceptor_class(
-        self, input: WorkflowInterceptorClassInput
-    ) -> type[WorkflowInboundInterceptor]:
+    def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
         instances = self.instances
 
         class _Inbound(WorkflowInboundInterceptor):

@@ -32,10 +32,21 @@ class UndoActivities:
             comp = call.compensation
             if comp is None or comp.tool is None:
                 plan.not_undoable.append(
-                    NotUndone(step=call.step, index=call.index, tool=call.tool, reason=comp.note if comp else "no compensation recorded")
+                    NotUndone(
+                        step=call.step,
+                        index=call.index,
+                        tool=call.tool,
+                        reason=comp.note if comp else "no compensation recorded",
+                    )
                 )
             else:
                 plan.steps.append(
-                    UndoStep(step=call.step, index=call.index, tool=call.tool, idempotency_key=call.idempotency_key, compensation=comp)
+                    UndoStep(
+                        step=call.step,
+                        index=call.index,
+                        tool=call.tool,
+                        idempotency_key=call.idempotency_key,
+                        compensation=comp,
+                    )
                 )
         return plan

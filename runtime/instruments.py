@@ -31,9 +31,7 @@ class RunMetrics:
         if not isinstance(provider, ReplaySafeMeterProvider):
             provider = ReplaySafeMeterProvider(provider)
         meter = provider.get_meter(SCOPE)
-        self.runs = meter.create_counter(
-            "airlock.runs", unit="{run}", description="Runs that reached a final state."
-        )
+        self.runs = meter.create_counter("airlock.runs", unit="{run}", description="Runs that reached a final state.")
         self.tool_calls = meter.create_counter(
             "airlock.tool_calls", unit="{call}", description="Proposed tool calls, by policy decision and rule."
         )

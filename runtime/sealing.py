@@ -56,11 +56,7 @@ class SecretError(ValueError):
 
 
 def is_token(value: object) -> bool:
-    return (
-        isinstance(value, dict)
-        and len(value) == 1
-        and isinstance(value.get(TOKEN_KEY), str)
-    )
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(TOKEN_KEY), str)
 
 
 def key_id(key: bytes) -> str:

@@ -42,7 +42,6 @@ OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACE_CONSOLE = "AIRLOCK_TRACE_CONSOLE"
 
 
-
 @dataclass(frozen=True)
 class Telemetry:
     tracer_provider: ReplaySafeTracerProvider

@@ -60,9 +60,13 @@ def _imports(tree: ast.AST, module: str) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             # `from contracts import models` imports contracts.models
-            found += [(node.lineno, f"{base}.{a.name}" if base in RANK or not node.module else base) for a in node.names]
+            found += [
+                (node.lineno, f"{base}.{a.name}" if base in RANK or not node.module else base) for a in node.names
+            ]
     return found
 
 
@@ -93,7 +97,9 @@ def violations(root: Path) -> list[tuple[str, int, str, str]]:
             if to in ON_TOP or RANK[to] > RANK[layer]:
                 found.append((str(path.relative_to(root)), line, target, f"{layer} imports up into {to}"))
             elif allowed is not None and not any(target == a or target.startswith(a + ".") for a in allowed):
-                found.append((str(path.relative_to(root)), line, target, f"{layer} may import only {', '.join(allowed)}"))
+                found.append(
+                    (str(path.relative_to(root)), line, target, f"{layer} may import only {', '.join(allowed)}")
+                )
     return sorted(set(found))
 
 
@@ -102,7 +108,9 @@ def main() -> int:
     found = violations(root)
     for path, line, target, why in found:
         print(f"{path}:{line}: {target}: {why}")
-    arrows = Counter((path.split("/", 1)[0].removesuffix(".py"), target.split(".", 1)[0]) for path, _, target, _ in found)
+    arrows = Counter(
+        (path.split("/", 1)[0].removesuffix(".py"), target.split(".", 1)[0]) for path, _, target, _ in found
+    )
     for (source, target), count in sorted(arrows.items()):
         print(f"arrow {source} -> {target}: {count} import(s)")
     print(f"{len(found)} import(s) break the layers" if found else "imports point down the layers")

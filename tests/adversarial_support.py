@@ -69,7 +69,11 @@ def raw(encoding: str, data: bytes = b'{"approval_id": "apr-1-0-0000000000", "ap
 
 async def event_types(client: Client, handle: WorkflowHandle[Any, Any]) -> list[EventType.ValueType]:
     """The type of every event of the run's chain, in order."""
-    return [e.event_type for h in await chain_histories(client, handle.id, handle.first_execution_run_id or handle.run_id) for e in h.events]
+    return [
+        e.event_type
+        for h in await chain_histories(client, handle.id, handle.first_execution_run_id or handle.run_id)
+        for e in h.events
+    ]
 
 
 async def chain_histories(client: Client, workflow_id: str, first_run_id: str | None) -> list[Any]:
@@ -125,9 +129,11 @@ async def settle(runs: Runs, handle: WorkflowHandle[Any, Any], timeout: float = 
     its pending call listed, or a pause."""
     return await runs.wait_for(
         handle,
-        lambda s: s.state in FINAL_STATES
-        or s.state is RunState.PAUSED
-        or (s.state is RunState.AWAITING_APPROVAL and bool(s.pending_approvals)),
+        lambda s: (
+            s.state in FINAL_STATES
+            or s.state is RunState.PAUSED
+            or (s.state is RunState.AWAITING_APPROVAL and bool(s.pending_approvals))
+        ),
         timeout=timeout,
     )
 

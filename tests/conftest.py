@@ -57,7 +57,9 @@ async def control_worker(
     env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory, control_db: str
 ) -> AsyncIterator[Worker]:
     """One worker for the workspace control workflows, which outlive any single test."""
-    settings = Settings(db=str(tmp_path_factory.mktemp("control") / "bo.db"), task_queue=CONTROL_QUEUE, control_db=control_db)
+    settings = Settings(
+        db=str(tmp_path_factory.mktemp("control") / "bo.db"), task_queue=CONTROL_QUEUE, control_db=control_db
+    )
     async with build_worker(env.client, settings) as worker:
         yield worker
 
@@ -99,7 +101,9 @@ def fault_settings(settings: Settings, tmp_path: Path) -> Settings:
     (`tests.example_tools.faults`)."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(
-        EXAMPLE_POLICY.read_text().replace("      - kb.search\n", "      - kb.search\n      - faults.broken\n      - faults.slow\n", 1)
+        EXAMPLE_POLICY.read_text().replace(
+            "      - kb.search\n", "      - kb.search\n      - faults.broken\n      - faults.slow\n", 1
+        )
     )
     return settings.model_copy(
         update={"policy_path": policy, "tool_modules": "tools.backoffice,tests.example_tools.faults"}
@@ -140,7 +144,9 @@ class Runs:
     async def status(self, handle: WorkflowHandle[Any, Any]) -> Status:
         return await handle.query("status", result_type=Status)
 
-    async def wait_for(self, handle: WorkflowHandle[Any, Any], predicate: Callable[[Status], bool], timeout: float = 20.0) -> Status:
+    async def wait_for(
+        self, handle: WorkflowHandle[Any, Any], predicate: Callable[[Status], bool], timeout: float = 20.0
+    ) -> Status:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
@@ -261,8 +267,13 @@ def recorded_openai_provider(settings: Settings) -> OpenAIProvider:
 def reserve_request(workspace: str, n: int, usd: float, agent: str = "support") -> ReserveRequest:
     """Reservation `r-n` of run `run-n`, against a 1 USD daily cap."""
     return ReserveRequest(
-        workspace=workspace, run_id=f"run-{n}", reservation_id=f"r-{n}", agent=agent,
-        requested_by="u_alice", usd=usd, cap_usd=1.0,
+        workspace=workspace,
+        run_id=f"run-{n}",
+        reservation_id=f"r-{n}",
+        agent=agent,
+        requested_by="u_alice",
+        usd=usd,
+        cap_usd=1.0,
     )
 
 

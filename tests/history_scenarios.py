@@ -70,12 +70,18 @@ async def governed(runs: Runs) -> WorkflowHandle[Any, Any]:
         key = new_key(Path(tmp), "u_bob")
         path = policy_file(
             Path(tmp) / "governed.yaml",
-            workspaces={"governed": {"max_autonomy": "auto", "signed_approvals": True, "limits": {"max_concurrent_runs": 5}}},
+            workspaces={
+                "governed": {"max_autonomy": "auto", "signed_approvals": True, "limits": {"max_concurrent_runs": 5}}
+            },
             people={"u_bob": {"keys": [public_key_text(key)]}},
             tiers={"high": {"escalate_after_s": 1, "escalate_to": "admin"}},
         )
         settings = runs.settings.model_copy(
-            update={"policy_path": path, "control_task_queue": None, "task_queue": runs.settings.task_queue + "-governed"}
+            update={
+                "policy_path": path,
+                "control_task_queue": None,
+                "task_queue": runs.settings.task_queue + "-governed",
+            }
         )
         async with build_worker(runs.client, settings):
             own = Runs(runs.client, settings)
@@ -83,10 +89,15 @@ async def governed(runs: Runs) -> WorkflowHandle[Any, Any]:
             status = await own.pending(handle)
             pending = status.pending_approvals[0]
             await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})  # unsigned
-            await own.wait_for(handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].escalated_to == "admin")
+            await own.wait_for(
+                handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].escalated_to == "admin"
+            )
             message = vote_message(
-                workflow_id=handle.id, run_id=status.chain_run_id or "", approval_id=pending.approval_id,
-                decision="approve", call_hash=pending.call_hash or "",
+                workflow_id=handle.id,
+                run_id=status.chain_run_id or "",
+                approval_id=pending.approval_id,
+                decision="approve",
+                call_hash=pending.call_hash or "",
             )
             await handle.signal(
                 "approve",

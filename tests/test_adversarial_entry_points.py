@@ -110,8 +110,11 @@ async def test_a_start_with_any_arity_or_encoding_runs_or_fails_at_once_naming_t
     InvalidRunInput naming the problem (how many arguments, which encoding, which field); no
     workflow task fails."""
     handle = await client.start_workflow(
-        "AgentRun", args=start_values(labels), id=f"start-{uuid.uuid4().hex[:10]}",
-        task_queue=runs.settings.task_queue, result_type=RunReport,
+        "AgentRun",
+        args=start_values(labels),
+        id=f"start-{uuid.uuid4().hex[:10]}",
+        task_queue=runs.settings.task_queue,
+        result_type=RunReport,
     )
     result = await outcome(handle)
     expected = expected_refusal(labels)
@@ -202,7 +205,9 @@ async def test_raw_messages_of_any_arity_encoding_or_name_are_refused_and_record
     status = await runs.wait_for(handle, lambda s: s.refused_messages >= votes + pauses + switch_refusals)
     assert status.state is RunState.AWAITING_APPROVAL and status.pending_approvals[0].approvals_still_needed == 1
     # Queries answer whatever arguments they are sent; an unknown one says which it is.
-    assert (await handle.query("status", args=[raw("unknown"), raw("binary/null")], result_type=Status)).state is status.state
+    assert (
+        await handle.query("status", args=[raw("unknown"), raw("binary/null")], result_type=Status)
+    ).state is status.state
     with pytest.raises(WorkflowQueryFailedError, match="unknown query 'statu'"):
         await handle.query("statu")
     # An unknown update is rejected before it is accepted: it leaves no event.
@@ -247,7 +252,9 @@ async def test_a_misspelled_approve_in_a_flood_of_refused_votes_is_seen_and_coun
 
     flood = 600
     for start in range(0, flood, 100):
-        await asyncio.gather(*(handle.signal("approve", args=[raw("unknown")] * (i % 3)) for i in range(start, start + 100)))
+        await asyncio.gather(
+            *(handle.signal("approve", args=[raw("unknown")] * (i % 3)) for i in range(start, start + 100))
+        )
     status = await runs.wait_for(handle, lambda s: s.refused_messages == flood + 1, timeout=60)
     assert sum(status.refused_by_reason.values()) == flood + 1 and len(status.refused_by_reason) <= REASON_KEYS + 1
     entries = await timeline(handle)
@@ -275,7 +282,9 @@ async def test_payloads_near_the_limit_are_refused_with_bounded_reasons(client: 
     huge = "x" * 1_900_000
     await handle.signal("approve", {"approval_id": huge, "approver": "u_bob"})
     nested = {"approval_id": approval_id, "approver": "u_bob", "extra": {"a": {"b": {f"k{i}": i for i in range(5000)}}}}
-    answer = await handle.execute_update("decide", {**nested["extra"], **{f"f{i}": i for i in range(5000)}}, result_type=DecideResult)
+    answer = await handle.execute_update(
+        "decide", {**nested["extra"], **{f"f{i}": i for i in range(5000)}}, result_type=DecideResult
+    )
     assert not answer.accepted and answer.reason and len(answer.reason) <= 1000
     assert re.search(r"; and \d+ more problem\(s\)$", answer.reason), answer.reason
     await handle.signal("approvee", huge)
@@ -337,7 +346,12 @@ def test_a_hundred_thousand_refusals_are_counted_in_a_bounded_number_of_kinds() 
     REASON_KEYS kinds plus "other"."""
     counts: dict[str, int] = {}
     for i in range(100_000):
-        tally(counts, f"unknown approval id 'apr-{i}'" if i % 2 else f"person{i} lacks the role this tier needs (one of: approver)")
+        tally(
+            counts,
+            f"unknown approval id 'apr-{i}'"
+            if i % 2
+            else f"person{i} lacks the role this tier needs (one of: approver)",
+        )
     assert sum(counts.values()) == 100_000 and len(counts) <= REASON_KEYS + 1
     assert counts["unknown approval id"] == 50_000
 
@@ -358,24 +372,44 @@ def test_a_validation_error_on_a_huge_nested_input_is_one_bounded_line() -> None
 
 
 def _call(i: int, args_bytes: int) -> CallRecord:
-    return CallRecord(step=i, index=0, tool="kb.search", args={"query": "q" * args_bytes}, status=CallStatus.INVALID,
-                      error="e" * 5000, result={"r": "x" * 2000})
+    return CallRecord(
+        step=i,
+        index=0,
+        tool="kb.search",
+        args={"query": "q" * args_bytes},
+        status=CallStatus.INVALID,
+        error="e" * 5000,
+        result={"r": "x" * 2000},
+    )
 
 
 def _report(calls: int, args_bytes: int, refused: int = 0) -> RunReport:
     now = datetime(2026, 12, 1, tzinfo=UTC)
     return RunReport(
-        workflow_id="w", state=RunState.STOPPED, workspace="acme", agent="support", requested_by="u_alice",
-        mode=Mode.AUTO, model="scripted", policy_hash="h", started_at=now, finished_at=now,
-        calls=[_call(i, args_bytes) for i in range(calls)], changes=[_call(i, args_bytes) for i in range(calls // 2)],
-        used={}, limits={},
-        refused_votes=[RefusedVote(at=now, approval_id=None, approver=None, reason="r" * 1000, payload="p" * 1000)] * refused,
+        workflow_id="w",
+        state=RunState.STOPPED,
+        workspace="acme",
+        agent="support",
+        requested_by="u_alice",
+        mode=Mode.AUTO,
+        model="scripted",
+        policy_hash="h",
+        started_at=now,
+        finished_at=now,
+        calls=[_call(i, args_bytes) for i in range(calls)],
+        changes=[_call(i, args_bytes) for i in range(calls // 2)],
+        used={},
+        limits={},
+        refused_votes=[RefusedVote(at=now, approval_id=None, approver=None, reason="r" * 1000, payload="p" * 1000)]
+        * refused,
     )
 
 
 @settings(max_examples=15, deadline=None, database=None)
 @given(calls=st.integers(0, 3000), args_bytes=st.sampled_from([10, 1000, 32_000]), refused=st.integers(0, 2000))
-def test_a_report_of_any_size_fits_the_payload_limit_and_says_what_it_left_out(calls: int, args_bytes: int, refused: int) -> None:
+def test_a_report_of_any_size_fits_the_payload_limit_and_says_what_it_left_out(
+    calls: int, args_bytes: int, refused: int
+) -> None:
     """However many calls (up to 3,000, with up to 32 KB of arguments each) and refused votes a
     report holds, the fitted report is under 1.5 MB; a report that fits is returned unchanged, and
     one that did not says in `summarised` what it left out."""
@@ -393,7 +427,10 @@ def test_a_timeline_answer_too_large_keeps_its_start_and_newest_entries() -> Non
     """A timeline of 20,000 entries of 1 KB is answered with its first entry, saying how many
     were left out, and the newest entries that fit under the limit."""
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    entries = [TimelineEntry(at=now, step=i, kind="run_started" if i == 0 else "proposal", message="m" * 1000) for i in range(20_000)]
+    entries = [
+        TimelineEntry(at=now, step=i, kind="run_started" if i == 0 else "proposal", message="m" * 1000)
+        for i in range(20_000)
+    ]
     answer = fit_timeline(entries, 1_500_000)
     assert sum(size(e) + 1 for e in answer) <= 1_500_000
     assert answer[0].step == 0 and answer[-1].step == 19_999

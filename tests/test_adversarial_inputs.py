@@ -71,11 +71,7 @@ SERVER = settings(
 # --- values an attacker or a sloppy caller might send -------------------------------------------
 
 scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats()
-    | st.text(max_size=24)
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=24)
 )
 json_values = st.recursive(
     scalars,
@@ -84,9 +80,31 @@ json_values = st.recursive(
 )
 tricky_names = st.sampled_from(
     [
-        "acme", "sandbox", "nowhere", "", "   ", "support", "admin", "u_alice", "u_bob", "u_carol",
-        "u_dave", "U_ALICE", " u_alice ", "u_\u0430lice", "suggest", "approve", "auto", "AUTO", "yolo",
-        "scripted", "openai", "gpt-4o-mini", "x" * 201, "'; DROP TABLE refunds; --", "{{7*7}}",
+        "acme",
+        "sandbox",
+        "nowhere",
+        "",
+        "   ",
+        "support",
+        "admin",
+        "u_alice",
+        "u_bob",
+        "u_carol",
+        "u_dave",
+        "U_ALICE",
+        " u_alice ",
+        "u_\u0430lice",
+        "suggest",
+        "approve",
+        "auto",
+        "AUTO",
+        "yolo",
+        "scripted",
+        "openai",
+        "gpt-4o-mini",
+        "x" * 201,
+        "'; DROP TABLE refunds; --",
+        "{{7*7}}",
     ]
 )
 values = tricky_names | json_values
@@ -191,10 +209,25 @@ async def test_any_run_input_fails_fast_naming_the_field_or_runs_to_an_end(
 
 CURRENT, STALE = "<current approval>", "<stale approval>"
 people = st.sampled_from(
-    ["u_bob", "u_carol", "u_alice", "u_dave", "u_zed", "U_BOB", " u_carol ", "u_b\u043eb", "u_bob\u200b", "", "*",
-     "u_bob, u_carol", "x" * 201]
+    [
+        "u_bob",
+        "u_carol",
+        "u_alice",
+        "u_dave",
+        "u_zed",
+        "U_BOB",
+        " u_carol ",
+        "u_b\u043eb",
+        "u_bob\u200b",
+        "",
+        "*",
+        "u_bob, u_carol",
+        "x" * 201,
+    ]
 )
-approval_ids = st.sampled_from([CURRENT, CURRENT, STALE, "apr-1-0-0000000000", "", "*", "x" * 201]) | st.text(max_size=16)
+approval_ids = st.sampled_from([CURRENT, CURRENT, STALE, "apr-1-0-0000000000", "", "*", "x" * 201]) | st.text(
+    max_size=16
+)
 vote_payloads = st.fixed_dictionaries(
     {},
     optional={
@@ -213,12 +246,18 @@ plausible = st.fixed_dictionaries(
     optional={"decision": st.sampled_from(["approve", "deny"]), "comment": st.text(max_size=12)},
 ) | st.fixed_dictionaries({"by": people}, optional={"reason": st.text(max_size=12)})
 messages = st.lists(
-    st.tuples(st.sampled_from(["approve", "deny", "decide", "pause", "resume"]), st.one_of(plausible, plausible, vote_payloads, json_values)),
+    st.tuples(
+        st.sampled_from(["approve", "deny", "decide", "pause", "resume"]),
+        st.one_of(plausible, plausible, vote_payloads, json_values),
+    ),
     min_size=1,
     max_size=6,
 )
 ALLOWED_DOMAINS = ("example.com", "acme.test")
-EMAILS = [call("email.send", to="dana@example.com", subject=f"update {i}", body="Your refund is on its way.") for i in range(8)]
+EMAILS = [
+    call("email.send", to="dana@example.com", subject=f"update {i}", body="Your refund is on its way.")
+    for i in range(8)
+]
 
 
 def _resolve(payload: Any, current: str | None, stale: str | None) -> Any:
@@ -276,7 +315,9 @@ async def test_any_signal_or_update_payload_is_counted_or_refused_with_its_reaso
     assert len(pause_entries) == pauses_sent
     for entry in pause_entries:
         if entry.outcome == "refused":
-            assert entry.message and re.match(r"^(pause|resume) ignored: malformed payload: .+", entry.message), entry.message
+            assert entry.message and re.match(r"^(pause|resume) ignored: malformed payload: .+", entry.message), (
+                entry.message
+            )
     for record in report.calls:
         if record.status is CallStatus.EXECUTED:
             assert [v.decision for v in record.votes][-1:] == ["approve"], record
@@ -292,7 +333,12 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "orders.get_order": {"order_id": "ORD-1001"},
     "crm.get_customer": {"customer_id": "C-100"},
     "crm.update_customer": {"customer_id": "C-101", "changes": {"phone": "+1-555-0199"}},
-    "tickets.create_ticket": {"subject": "Broken carafe", "body": "see photos", "priority": "low", "order_id": "ORD-1001"},
+    "tickets.create_ticket": {
+        "subject": "Broken carafe",
+        "body": "see photos",
+        "priority": "low",
+        "order_id": "ORD-1001",
+    },
     "tickets.update_ticket": {"ticket_id": "T-17", "changes": {"priority": "high"}},
     "payments.create_refund": {"order_id": "ORD-1002", "amount_usd": 30, "reason": "damaged"},
     "payments.list_refunds": {"order_id": "ORD-1001"},
@@ -303,11 +349,44 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 TOOL_NAMES = [*TEMPLATES, "shell.exec", "orders.get_order ", "ORDERS.GET_ORDER", "payments__create_refund", "x" * 200]
 ARG_VALUES = st.sampled_from(
     [
-        0, -1, 0.001, 50, 50.01, 120, 199.99, 200, 200.01, 950, 10**12, "120", "NaN", "Infinity", "1e3", "12.345",
-        True, None, "ORD-1001", "ORD-1002", "ORD-9999", "ORD-1001' OR '1'='1", "C-100", "T-17", "",
-        "attacker@evil.test", "dana@example.com", "x@example.com.evil.test", "dana@example.com\nBcc: a@evil.test",
-        "ATTACKER@EXAMPLE.COM", "a@ex\u0430mple.com", {"name": "Mallory"}, {"email": "attacker@evil.test"},
-        {"status": "deleted"}, {"priority": "urgent", "assignee": "u_mallory"}, {}, [], "x" * 20_001,
+        0,
+        -1,
+        0.001,
+        50,
+        50.01,
+        120,
+        199.99,
+        200,
+        200.01,
+        950,
+        10**12,
+        "120",
+        "NaN",
+        "Infinity",
+        "1e3",
+        "12.345",
+        True,
+        None,
+        "ORD-1001",
+        "ORD-1002",
+        "ORD-9999",
+        "ORD-1001' OR '1'='1",
+        "C-100",
+        "T-17",
+        "",
+        "attacker@evil.test",
+        "dana@example.com",
+        "x@example.com.evil.test",
+        "dana@example.com\nBcc: a@evil.test",
+        "ATTACKER@EXAMPLE.COM",
+        "a@ex\u0430mple.com",
+        {"name": "Mallory"},
+        {"email": "attacker@evil.test"},
+        {"status": "deleted"},
+        {"priority": "urgent", "assignee": "u_mallory"},
+        {},
+        [],
+        "x" * 20_001,
     ]
 )
 
@@ -342,7 +421,11 @@ def names_the_problem(error: str, tool: str, args: dict[str, Any]) -> bool:
 @SERVER
 # Distinct calls: a repeated identical call is the loop detector's business (see
 # test_adversarial_owasp.py::test_overload_a_looping_agent_is_stopped_by_its_budget).
-@given(script=st.lists(tool_calls(), min_size=1, max_size=4, unique_by=lambda c: json.dumps(c, sort_keys=True)), mode=st.sampled_from(["auto", "approve"]), data=st.data())
+@given(
+    script=st.lists(tool_calls(), min_size=1, max_size=4, unique_by=lambda c: json.dumps(c, sort_keys=True)),
+    mode=st.sampled_from(["auto", "approve"]),
+    data=st.data(),
+)
 async def test_any_tool_arguments_are_validated_governed_and_named(
     client: Client, runs: Runs, db: Engine, script: list[dict[str, Any]], mode: str, data: st.DataObject
 ) -> None:
@@ -408,12 +491,61 @@ LINES = POLICY_TEXT.splitlines()
 # YAML-ish debris, tags, complex and merge keys and deep nesting included.
 TOKENS = st.sampled_from(
     [
-        "!!int abc", "!!python/name:os.system ", "!!timestamp x", "? [a]\n: c\n", "<<: 5\n", "[" * 1200,
-        ":", ": ", "-", "- ", " ", "  ", "\t", "{", "}", "[", "]", ",", "#", "'", '"', "|", ">", "~", "%", "@", "`",
-        "&a ", "null", "true", "yes", "no", "0x1F", "1e3", "-1", "0", "99999999999999999999", ".inf", ".nan",
-        "approvals: 3", "unknown_key: 1", "  - id: refund.max-200\n", "effect: allow", "when: {}",
-        "when: {arg: amount_usd, gt: 1, lt: 2}", "max_autonomy: root", "roles: [admin]", "\n", "\n\n", "---\n", "...\n",
-        "\u00e9", "\u200b", "\x85", "\ufeff",
+        "!!int abc",
+        "!!python/name:os.system ",
+        "!!timestamp x",
+        "? [a]\n: c\n",
+        "<<: 5\n",
+        "[" * 1200,
+        ":",
+        ": ",
+        "-",
+        "- ",
+        " ",
+        "  ",
+        "\t",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        "#",
+        "'",
+        '"',
+        "|",
+        ">",
+        "~",
+        "%",
+        "@",
+        "`",
+        "&a ",
+        "null",
+        "true",
+        "yes",
+        "no",
+        "0x1F",
+        "1e3",
+        "-1",
+        "0",
+        "99999999999999999999",
+        ".inf",
+        ".nan",
+        "approvals: 3",
+        "unknown_key: 1",
+        "  - id: refund.max-200\n",
+        "effect: allow",
+        "when: {}",
+        "when: {arg: amount_usd, gt: 1, lt: 2}",
+        "max_autonomy: root",
+        "roles: [admin]",
+        "\n",
+        "\n\n",
+        "---\n",
+        "...\n",
+        "\u00e9",
+        "\u200b",
+        "\x85",
+        "\ufeff",
     ]
 )
 
@@ -425,7 +557,9 @@ def mutated_policies(draw: st.DrawFn) -> str:
         if not lines:
             break
         i = draw(st.integers(0, len(lines) - 1))
-        kind = draw(st.sampled_from(["delete", "duplicate", "swap", "indent", "dedent", "insert", "replace_value", "truncate"]))
+        kind = draw(
+            st.sampled_from(["delete", "duplicate", "swap", "indent", "dedent", "insert", "replace_value", "truncate"])
+        )
         if kind == "delete":
             del lines[i]
         elif kind == "duplicate":
@@ -436,7 +570,7 @@ def mutated_policies(draw: st.DrawFn) -> str:
         elif kind == "indent":
             lines[i] = draw(st.sampled_from([" ", "  ", "    "])) + lines[i]
         elif kind == "dedent":
-            lines[i] = lines[i][draw(st.integers(1, 4)):]
+            lines[i] = lines[i][draw(st.integers(1, 4)) :]
         elif kind == "insert":
             at = draw(st.integers(0, len(lines[i])))
             lines[i] = lines[i][:at] + draw(TOKENS) + lines[i][at:]
@@ -483,10 +617,20 @@ def test_a_mutated_policy_loads_or_is_refused_with_file_and_line(text: str) -> N
         POLICY_TEXT.replace("when: {always: true}", "when: {always: false}"),
         POLICY_TEXT.replace("when: {arg: to, domain_not_in: [acme.test, example.com]}", "when: {arg: to}"),
         POLICY_TEXT.replace("      - id: refund.max-200", "      - id: Refund Max!"),
-        POLICY_TEXT.replace("  u_carol: {roles: [approver, admin]}", "  u_carol: {roles: [approver, admin], sudo: true}"),
+        POLICY_TEXT.replace(
+            "  u_carol: {roles: [approver, admin]}", "  u_carol: {roles: [approver, admin], sudo: true}"
+        ),
     ],
-    ids=["duplicate-top-keys", "effect-allow", "zero-approvers", "person-given-twice", "always-false", "no-operator",
-         "bad-rule-id", "unknown-person-key"],
+    ids=[
+        "duplicate-top-keys",
+        "effect-allow",
+        "zero-approvers",
+        "person-given-twice",
+        "always-false",
+        "no-operator",
+        "bad-rule-id",
+        "unknown-person-key",
+    ],
 )
 def test_policy_edits_that_would_loosen_it_are_refused_with_line(hostile: str) -> None:
     """Edits an insider might try in order to loosen the policy quietly (a rule that allows, zero

@@ -217,7 +217,9 @@ def vault_settings(tmp_path: Path, settings: Settings) -> Settings:
         workspaces={"vault": {"max_autonomy": "auto", "signed_approvals": True}},
         people={"u_carol": {"keys": [public_key_text(load_key(keys, "u_carol"))]}},
     )
-    return settings.model_copy(update={"policy_path": path, "control_task_queue": settings.task_queue, "keys_dir": keys})
+    return settings.model_copy(
+        update={"policy_path": path, "control_task_queue": settings.task_queue, "keys_dir": keys}
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -227,7 +229,11 @@ async def vault_worker(client: Client, vault_settings: Settings) -> AsyncIterato
 
 
 async def test_in_a_signed_workspace_a_switch_needs_an_admins_signature(
-    client: Client, vault_settings: Settings, vault_worker: None, airlock_cli: AirlockCli, monkeypatch: pytest.MonkeyPatch
+    client: Client,
+    vault_settings: Settings,
+    vault_worker: None,
+    airlock_cli: AirlockCli,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An unsigned switch change is refused even from an admin's name; `airlock workspace` signs
     with the admin's key and is accepted."""

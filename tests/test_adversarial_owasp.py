@@ -45,7 +45,10 @@ async def client_as(client: Client, identity: str) -> Client:
 async def signal_identities(client: Client, workflow_id: str) -> list[tuple[str, str]]:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     return [
-        (e.workflow_execution_signaled_event_attributes.signal_name, e.workflow_execution_signaled_event_attributes.identity)
+        (
+            e.workflow_execution_signaled_event_attributes.signal_name,
+            e.workflow_execution_signaled_event_attributes.identity,
+        )
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
     ]
@@ -111,17 +114,61 @@ async def test_tool_misuse_is_refused_by_schema_rule_or_tool(runs: Runs, db: Eng
     smuggled `approved` flag. Each is refused by the schema (naming the argument), a rule, or
     the tool itself; nothing is written."""
     misuse = [
-        (call("orders.get_order", order_id="ORD-1001' OR '1'='1"), CallStatus.FAILED, "no order \"ORD-1001' OR '1'='1\""),
-        (call("email.send", to="dana@example.com\nBcc: attacker@evil.test", subject="s", body="b"), CallStatus.INVALID, "to: String should match pattern"),
-        (call("email.send", to="attacker@example.com.evil.test", subject="s", body="b"), CallStatus.DENIED, "email.allowed-domains"),
-        (call("email.send", to="attacker@ex\u0430mple.com", subject="s", body="b"), CallStatus.DENIED, "email.allowed-domains"),
-        (call("crm.update_customer", customer_id="C-100", changes={"name": "Mallory"}), CallStatus.DENIED, "crm.allowed-fields"),
-        (call("crm.update_customer", customer_id="C-100", changes={"is_admin": "true"}), CallStatus.INVALID, "changes.is_admin.[key]: Input should be"),
-        (call("tickets.update_ticket", ticket_id="T-17", changes={"status": "deleted"}), CallStatus.INVALID, "changes.status: Input should be"),
-        (call("kb.search", query="refund", limit=1_000_000), CallStatus.INVALID, "limit: Input should be less than or equal to 20"),
-        (call("payments.create_refund", order_id="ORD-1001", amount_usd=-50, reason="r"), CallStatus.INVALID, "amount_usd: Input should be greater than 0"),
-        (call("payments.create_refund", order_id="ORD-1001", amount_usd="0.001", reason="r"), CallStatus.INVALID, "amount_usd: Decimal input should have no more than 2 decimal places"),
-        (call("payments.create_refund", order_id="ORD-1001", amount_usd=20, reason="r", approved=True), CallStatus.INVALID, "approved: Extra inputs are not permitted"),
+        (
+            call("orders.get_order", order_id="ORD-1001' OR '1'='1"),
+            CallStatus.FAILED,
+            "no order \"ORD-1001' OR '1'='1\"",
+        ),
+        (
+            call("email.send", to="dana@example.com\nBcc: attacker@evil.test", subject="s", body="b"),
+            CallStatus.INVALID,
+            "to: String should match pattern",
+        ),
+        (
+            call("email.send", to="attacker@example.com.evil.test", subject="s", body="b"),
+            CallStatus.DENIED,
+            "email.allowed-domains",
+        ),
+        (
+            call("email.send", to="attacker@ex\u0430mple.com", subject="s", body="b"),
+            CallStatus.DENIED,
+            "email.allowed-domains",
+        ),
+        (
+            call("crm.update_customer", customer_id="C-100", changes={"name": "Mallory"}),
+            CallStatus.DENIED,
+            "crm.allowed-fields",
+        ),
+        (
+            call("crm.update_customer", customer_id="C-100", changes={"is_admin": "true"}),
+            CallStatus.INVALID,
+            "changes.is_admin.[key]: Input should be",
+        ),
+        (
+            call("tickets.update_ticket", ticket_id="T-17", changes={"status": "deleted"}),
+            CallStatus.INVALID,
+            "changes.status: Input should be",
+        ),
+        (
+            call("kb.search", query="refund", limit=1_000_000),
+            CallStatus.INVALID,
+            "limit: Input should be less than or equal to 20",
+        ),
+        (
+            call("payments.create_refund", order_id="ORD-1001", amount_usd=-50, reason="r"),
+            CallStatus.INVALID,
+            "amount_usd: Input should be greater than 0",
+        ),
+        (
+            call("payments.create_refund", order_id="ORD-1001", amount_usd="0.001", reason="r"),
+            CallStatus.INVALID,
+            "amount_usd: Decimal input should have no more than 2 decimal places",
+        ),
+        (
+            call("payments.create_refund", order_id="ORD-1001", amount_usd=20, reason="r", approved=True),
+            CallStatus.INVALID,
+            "approved: Extra inputs are not permitted",
+        ),
     ]
     handle = await runs.start(mode="auto", script=[m[0] for m in misuse])
     report = await handle.result()
@@ -171,7 +218,9 @@ async def test_privilege_the_requester_cannot_approve_their_own_run(runs: Runs, 
     pending = (await runs.pending(handle)).pending_approvals[0]
     await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_alice"})
     answer = await handle.execute_update(
-        "decide", {"approval_id": pending.approval_id, "approver": "u_alice", "decision": "approve"}, result_type=DecideResult
+        "decide",
+        {"approval_id": pending.approval_id, "approver": "u_alice", "decision": "approve"},
+        result_type=DecideResult,
     )
     assert not answer.accepted and answer.reason == "self-approval: u_alice requested this run"
     status = await runs.status(handle)
@@ -254,7 +303,10 @@ async def test_overload_a_flood_of_votes_is_recorded_and_the_run_stays_healthy(r
     handle = await runs.start(mode="approve", script=[REFUND_120])
     pending = (await runs.pending(handle)).pending_approvals[0]
     await asyncio.gather(
-        *(handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_mallory", "comment": str(i)}) for i in range(100))
+        *(
+            handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_mallory", "comment": str(i)})
+            for i in range(100)
+        )
     )
     await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})
     report = await asyncio.wait_for(handle.result(), 20)
@@ -293,7 +345,9 @@ async def test_hitl_an_approval_names_one_exact_call(runs: Runs, db: Engine) -> 
     handle = await runs.start(mode="auto", script=[email, email])
     first = (await runs.pending(handle)).pending_approvals[0].approval_id
     await handle.signal("approve", {"approval_id": first, "approver": "u_bob"})
-    second = await runs.wait_for(handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].approval_id != first)
+    second = await runs.wait_for(
+        handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].approval_id != first
+    )
     replay = await handle.execute_update(
         "decide", {"approval_id": first, "approver": "u_bob", "decision": "approve"}, result_type=DecideResult
     )
@@ -306,7 +360,9 @@ async def test_hitl_an_approval_names_one_exact_call(runs: Runs, db: Engine) -> 
     assert count_rows(db, emails, emails.c.sent_by == handle.id) == 1
 
 
-async def test_hitl_an_unanswered_request_counts_as_denied(client: Client, settings: Settings, tmp_path: Path, db: Engine) -> None:
+async def test_hitl_an_unanswered_request_counts_as_denied(
+    client: Client, settings: Settings, tmp_path: Path, db: Engine
+) -> None:
     """An approver who does not answer does not let the call through: once the tier's timeout
     passes, the call counts as denied and the run goes on."""
     policy = policy_file(tmp_path / "impatient.yaml", tiers={"high": {"timeout_s": 1}})
@@ -347,7 +403,11 @@ async def test_repudiation_every_vote_is_attributed_timed_and_kept(client: Clien
     assert report.started_at <= vote.at <= report.finished_at
     [refused] = report.refused_votes
     assert refused.reason == "self-approval: u_alice requested this run"
-    assert json.loads(refused.payload) == {"approval_id": pending.approval_id, "approver": "u_alice", "comment": "trust me"}
+    assert json.loads(refused.payload) == {
+        "approval_id": pending.approval_id,
+        "approver": "u_alice",
+        "comment": "trust me",
+    }
     assert report.policy_hash == load_policy(EXAMPLE_POLICY).content_hash()
     assert report.undo[0].tool == "payments.void_refund"
     entries = await timeline(handle)
@@ -384,7 +444,9 @@ async def test_spoofing_a_vote_in_a_name_that_may_not_approve_is_refused_and_rec
     handle = await runs.start(mode="approve", script=[REFUND_120])
     pending = (await runs.pending(handle)).pending_approvals[0]
     answer = await handle.execute_update(
-        "decide", {"approval_id": pending.approval_id, "approver": approver, "decision": "approve"}, result_type=DecideResult
+        "decide",
+        {"approval_id": pending.approval_id, "approver": approver, "decision": "approve"},
+        result_type=DecideResult,
     )
     assert not answer.accepted and answer.reason == reason and VOTE_REASONS.match(reason)
     assert (await runs.status(handle)).pending_approvals[0].approvals_still_needed == 1
@@ -394,7 +456,9 @@ async def test_spoofing_a_vote_in_a_name_that_may_not_approve_is_refused_and_rec
     assert count_rows(db, refunds, refunds.c.created_by == handle.id) == 0
 
 
-async def test_spoofing_the_approver_name_is_a_claim_and_the_history_keeps_who_sent_it(client: Client, runs: Runs) -> None:
+async def test_spoofing_the_approver_name_is_a_claim_and_the_history_keeps_who_sent_it(
+    client: Client, runs: Runs
+) -> None:
     """Residual risk, shown as it is: a vote is attributed to the name in its payload, so a client
     that can signal the namespace and names u_bob is counted as u_bob. All that stands against it
     today is the record: Temporal keeps the identity the sending client presented next to the
@@ -404,7 +468,9 @@ async def test_spoofing_the_approver_name_is_a_claim_and_the_history_keeps_who_s
     handle = await runs.start(mode="approve", script=[REFUND_120])
     pending = (await runs.pending(handle)).pending_approvals[0]
     mallory = await client_as(client, "mallory@attacker-laptop")
-    await mallory.get_workflow_handle(handle.id).signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})
+    await mallory.get_workflow_handle(handle.id).signal(
+        "approve", {"approval_id": pending.approval_id, "approver": "u_bob"}
+    )
     report = await handle.result()
     assert [v.approver for v in report.calls[0].votes] == ["u_bob"]
     assert await signal_identities(client, handle.id) == [("approve", "mallory@attacker-laptop")]

@@ -31,9 +31,7 @@ async def test_approval_granted_executes_the_call(runs: Runs, db: Engine) -> Non
     pending = status.pending_approvals[0]
     assert pending.tool == "payments.create_refund" and pending.tier.value == "high"
     assert pending.approvals_still_needed == 1 and pending.approver_roles == ["approver"]
-    assert [(d.field, d.before, d.after) for d in pending.diff] == [
-        ("orders[ORD-1001].refunded_usd", "0.00", "120.00")
-    ]
+    assert [(d.field, d.before, d.after) for d in pending.diff] == [("orders[ORD-1001].refunded_usd", "0.00", "120.00")]
     assert count_rows(db, refunds) == 0
     await handle.signal("approve", {"approval_id": approval_id, "approver": "u_bob", "comment": "ok"})
     report = await handle.result()
@@ -64,7 +62,10 @@ async def test_denied_approval_skips_the_call_and_tells_the_agent(runs: Runs, db
         ({"approver": "u_dave"}, "u_dave lacks the role this tier needs"),
         ({"approver": "u_zed"}, "'u_zed' is not a person in the policy"),
         ({"approver": "u_bob", "approval_id": "apr-9-9-nothing"}, "unknown approval id 'apr-9-9-nothing'"),
-        ({"approver": "u_bob", "approval_id": 7, "comment": None}, "malformed payload: approval_id: Input should be a valid string"),
+        (
+            {"approver": "u_bob", "approval_id": 7, "comment": None},
+            "malformed payload: approval_id: Input should be a valid string",
+        ),
         ({"approver": "u_bob", "extra": 1}, "malformed payload: extra: Extra inputs are not permitted"),
     ],
 )
@@ -95,7 +96,9 @@ async def test_a_decided_approval_cannot_be_decided_again(runs: Runs, db: Engine
     result = await handle.execute_update("decide", {**vote, "approver": "u_bob"}, result_type=DecideResult)
     assert result.accepted and result.approvals_still_needed == 0
     await runs.wait_for(handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].approval_id != first)
-    late = await handle.execute_update("decide", {**vote, "approver": "u_carol", "decision": "deny"}, result_type=DecideResult)
+    late = await handle.execute_update(
+        "decide", {**vote, "approver": "u_carol", "decision": "deny"}, result_type=DecideResult
+    )
     assert not late.accepted and late.reason == f"approval {first} is already decided"
     await handle.cancel()
     report = await handle.result()
@@ -110,7 +113,9 @@ async def test_decide_update_answers_with_the_reason(runs: Runs) -> None:
         "decide", {"approval_id": approval_id, "approver": "u_alice", "decision": "approve"}, result_type=DecideResult
     )
     assert not refused.accepted and refused.reason == "self-approval: u_alice requested this run"
-    malformed = await handle.execute_update("decide", {"approval_id": approval_id, "decision": "maybe"}, result_type=DecideResult)
+    malformed = await handle.execute_update(
+        "decide", {"approval_id": approval_id, "decision": "maybe"}, result_type=DecideResult
+    )
     assert not malformed.accepted and "decision" in malformed.reason and "approver: Field required" in malformed.reason
     accepted = await handle.execute_update(
         "decide", {"approval_id": approval_id, "approver": "u_bob", "decision": "approve"}, result_type=DecideResult

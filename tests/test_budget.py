@@ -23,4 +23,3 @@ def test_a_free_model_is_not_stopped_by_a_zero_token_budget() -> None:
 def test_remaining_never_goes_negative() -> None:
     left = remaining(Budget(max_steps=1), BudgetUse(steps=5, cost_usd=9))
     assert left.steps == 0 and left.cost_usd == 0
-

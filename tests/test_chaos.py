@@ -24,7 +24,9 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(client: Client, se
     assert result.answered_from_ledger >= 1
 
 
-async def test_flaky_tools_end_every_run_explicitly_without_duplicates(client: Client, settings: Settings, tmp_path: Path) -> None:
+async def test_flaky_tools_end_every_run_explicitly_without_duplicates(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
     """30% transient failures, retried within bounds: every run final, marks == ledger rows.
     Hangs past the timeout take a minute each, so only `make chaos` lets them hang."""
     result = await flaky_suite(client, chaos_settings(settings, tmp_path), runs=3, calls_per_run=4, hang_s=0.0)

@@ -27,7 +27,9 @@ async def test_the_same_call_in_a_loop_ends_the_run(runs: Runs) -> None:
 
 
 async def test_huge_arguments_are_refused_before_anything_reads_them(runs: Runs) -> None:
-    handle = await runs.start(script=[call("kb.search", query="x" * 40_000), call("orders.get_order", order_id="ORD-1001")])
+    handle = await runs.start(
+        script=[call("kb.search", query="x" * 40_000), call("orders.get_order", order_id="ORD-1001")]
+    )
     report = await handle.result()
     assert report.state is RunState.COMPLETED
     assert report.calls[0].status is CallStatus.INVALID and "the limit is 32768" in report.calls[0].error
@@ -35,7 +37,9 @@ async def test_huge_arguments_are_refused_before_anything_reads_them(runs: Runs)
     assert report.calls[1].status is CallStatus.EXECUTED
 
 
-async def test_a_failing_tool_opens_the_circuit_instead_of_burning_the_budget(client: Client, fault_settings: Settings) -> None:
+async def test_a_failing_tool_opens_the_circuit_instead_of_burning_the_budget(
+    client: Client, fault_settings: Settings
+) -> None:
     """After three calls whose activity gave up, the run stops calling the tool for a while and
     says so in `status`; other tools go on working."""
     faults.calls.clear()
@@ -54,13 +58,17 @@ async def test_a_failing_tool_opens_the_circuit_instead_of_burning_the_budget(cl
     assert "faults.broken" in status.open_circuits
 
 
-async def test_input_a_column_or_header_cannot_hold_is_an_invalid_call_on_either_database(runs: Runs, db: Engine) -> None:
+async def test_input_a_column_or_header_cannot_hold_is_an_invalid_call_on_either_database(
+    runs: Runs, db: Engine
+) -> None:
     """An over-long tier, a NUL byte and a line break in an e-mail subject are refused as invalid
     arguments naming the field, the same on SQLite and PostgreSQL; nothing is written, and the
     run goes on to its next call."""
     handle = await runs.start(
         script=[
-            call("crm.update_customer", customer_id="C-101", changes={"tier": "platinum-plus-lifetime-founding-member"}),
+            call(
+                "crm.update_customer", customer_id="C-101", changes={"tier": "platinum-plus-lifetime-founding-member"}
+            ),
             call("tickets.update_ticket", ticket_id="T-17", changes={"body": "cracked\x00carafe"}),
             call("email.send", to="dana@example.com", subject="Refund\r\nBcc: all@acme.test", body="Sent."),
             READ,
@@ -79,7 +87,10 @@ async def test_a_run_with_a_workflow_id_of_the_longest_kind_writes_once(runs: Ru
     """A 1000-character workflow id (Temporal's limit) makes idempotency keys longer than the
     ledger's column and refund creators longer than the old varchar(200): the refund is written
     once and recorded, on both databases."""
-    handle = await runs.start_raw(run_input(script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=40, reason="damaged")]), workflow_id="w" * 1000)
+    handle = await runs.start_raw(
+        run_input(script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=40, reason="damaged")]),
+        workflow_id="w" * 1000,
+    )
     report = await handle.result()
     assert report.state is RunState.COMPLETED and report.calls[0].status is CallStatus.EXECUTED
     assert len(report.calls[0].idempotency_key) > 1000
@@ -90,7 +101,10 @@ async def test_a_database_error_reaches_the_report_as_one_line_without_sql(runs:
     """The refunds table goes missing while a refund awaits approval: the call fails after its
     retries with a line naming the tool and the kind of failure; no SQL, no parameters, not the
     reason the agent wrote, in the report."""
-    handle = await runs.start(mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="secret-reason-text")])
+    handle = await runs.start(
+        mode="approve",
+        script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="secret-reason-text")],
+    )
     pending = await runs.pending(handle)
     with db.begin() as conn:
         conn.execute(text("ALTER TABLE refunds RENAME TO refunds_gone"))
@@ -98,6 +112,8 @@ async def test_a_database_error_reaches_the_report_as_one_line_without_sql(runs:
     report = await handle.result()
     error = report.calls[0].error or ""
     assert report.calls[0].status is CallStatus.FAILED
-    assert re.match(r"tool unavailable after retries: Database(Unavailable|Error): payments\.create_refund: the database", error)
+    assert re.match(
+        r"tool unavailable after retries: Database(Unavailable|Error): payments\.create_refund: the database", error
+    )
     for leak in ("SELECT", "INSERT", "refunds_gone", "secret-reason-text", "[SQL", "parameters"):
         assert leak not in error and leak not in (report.reason or "")

@@ -50,7 +50,9 @@ async def test_show_answers_from_a_history_file(name: str) -> None:
 
 async def test_show_a_live_run_waiting_for_approval(runs: Runs, airlock_cli: AirlockCli) -> None:
     """`airlock show RUN_ID` works on a run that is not finished, from its history."""
-    handle = await runs.start(mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="x")])
+    handle = await runs.start(
+        mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="x")]
+    )
     await runs.pending(handle)
     status, out = await airlock_cli("show", handle.id, "--json")
     assert status == 0
@@ -68,7 +70,9 @@ async def test_replay_command_over_committed_histories(airlock_cli: AirlockCli) 
     assert status == 0 and f"{len(files)} of {len(files)} histories replay" in out
 
 
-async def test_a_non_deterministic_code_change_is_caught(monkeypatch: pytest.MonkeyPatch, airlock_cli: AirlockCli) -> None:
+async def test_a_non_deterministic_code_change_is_caught(
+    monkeypatch: pytest.MonkeyPatch, airlock_cli: AirlockCli
+) -> None:
     """`airlock replay` exits 1 and names the history when the code no longer matches it."""
     history = load_history(HISTORIES / "approved.json")
     await replay(history)  # today's code: fine
@@ -121,7 +125,9 @@ async def test_undo_restores_the_prior_rows_and_a_second_undo_is_a_no_op(
     undo_report = await runs.client.get_workflow_handle(f"undo-{handle.id}", result_type=UndoReport).result()
     assert undo_report.state == "completed"
     assert [s.compensation.tool for s in undo_report.undone] == [
-        "tickets.update_ticket", "crm.update_customer", "payments.void_refund"
+        "tickets.update_ticket",
+        "crm.update_customer",
+        "payments.void_refund",
     ]
     assert rows(db) == before
 
@@ -137,7 +143,9 @@ async def test_undo_restores_the_prior_rows_and_a_second_undo_is_a_no_op(
 
 
 async def test_undo_of_a_running_run_is_refused(runs: Runs, airlock_cli: AirlockCli) -> None:
-    handle = await runs.start(mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="x")])
+    handle = await runs.start(
+        mode="approve", script=[call("payments.create_refund", order_id="ORD-1001", amount_usd=120, reason="x")]
+    )
     await runs.pending(handle)
     status, _ = await airlock_cli("undo", handle.id, "--wait")
     assert status == 1
@@ -196,7 +204,11 @@ async def test_counterfactual_policy_flags_exactly_the_calls_it_should(
     status, out = await airlock_cli("replay", "--policy", str(policy_file), "--json", str(history))
     assert status == 0
     result = json.loads(out)
-    flagged = [(c["tool"], c["args"].get("amount_usd"), c["before"]["label"], c["after"]["label"]) for c in result["calls"] if c["before"]["label"] != c["after"]["label"]]
+    flagged = [
+        (c["tool"], c["args"].get("amount_usd"), c["before"]["label"], c["after"]["label"])
+        for c in result["calls"]
+        if c["before"]["label"] != c["after"]["label"]
+    ]
     assert flagged == [
         ("payments.create_refund", "30.00", "allowed", "needs approval"),
         ("email.send", None, "approved", "denied"),
@@ -215,7 +227,10 @@ async def test_audit_export_lines_validate_and_match_the_live_log(
     handle = await runs.start(
         workspace="acme",
         mode="approve",
-        script=[call("orders.get_order", order_id="ORD-1001"), call("crm.update_customer", customer_id="C-101", changes={"tier": "gold"})],
+        script=[
+            call("orders.get_order", order_id="ORD-1001"),
+            call("crm.update_customer", customer_id="C-101", changes={"tier": "gold"}),
+        ],
     )
     pending = await runs.pending(handle)
     await handle.signal("approve", {"approval_id": pending.pending_approvals[0].approval_id, "approver": "u_dave"})
@@ -230,7 +245,18 @@ async def test_audit_export_lines_validate_and_match_the_live_log(
     for event in lines:
         jsonschema.validate(event, schema)
     types = [e["type"] for e in mine]
-    for expected in ["run_started", "model_call", "proposal", "decision", "approval_requested", "approval_refused", "approval", "tool_call", "side_effect", "run_finished"]:
+    for expected in [
+        "run_started",
+        "model_call",
+        "proposal",
+        "decision",
+        "approval_requested",
+        "approval_refused",
+        "approval",
+        "tool_call",
+        "side_effect",
+        "run_finished",
+    ]:
         assert expected in types, expected
     effect = next(e for e in mine if e["type"] == "side_effect")
     assert effect["diff"] == [{"field": "tier", "before": "standard", "after": "gold"}]

@@ -24,7 +24,17 @@ def test_the_tool_api_has_one_import_home() -> None:
     assert tools.Tool is tools.base.Tool and tools.ToolArgs is tools.base.ToolArgs
     assert tools.FieldChange is contracts.models.FieldChange and tools.Effect is contracts.models.Effect
     assert tools.Secret is tools.secrets.Secret
-    assert {"Tool", "ToolArgs", "ToolOutput", "ToolContext", "Preview", "Effect", "Tier", "FieldChange", "Compensation"} <= set(tools.__all__)
+    assert {
+        "Tool",
+        "ToolArgs",
+        "ToolOutput",
+        "ToolContext",
+        "Preview",
+        "Effect",
+        "Tier",
+        "FieldChange",
+        "Compensation",
+    } <= set(tools.__all__)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +62,8 @@ def test_a_moved_module_keeps_its_old_path_with_a_deprecation_warning(old: str, 
 def test_imports_point_down_the_layers() -> None:
     """No module imports a layer above its own, and workflow code imports only what the sandbox
     passes through (scripts/check_layers.py, also run by `make check`)."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_layers.py"), str(ROOT)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_layers.py"), str(ROOT)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout
     assert done.stdout.strip().endswith("imports point down the layers")

@@ -137,9 +137,7 @@ class Replay:
             error_class = getattr(httpx2, exchange["error"]["class"])
             raise error_class(exchange["error"]["message"], request=request)
         response = exchange["response"]
-        return httpx2.Response(
-            response["status"], headers=response["headers"], json=response["json"]
-        )
+        return httpx2.Response(response["status"], headers=response["headers"], json=response["json"])
 
     def _check(self, what: str, actual: object, expected: object) -> None:
         if actual != expected:
@@ -151,9 +149,7 @@ class Replay:
 
     def verify(self) -> None:
         assert not self.problems, "\n".join(self.problems)
-        assert len(self.sent) == len(self.exchanges), (
-            f"{len(self.sent)} requests sent, {len(self.exchanges)} recorded"
-        )
+        assert len(self.sent) == len(self.exchanges), f"{len(self.sent)} requests sent, {len(self.exchanges)} recorded"
 
 
 def provider_for(
@@ -202,9 +198,7 @@ def make_request(
     )
 
 
-async def failure_of(
-    replay: Replay, request: ModelRequest, **provider_kwargs: Any
-) -> ApplicationError:
+async def failure_of(replay: Replay, request: ModelRequest, **provider_kwargs: Any) -> ApplicationError:
     with pytest.raises(ApplicationError) as caught:
         await decide(replay, request, lambda r: provider_for(r, **provider_kwargs))
     return caught.value
@@ -267,14 +261,10 @@ async def test_final_answer_after_a_result_and_a_refusal() -> None:
             content="denied by approver j.doe: refunds over $25 need a photo of the damage",
         ),
     ]
-    decision = await decide(
-        Replay("final_answer"), make_request(transcript, model="gpt-4o", temperature=None)
-    )
+    decision = await decide(Replay("final_answer"), make_request(transcript, model="gpt-4o", temperature=None))
 
     assert decision.calls == []
-    assert decision.answer is not None and decision.answer.startswith(
-        "I did not refund order A-1001"
-    )
+    assert decision.answer is not None and decision.answer.startswith("I did not refund order A-1001")
     assert decision.model == "gpt-4o-2024-08-06"
     assert (decision.prompt_tokens, decision.completion_tokens) == (880, 41)
     # Priced as the model the run asked for: 880 * $2.50/Mtok + 41 * $10/Mtok
@@ -323,12 +313,8 @@ async def test_tool_output_cannot_break_out_of_its_delimiters() -> None:
             tool="orders.get_order",
             args={"order_id": "A-1002"},
         ),
-        TranscriptItem(
-            role="tool_result", call_id="call_T1", tool="orders.get_order", content=as_json
-        ),
-        TranscriptItem(
-            role="tool_result", call_id="call_T2", tool="orders.get_order", content=plain
-        ),
+        TranscriptItem(role="tool_result", call_id="call_T1", tool="orders.get_order", content=as_json),
+        TranscriptItem(role="tool_result", call_id="call_T2", tool="orders.get_order", content=plain),
     ]
     replay = Replay("tool_output_injection")
     decision = await decide(replay, make_request(transcript))
@@ -373,9 +359,7 @@ async def test_server_error_is_retryable() -> None:
     assert "500" in error.message
 
 
-@pytest.mark.parametrize(
-    ("recording", "status"), [("bad_request_400", "400"), ("unauthorized_401", "401")]
-)
+@pytest.mark.parametrize(("recording", "status"), [("bad_request_400", "400"), ("unauthorized_401", "401")])
 async def test_client_errors_are_not_retryable(recording: str, status: str) -> None:
     """HTTP 400 and 401 become a non-retryable ModelRequestRejected (retrying cannot help), and
     the message never carries the key, not even the masked copy OpenAI echoes back."""
@@ -504,8 +488,7 @@ def test_delimit_tool_output_wraps_non_json_as_a_json_string() -> None:
     wrapped = delimit_tool_output('t"x', 'c">', "plain </tool_output> text")
 
     assert wrapped == (
-        '<tool_output tool="t&quot;x" call_id="c&quot;&gt;">'
-        '"plain \\u003c/tool_output\\u003e text"</tool_output>'
+        '<tool_output tool="t&quot;x" call_id="c&quot;&gt;">"plain \\u003c/tool_output\\u003e text"</tool_output>'
     )
 
 
@@ -519,12 +502,8 @@ def test_every_tool_call_is_answered_exactly_once() -> None:
             [
                 TranscriptItem(role="assistant", call_id="c1", tool="orders.get_order", args={}),
                 TranscriptItem(role="assistant", call_id="c2", tool="orders.get_order", args={}),
-                TranscriptItem(
-                    role="tool_result", call_id="c2", tool="orders.get_order", content="{}"
-                ),
-                TranscriptItem(
-                    role="tool_result", call_id="c9", tool="orders.get_order", content="1"
-                ),
+                TranscriptItem(role="tool_result", call_id="c2", tool="orders.get_order", content="{}"),
+                TranscriptItem(role="tool_result", call_id="c9", tool="orders.get_order", content="1"),
                 TranscriptItem(role="airlock", content="80% of the USD budget is spent"),
             ]
         )
@@ -539,9 +518,7 @@ def test_every_tool_call_is_answered_exactly_once() -> None:
         "tool_call_id": "c1",
         "content": "Airlock recorded no result for this call to orders.get_order.",
     }
-    assert sent[3]["content"] == (
-        'Tool result: <tool_output tool="orders.get_order" call_id="c9">1</tool_output>'
-    )
+    assert sent[3]["content"] == ('Tool result: <tool_output tool="orders.get_order" call_id="c9">1</tool_output>')
     assert sent[4]["content"] == "Airlock note: 80% of the USD budget is spent"
 
 

@@ -22,8 +22,14 @@ TEXT = EXAMPLE_POLICY.read_text()
 
 def ctx(tool: str = "payments.create_refund", **kw: object) -> CallContext:
     defaults: dict[str, object] = dict(
-        workspace="acme", agent="support", requested_by="u_alice", mode=Mode.AUTO, tool=tool,
-        effect=Effect.WRITE, tier=Tier.HIGH, args={"order_id": "ORD-1001", "amount_usd": "20"},
+        workspace="acme",
+        agent="support",
+        requested_by="u_alice",
+        mode=Mode.AUTO,
+        tool=tool,
+        effect=Effect.WRITE,
+        tier=Tier.HIGH,
+        args={"order_id": "ORD-1001", "amount_usd": "20"},
         facts={"refundable_usd": "180.00"},
     )
     defaults.update(kw)
@@ -62,8 +68,13 @@ def test_approval_needs_what_the_tier_says() -> None:
 
 @pytest.mark.parametrize(
     ("to", "outcome"),
-    [("dana@example.com", Outcome.APPROVE), ("ops@ACME.test", Outcome.APPROVE), ("x@evil.test", Outcome.DENY),
-     ("x@example.com.evil.test", Outcome.DENY), ("no-at-sign", Outcome.DENY)],
+    [
+        ("dana@example.com", Outcome.APPROVE),
+        ("ops@ACME.test", Outcome.APPROVE),
+        ("x@evil.test", Outcome.DENY),
+        ("x@example.com.evil.test", Outcome.DENY),
+        ("no-at-sign", Outcome.DENY),
+    ],
 )
 def test_email_domains(to: str, outcome: Outcome) -> None:
     """Email goes only to the allowed domains, and always waits for a person."""
@@ -71,9 +82,14 @@ def test_email_domains(to: str, outcome: Outcome) -> None:
     assert d.outcome is outcome
 
 
-@pytest.mark.parametrize(("changes", "outcome"), [({"phone": "1"}, Outcome.ALLOW), ({"phone": "1", "name": "x"}, Outcome.DENY)])
+@pytest.mark.parametrize(
+    ("changes", "outcome"), [({"phone": "1"}, Outcome.ALLOW), ({"phone": "1", "name": "x"}, Outcome.DENY)]
+)
 def test_crm_allowed_fields(changes: dict[str, str], outcome: Outcome) -> None:
-    d = decide(POLICY, ctx("crm.update_customer", tier=Tier.MEDIUM, args={"customer_id": "C-100", "changes": changes}, facts={}))
+    d = decide(
+        POLICY,
+        ctx("crm.update_customer", tier=Tier.MEDIUM, args={"customer_id": "C-100", "changes": changes}, facts={}),
+    )
     assert d.outcome is outcome
 
 
@@ -99,8 +115,15 @@ def test_safe_mode_refuses_writes_and_lets_reads_through() -> None:
     ],
 )
 def test_vote_refusals(approver: str, reason: str | None) -> None:
-    got = vote_refusal(POLICY, approver=approver, requested_by="u_alice", approver_roles=["approver"],
-                       required_role=None, approvals_still_needed=1, earlier_voters=[])
+    got = vote_refusal(
+        POLICY,
+        approver=approver,
+        requested_by="u_alice",
+        approver_roles=["approver"],
+        required_role=None,
+        approvals_still_needed=1,
+        earlier_voters=[],
+    )
     assert got == reason
 
 
@@ -111,16 +134,30 @@ def test_critical_tier_last_vote_needs_an_admin() -> None:
     assert vote_refusal(bigger, approver="u_erin", approvals_still_needed=1, earlier_voters=["u_bob"], **common) == (
         "the last approval must come from someone with role admin"
     )
-    assert vote_refusal(bigger, approver="u_carol", approvals_still_needed=1, earlier_voters=["u_bob"], **common) is None
+    assert (
+        vote_refusal(bigger, approver="u_carol", approvals_still_needed=1, earlier_voters=["u_bob"], **common) is None
+    )
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("max_autonomy: suggest", "max_autonomy: yolo"), "example.yaml:13: workspaces.sandbox.max_autonomy: Input should be"),
-        (("  u_dave: {roles: []}", "  u_dave: {roles: []}\n  u_bob: {roles: []}"), "key 'u_bob' is given twice (first at line 18)"),
-        (("when: {arg: amount_usd, gt: 200}", "when: {arg: amount_usd, gt: 200, lt: 5}"), "rules.0.when: Value error, a condition needs exactly one of"),
-        (("    safe_mode: false\n  sandbox", "    safe_mode: false\n    unsafe: true\n  sandbox"), "workspaces.acme.unsafe: Extra inputs are not permitted"),
+        (
+            ("max_autonomy: suggest", "max_autonomy: yolo"),
+            "example.yaml:13: workspaces.sandbox.max_autonomy: Input should be",
+        ),
+        (
+            ("  u_dave: {roles: []}", "  u_dave: {roles: []}\n  u_bob: {roles: []}"),
+            "key 'u_bob' is given twice (first at line 18)",
+        ),
+        (
+            ("when: {arg: amount_usd, gt: 200}", "when: {arg: amount_usd, gt: 200, lt: 5}"),
+            "rules.0.when: Value error, a condition needs exactly one of",
+        ),
+        (
+            ("    safe_mode: false\n  sandbox", "    safe_mode: false\n    unsafe: true\n  sandbox"),
+            "workspaces.acme.unsafe: Extra inputs are not permitted",
+        ),
         (("agents:", "agents: [\n"), "not valid YAML"),
         (("  critical:\n", "  critical_typo:\n"), "tiers.critical_typo"),
     ],
@@ -153,7 +190,9 @@ def with_roles(
     autonomy_by_role: dict[str, Mode], max_autonomy: Mode = Mode.AUTO, erin: Sequence[str] = ("requester", "lead")
 ) -> Policy:
     """The example policy, with acme's autonomy set and u_erin holding `erin`'s roles."""
-    acme = POLICY.workspaces["acme"].model_copy(update={"max_autonomy": max_autonomy, "autonomy_by_role": autonomy_by_role})
+    acme = POLICY.workspaces["acme"].model_copy(
+        update={"max_autonomy": max_autonomy, "autonomy_by_role": autonomy_by_role}
+    )
     people = {**POLICY.people, "u_erin": POLICY.people["u_alice"].model_copy(update={"roles": list(erin)})}
     return POLICY.model_copy(update={"workspaces": {**POLICY.workspaces, "acme": acme}, "people": people})
 
@@ -192,14 +231,19 @@ def test_autonomy_by_role_needs_role_names() -> None:
     with pytest.raises(ValueError, match="autonomy_by_role"):
         Workspace.model_validate({"autonomy_by_role": {"": "auto"}})
     with pytest.raises(PolicyError, match=r"workspaces\.acme\.autonomy_by_role\.intern: Input should be"):
-        parse_policy(TEXT.replace("    max_autonomy: auto ", "    autonomy_by_role: {intern: yolo}\n    max_autonomy: auto ", 1))
+        parse_policy(
+            TEXT.replace("    max_autonomy: auto ", "    autonomy_by_role: {intern: yolo}\n    max_autonomy: auto ", 1)
+        )
 
 
 # ---- the `auto` effect: lifting one capability --------------------------------------------------
 
 UNDER_20 = Rule(
-    id="refund.under-20-auto", effect="auto", when=Condition(arg="amount_usd", lt=Decimal(20)),
-    workspaces=["acme"], reason="refunds under 20 USD run on their own in acme",
+    id="refund.under-20-auto",
+    effect="auto",
+    when=Condition(arg="amount_usd", lt=Decimal(20)),
+    workspaces=["acme"],
+    reason="refunds under 20 USD run on their own in acme",
 )
 
 
@@ -209,7 +253,10 @@ def lifted(*extra: Rule) -> Policy:
     refunds = POLICY.tools["payments.create_refund"]
     tool = refunds.model_copy(update={"rules": [*refunds.rules, UNDER_20, *extra]})
     return POLICY.model_copy(
-        update={"workspaces": {**POLICY.workspaces, "sandbox": sandbox}, "tools": {**POLICY.tools, "payments.create_refund": tool}}
+        update={
+            "workspaces": {**POLICY.workspaces, "sandbox": sandbox},
+            "tools": {**POLICY.tools, "payments.create_refund": tool},
+        }
     )
 
 
@@ -240,8 +287,13 @@ def test_a_demand_for_approval_beats_an_auto_rule() -> None:
 
 def test_an_auto_rule_never_beats_a_deny_safe_mode_capabilities_or_an_always_approve_tier() -> None:
     policy = lifted()
-    assert decide(policy, ctx(mode=Mode.APPROVE, args={"amount_usd": "15"}, facts={"refundable_usd": "10"})).rule == "refund.within-refundable"
-    assert decide(policy, ctx(mode=Mode.APPROVE, args={"amount_usd": "15"}), safe_mode=True).rule == "workspace.safe_mode"
+    assert (
+        decide(policy, ctx(mode=Mode.APPROVE, args={"amount_usd": "15"}, facts={"refundable_usd": "10"})).rule
+        == "refund.within-refundable"
+    )
+    assert (
+        decide(policy, ctx(mode=Mode.APPROVE, args={"amount_usd": "15"}), safe_mode=True).rule == "workspace.safe_mode"
+    )
     assert decide(policy, ctx(agent="undo", mode=Mode.APPROVE, args={"amount_usd": "15"})).rule == "agent.capabilities"
     assert decide(policy, ctx(tier=Tier.CRITICAL, mode=Mode.AUTO, args={"amount_usd": "15"})).rule == "tier.critical"
 
@@ -338,14 +390,21 @@ def test_removing_a_rule_moves_a_decision_only_its_own_way(rules: list[Rule], am
     mode=modes,
     tier=st.sampled_from(list(Tier)),
 )
-def test_an_auto_rule_lifts_only_approve_mode(rules: list[Rule], lift: Rule, amount: Decimal, mode: Mode, tier: Tier) -> None:
+def test_an_auto_rule_lifts_only_approve_mode(
+    rules: list[Rule], lift: Rule, amount: Decimal, mode: Mode, tier: Tier
+) -> None:
     """Adding an `auto` rule never turns a deny into anything else, never lifts a call in suggest
     mode or of an always_approve tier, and never overrides a demand for approval: the only
     decisions it changes are approve mode's wait and which rule an allow names."""
     call = ctx(mode=mode, tier=tier, args={"amount_usd": str(amount)})
     before = decide(with_rules(rules), call)
     after = decide(with_rules([*rules, lift]), call)
-    if before.outcome is Outcome.DENY or mode is Mode.SUGGEST or POLICY.tiers[tier].always_approve or (before.outcome is Outcome.APPROVE and before.rule != "mode.approve"):
+    if (
+        before.outcome is Outcome.DENY
+        or mode is Mode.SUGGEST
+        or POLICY.tiers[tier].always_approve
+        or (before.outcome is Outcome.APPROVE and before.rule != "mode.approve")
+    ):
         assert after == before
     else:
         assert after.outcome in (before.outcome, Outcome.ALLOW)

@@ -71,9 +71,7 @@ async def test_token_and_usd_budgets_stop_a_real_model(
     assert report.model == "openai:gpt-4o-mini"
 
 
-async def test_openai_proposals_are_governed_like_any_other(
-    client: Client, settings: Settings
-) -> None:
+async def test_openai_proposals_are_governed_like_any_other(client: Client, settings: Settings) -> None:
     """A real model's proposals pass the same airlock: an invented tool is refused as unknown."""
     async with build_worker(client, settings, openai=recorded_openai_provider(settings)):
         handle = await Runs(client, settings).start(
@@ -173,12 +171,16 @@ async def test_continue_as_new_carries_budget_steps_and_decided_approvals(runs: 
     """A long run checkpoints its history and keeps counting: budgets, step numbers, approvals."""
     email = call("email.send", to="dana@example.com", subject="Your refund", body="Done.")
     handle = await runs.start(
-        mode="approve", steps_per_history=2, budget={"max_steps": 6, "max_identical_calls": 10},
+        mode="approve",
+        steps_per_history=2,
+        budget={"max_steps": 6, "max_identical_calls": 10},
         script=[REFUND_120, READ, READ, email, READ, READ, READ],
     )
     first = (await runs.pending(handle)).pending_approvals[0].approval_id
     await handle.signal("approve", {"approval_id": first, "approver": "u_bob"})
-    second = await runs.wait_for(handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].approval_id != first)
+    second = await runs.wait_for(
+        handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].approval_id != first
+    )
     assert second.step == 4
     vote = {"approver": "u_carol", "decision": "deny"}
     late = await handle.execute_update("decide", {"approval_id": first, **vote}, result_type=DecideResult)

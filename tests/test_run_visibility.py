@@ -67,9 +67,13 @@ async def test_a_continued_run_publishes_before_it_continues(runs: Runs) -> None
 
 async def test_a_run_paused_from_its_start_is_listed_as_paused(runs: Runs, client: Client) -> None:
     handle = await client.start_workflow(
-        "AgentRun", run_input(script=[READ]), id=f"paused-{uuid.uuid4().hex[:8]}",
-        task_queue=runs.settings.task_queue, result_type=RunReport,
-        start_signal="pause", start_signal_args=[{"by": "u_ops", "reason": "freeze"}],
+        "AgentRun",
+        run_input(script=[READ]),
+        id=f"paused-{uuid.uuid4().hex[:8]}",
+        task_queue=runs.settings.task_queue,
+        result_type=RunReport,
+        start_signal="pause",
+        start_signal_args=[{"by": "u_ops", "reason": "freeze"}],
     )
     try:
         assert await listed(client, 'AirlockState="paused" AND AirlockWorkspace="acme"', handle.id)

@@ -94,7 +94,11 @@ async def recorded_texts(
 
 
 async def test_a_secret_argument_and_a_secret_result_appear_in_no_record(
-    client: Client, secret_settings: Settings, db: Engine, airlock_cli: AirlockCli, tmp_path: Path,
+    client: Client,
+    secret_settings: Settings,
+    db: Engine,
+    airlock_cli: AirlockCli,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A model sets a password (a secret argument) and issues an API token (a secret result). The
@@ -107,17 +111,21 @@ async def test_a_secret_argument_and_a_secret_result_appear_in_no_record(
     since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
     model = ScriptedOpenAI(
         [
-            completion(tool_calls=[
-                ("call_1", "accounts__set_password", {"customer_id": "C-100", "password": PASSWORD}),
-                ("call_2", "accounts__issue_api_token", {"customer_id": "C-100", "label": "shop sync"}),
-            ]),
+            completion(
+                tool_calls=[
+                    ("call_1", "accounts__set_password", {"customer_id": "C-100", "password": PASSWORD}),
+                    ("call_2", "accounts__issue_api_token", {"customer_id": "C-100", "label": "shop sync"}),
+                ]
+            ),
             completion(content=f"Done. The new password is {PASSWORD} and the token is issued."),
         ]
     )
     with capture_logs() as structured:
         async with build_worker(client, secret_settings, openai=model.provider(secret_settings)):
             runs = Runs(client, secret_settings)
-            handle = await runs.start(agent="accounts", mode="auto", model={"provider": "openai", "name": "gpt-4o-mini"})
+            handle = await runs.start(
+                agent="accounts", mode="auto", model={"provider": "openai", "name": "gpt-4o-mini"}
+            )
             pending = await runs.pending(handle)
             approval = pending.pending_approvals[0]
             pending_text = pending.model_dump_json()
@@ -130,7 +138,9 @@ async def test_a_secret_argument_and_a_secret_result_appear_in_no_record(
     assert [c.status for c in report.calls] == [CallStatus.EXECUTED, CallStatus.EXECUTED]
     # The tool got the clear password: the stored hash verifies against it.
     with db.connect() as conn:
-        stored = conn.execute(select(credentials.c.password_hash).where(credentials.c.customer_id == "C-100")).scalar_one()
+        stored = conn.execute(
+            select(credentials.c.password_hash).where(credentials.c.customer_id == "C-100")
+        ).scalar_one()
         issued = conn.execute(select(api_tokens).where(api_tokens.c.customer_id == "C-100")).one()
     assert verify_password(stored, PASSWORD)
     # The token the tool made reached the report sealed; opened with the worker's key, it is the
@@ -158,7 +168,10 @@ async def test_a_secret_argument_and_a_secret_result_appear_in_no_record(
         ledger = conn.execute(select(tool_calls)).all()
     assert {r.args_hash for r in ledger} == {call_hash(c.tool, c.args) for c in report.calls}
     places = {
-        **texts, "pending status": pending_text, "logs": logs, "later model request": shown_to_model,
+        **texts,
+        "pending status": pending_text,
+        "logs": logs,
+        "later model request": shown_to_model,
         "ledger": "\n".join(str(tuple(r)) for r in ledger),
     }
     assert texts_of_everything(places, PASSWORD, token) == {name: [] for name in places}
@@ -183,12 +196,19 @@ async def test_a_scripted_secret_stays_only_in_the_callers_own_start_input(
     del texts["history"]
     assert texts_of_everything(texts, PASSWORD) == {name: [] for name in texts}
     with db.connect() as conn:
-        stored = conn.execute(select(credentials.c.password_hash).where(credentials.c.customer_id == "C-101")).scalar_one()
+        stored = conn.execute(
+            select(credentials.c.password_hash).where(credentials.c.customer_id == "C-101")
+        ).scalar_one()
     assert verify_password(stored, PASSWORD)
 
 
 async def test_a_caller_can_script_a_sealed_token_and_the_run_replays(
-    runs: Runs, client: Client, settings: Settings, db: Engine, airlock_cli: AirlockCli, tmp_path: Path,
+    runs: Runs,
+    client: Client,
+    settings: Settings,
+    db: Engine,
+    airlock_cli: AirlockCli,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A script may carry the token instead of the clear value (`airlock secrets seal`, with the
@@ -210,13 +230,17 @@ async def test_a_caller_can_script_a_sealed_token_and_the_run_replays(
     history = await handle.fetch_history()
     assert PASSWORD not in history.to_json()
     with db.connect() as conn:
-        stored = conn.execute(select(credentials.c.password_hash).where(credentials.c.customer_id == "C-100")).scalar_one()
+        stored = conn.execute(
+            select(credentials.c.password_hash).where(credentials.c.customer_id == "C-100")
+        ).scalar_one()
     assert verify_password(stored, PASSWORD)
     replayer = Replayer(workflows=[AgentRun, UndoRun, WorkspaceControl], data_converter=data_converter)
     await replayer.replay_workflow(history)
 
 
-async def test_a_token_from_another_workspace_or_altered_does_not_open(runs: Runs, db: Engine, settings: Settings) -> None:
+async def test_a_token_from_another_workspace_or_altered_does_not_open(
+    runs: Runs, db: Engine, settings: Settings
+) -> None:
     """A token is bound to its workspace and to the worker's key: copied from another workspace,
     or altered by one character, it is refused as an invalid argument naming the field, and the
     password is not changed."""
@@ -236,7 +260,9 @@ async def test_a_token_from_another_workspace_or_altered_does_not_open(runs: Run
     )
     report = await handle.result()
     assert [c.status for c in report.calls] == [CallStatus.INVALID, CallStatus.INVALID]
-    assert all((c.error or "").startswith("password: Value error, the sealed secret does not open here") for c in report.calls)
+    assert all(
+        (c.error or "").startswith("password: Value error, the sealed secret does not open here") for c in report.calls
+    )
     with db.connect() as conn:
         assert conn.execute(select(credentials)).first() is None
 
@@ -362,7 +388,10 @@ def test_secret_paths_reach_into_nested_models_and_collections() -> None:
         api_key: Annotated[Secret, "annotated further"] | None = None
 
     assert set(secret_paths(Batch)) == {
-        ("owner", "password"), ("users", "*", "password"), ("by_host", "*", "password"), ("api_key",)
+        ("owner", "password"),
+        ("users", "*", "password"),
+        ("by_host", "*", "password"),
+        ("api_key",),
     }
 
 

@@ -117,7 +117,9 @@ async def test_unsigned_forged_misbound_and_flipped_votes_are_refused_and_record
 
     good = signed_vote(bob, status)
     assert (await decide(handle, good)).accepted
-    email = await signed_runs.wait_for(handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].tool == "email.send")
+    email = await signed_runs.wait_for(
+        handle, lambda s: bool(s.pending_approvals) and s.pending_approvals[0].tool == "email.send"
+    )
     # The same signed vote again, while the run waits on its next call: it changes nothing.
     again = await decide(handle, good)
     assert not again.accepted and again.reason == f"approval {pending.approval_id} is already decided"
@@ -131,8 +133,11 @@ async def test_unsigned_forged_misbound_and_flipped_votes_are_refused_and_record
     assert vote.approver == "u_bob" and vote.signature == good["signature"]
     # The evidence holds up later, with only the public key from the policy.
     message = vote_message(
-        workflow_id=report.workflow_id, run_id=status.chain_run_id or "", approval_id=pending.approval_id,
-        decision="approve", call_hash=pending.call_hash or "",
+        workflow_id=report.workflow_id,
+        run_id=status.chain_run_id or "",
+        approval_id=pending.approval_id,
+        decision="approve",
+        call_hash=pending.call_hash or "",
     )
     assert verifies([public_key_text(bob)], message, vote.signature or "")
     reasons = [r.reason for r in report.refused_votes]
@@ -140,9 +145,7 @@ async def test_unsigned_forged_misbound_and_flipped_votes_are_refused_and_record
     assert len(reasons) == 1 + len(refused) + 1
 
 
-async def test_a_signed_vote_does_not_carry_over_to_another_run(
-    signed_runs: Runs, keys_dir: Path
-) -> None:
+async def test_a_signed_vote_does_not_carry_over_to_another_run(signed_runs: Runs, keys_dir: Path) -> None:
     """Two runs propose the same call under the same approval id; u_bob's signature for one is
     refused by the other."""
     bob = load_key(keys_dir, "u_bob")

@@ -67,8 +67,12 @@ class PricedModel:
         proposal, prompt, completion, usd = self.STEPS[request.step - 1]
         calls = [] if proposal is None else [ProposedCall(call_id=f"c{request.step}", **proposal)]
         return ModelDecision(
-            calls=calls, answer=None if calls else "refunded", model="priced-1",
-            prompt_tokens=prompt, completion_tokens=completion, cost_usd=usd,
+            calls=calls,
+            answer=None if calls else "refunded",
+            model="priced-1",
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=usd,
         )
 
 
@@ -159,7 +163,8 @@ async def trace_of(spans: InMemorySpanExporter, run_id: str) -> list[ReadableSpa
     """Every span in the trace of the run's workflow span, once that span has ended."""
     for _ in range(100):
         runs = [
-            s for s in spans.get_finished_spans()
+            s
+            for s in spans.get_finished_spans()
             if s.name == "RunWorkflow:AgentRun" and s.attributes.get("airlock.run_id") == run_id
         ]
         if runs:
@@ -307,8 +312,10 @@ async def test_replaying_a_finished_run_exports_nothing(
     before = points(metric_reader)
     replays = SeesReplays()
     replayer = Replayer(
-        workflows=[AgentRun], data_converter=data_converter,
-        plugins=[installed.plugin()], interceptors=[replays],
+        workflows=[AgentRun],
+        data_converter=data_converter,
+        plugins=[installed.plugin()],
+        interceptors=[replays],
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None
@@ -375,8 +382,13 @@ def test_otlp_export_sends_spans_and_metrics_to_the_configured_endpoint(
 
     endpoint, received = otlp_endpoint
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-    for name in ("AIRLOCK_TRACE_CONSOLE", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
-                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+    for name in (
+        "AIRLOCK_TRACE_CONSOLE",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    ):
         monkeypatch.delenv(name, raising=False)
     telemetry = build_telemetry("airlock-worker")
     try:
@@ -397,7 +409,10 @@ def test_otlp_export_sends_spans_and_metrics_to_the_configured_endpoint(
 
     exported_spans = [
         (s.name, strings(s.attributes), strings(r.resource.attributes)["service.name"])
-        for t in traces for r in t.resource_spans for ss in r.scope_spans for s in ss.spans
+        for t in traces
+        for r in t.resource_spans
+        for ss in r.scope_spans
+        for s in ss.spans
     ]
     assert exported_spans == [("probe", {"airlock.run_id": "run-1"}, "airlock-worker")]
     exported_metrics = {

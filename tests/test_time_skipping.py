@@ -116,10 +116,16 @@ async def test_a_model_call_running_across_midnight_is_charged_to_the_day_it_res
     workspace = "acme"
     async with skipping_worker(skipping_env, settings) as runs:
         control = await start_control(skipping_env.client, workspace, runs.settings.task_queue)
-        assert (await control.execute_update("reserve", reserve_request(workspace, 1, 0.4), result_type=ReserveResult)).granted
+        assert (
+            await control.execute_update("reserve", reserve_request(workspace, 1, 0.4), result_type=ReserveResult)
+        ).granted
         await skipping_env.sleep(86_400)
-        assert (await control.execute_update("reserve", reserve_request(workspace, 2, 0.5), result_type=ReserveResult)).granted
-        assert (await control.execute_update("reserve", reserve_request(workspace, 3, 0.5), result_type=ReserveResult)).granted
+        assert (
+            await control.execute_update("reserve", reserve_request(workspace, 2, 0.5), result_type=ReserveResult)
+        ).granted
+        assert (
+            await control.execute_update("reserve", reserve_request(workspace, 3, 0.5), result_type=ReserveResult)
+        ).granted
         await control.signal("settle", {"reservation_id": "r-1", "usd": 0.3})
         spend = await control.query("spend", result_type=SpendView)
         await control.terminate("test done")

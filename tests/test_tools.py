@@ -6,8 +6,9 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, Table, select, text, update
@@ -67,7 +68,9 @@ def test_a_prepared_call_whose_write_committed_gets_the_ledger_entry_not_a_new_p
     result, the diff and facts seen inside the write's transaction and its compensation, not a
     preview of the state the write produced (which would leave 150 refundable, not 180)."""
     first = runner.execute("payments.create_refund", REFUND, "k1", "wf", 1)
-    assert isinstance(first, Executed) and [str(d) for d in first.diff] == ["orders[ORD-1001].refunded_usd: 0.00 -> 30.00"]
+    assert isinstance(first, Executed) and [str(d) for d in first.diff] == [
+        "orders[ORD-1001].refunded_usd: 0.00 -> 30.00"
+    ]
     again = runner.prepare("payments.create_refund", REFUND, "wf", 1, "k1")
     assert isinstance(again, AlreadyExecuted) and again.executed.deduplicated
     assert again.executed.result == first.result and again.executed.compensation == first.compensation
@@ -101,7 +104,10 @@ def test_a_refused_write_leaves_nothing_behind(runner: ToolRunner) -> None:
 def test_update_preview_and_compensation_restore_the_row(runner: ToolRunner) -> None:
     args = {"customer_id": "C-100", "changes": {"phone": "+1-555-0199", "notes": "vip"}}
     prepared = runner.prepare("crm.update_customer", args, "wf", 1)
-    assert [(d.field, d.before, d.after) for d in prepared.diff] == [("phone", "+1-555-0100", "+1-555-0199"), ("notes", "", "vip")]
+    assert [(d.field, d.before, d.after) for d in prepared.diff] == [
+        ("phone", "+1-555-0100", "+1-555-0199"),
+        ("notes", "", "vip"),
+    ]
     done = runner.execute("crm.update_customer", args, "k1", "wf", 1)
     undo = done.compensation
     assert undo.tool == "crm.update_customer"
@@ -114,7 +120,12 @@ def test_update_preview_and_compensation_restore_the_row(runner: ToolRunner) -> 
 def test_invalid_arguments_name_each_problem(runner: ToolRunner) -> None:
     out = runner.prepare("email.send", {"to": "not-an-address", "subject": "", "cc": "x"}, "wf", 1)
     assert isinstance(out, Rejected) and out.reason == "invalid_arguments"
-    for part in ("to: String should match pattern", "subject: String should have at least 1 character", "body: Field required", "cc: Extra inputs are not permitted"):
+    for part in (
+        "to: String should match pattern",
+        "subject: String should have at least 1 character",
+        "body: Field required",
+        "cc: Extra inputs are not permitted",
+    ):
         assert part in out.error
 
 
@@ -137,11 +148,27 @@ def test_a_module_without_tools_is_refused() -> None:
 @pytest.mark.parametrize(
     ("tool", "args", "error"),
     [
-        ("crm.update_customer", {"customer_id": "C-100", "changes": {"tier": "t" * 40}}, "tier: at most 32 characters (40 given)"),
-        ("crm.update_customer", {"customer_id": "C-100", "changes": {"notes": "a\x00b"}}, "changes.notes: text may not contain NUL"),
+        (
+            "crm.update_customer",
+            {"customer_id": "C-100", "changes": {"tier": "t" * 40}},
+            "tier: at most 32 characters (40 given)",
+        ),
+        (
+            "crm.update_customer",
+            {"customer_id": "C-100", "changes": {"notes": "a\x00b"}},
+            "changes.notes: text may not contain NUL",
+        ),
         ("payments.create_refund", {**REFUND, "reason": "bad\udcff"}, "reason: Input should be a valid string"),
-        ("email.send", {"to": "dana@example.com", "subject": "Hi\r\nBcc: x@evil.test", "body": "b"}, "subject: String should match pattern"),
-        ("email.send", {"to": "dana@example.com\nBcc: x@evil.test", "subject": "Hi", "body": "b"}, "to: String should match pattern"),
+        (
+            "email.send",
+            {"to": "dana@example.com", "subject": "Hi\r\nBcc: x@evil.test", "body": "b"},
+            "subject: String should match pattern",
+        ),
+        (
+            "email.send",
+            {"to": "dana@example.com\nBcc: x@evil.test", "subject": "Hi", "body": "b"},
+            "to: String should match pattern",
+        ),
     ],
 )
 def test_what_a_column_or_header_cannot_hold_is_refused_before_anything_runs(
@@ -156,7 +183,10 @@ def test_what_a_column_or_header_cannot_hold_is_refused_before_anything_runs(
         assert isinstance(out, Rejected) and out.reason == "invalid_arguments" and error in out.error
     assert count_rows(runner.engine, tool_calls) == 0
     with runner.engine.connect() as conn:
-        assert conn.execute(select(customers.c.tier, customers.c.notes).where(customers.c.id == "C-100")).one() == ("gold", "")
+        assert conn.execute(select(customers.c.tier, customers.c.notes).where(customers.c.id == "C-100")).one() == (
+            "gold",
+            "",
+        )
 
 
 def test_a_value_at_each_column_limit_is_stored(runner: ToolRunner) -> None:
@@ -204,7 +234,9 @@ def wait_until_blocked(engine: Engine, writers: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            waiting = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).scalar_one()
+            waiting = conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            ).scalar_one()
         if waiting >= writers:
             return
         time.sleep(0.02)
@@ -216,10 +248,16 @@ def test_two_updates_of_one_customer_each_record_the_value_the_other_left(runner
     after the other, each diff's "before" is what was there when it wrote (the outside change,
     then the other update's value), and undoing them newest first restores the outside value."""
     engine = runner.engine
-    update_to = lambda phone, key: lambda: runner.execute(  # noqa: E731
-        "crm.update_customer", {"customer_id": "C-100", "changes": {"phone": phone}}, key, "wf", 1
-    )
-    with concurrent.futures.ThreadPoolExecutor(2) as pool, held_from_outside(engine, customers, "C-100", phone="+1-555-0111"):
+
+    def update_to(phone: str, key: str) -> Callable[[], Any]:
+        return lambda: runner.execute(
+            "crm.update_customer", {"customer_id": "C-100", "changes": {"phone": phone}}, key, "wf", 1
+        )
+
+    with (
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+        held_from_outside(engine, customers, "C-100", phone="+1-555-0111"),
+    ):
         futures = [pool.submit(update_to("+1-555-0122", "ka")), pool.submit(update_to("+1-555-0133", "kb"))]
         wait_until_blocked(engine, 2)
     results = [f.result(timeout=30) for f in futures]
@@ -244,7 +282,10 @@ def test_two_executions_of_one_key_return_one_result_while_the_row_is_held(runne
     engine = runner.engine
     refund = {**REFUND, "amount_usd": "170"}
     execute = lambda: runner.execute("payments.create_refund", refund, "k-same", "wf", 1)  # noqa: E731
-    with concurrent.futures.ThreadPoolExecutor(2) as pool, held_from_outside(engine, orders, "ORD-1001", status="delivered"):
+    with (
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+        held_from_outside(engine, orders, "ORD-1001", status="delivered"),
+    ):
         futures = [pool.submit(execute), pool.submit(execute)]
         wait_until_blocked(engine, 2)
     results = [f.result(timeout=30) for f in futures]

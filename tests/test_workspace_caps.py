@@ -67,9 +67,7 @@ async def test_a_burst_of_starts_under_a_cap_is_admitted_on_a_worker_with_fewer_
     settings = settings.model_copy(update={"max_concurrent_workflow_tasks": 2})
     async with build_worker(client, settings):
         runs = Runs(client, settings)
-        handles = await asyncio.gather(
-            *(runs.start(workspace=workspace, script=[READ]) for _ in range(8))
-        )
+        handles = await asyncio.gather(*(runs.start(workspace=workspace, script=[READ]) for _ in range(8)))
         try:
             reports = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=60)
         finally:
@@ -127,9 +125,7 @@ async def test_concurrency_cap_admits_exactly_the_cap_and_frees_slots_as_runs_en
         assert (await control_view_when(client, workspace, lambda v: v.runs == 0)).runs == 0
 
 
-async def test_racing_reservations_never_pass_the_daily_cap(
-    client: Client, settings: Settings, tmp_path: Path
-) -> None:
+async def test_racing_reservations_never_pass_the_daily_cap(client: Client, settings: Settings, tmp_path: Path) -> None:
     """Eight reservations of 0.30 USD race for a 1.00 USD cap: exactly three are granted. The
     reservation that would pass the cap is refused, and nothing before it."""
     workspace, settings = capped(tmp_path, settings, daily_spend_usd=1.0)
@@ -137,7 +133,9 @@ async def test_racing_reservations_never_pass_the_daily_cap(
         control = await start_control(client, workspace, settings.task_queue)
 
         async def reserve(n: int, usd: float, agent: str = "support") -> ReserveResult:
-            return await control.execute_update("reserve", reserve_request(workspace, n, usd, agent), result_type=ReserveResult)
+            return await control.execute_update(
+                "reserve", reserve_request(workspace, n, usd, agent), result_type=ReserveResult
+            )
 
         results = await asyncio.gather(*(reserve(n, 0.30) for n in range(8)))
         granted = [n for n, r in enumerate(results) if r.granted]
@@ -162,7 +160,9 @@ async def test_racing_reservations_never_pass_the_daily_cap(
     assert today.refused == 5 + 1
     assert today.by_agent == pytest.approx({"support": 0.5, "triage": 0.5})
     assert today.by_requester == pytest.approx({"u_alice": 1.0})
-    assert today.by_run == pytest.approx({f"run-{granted[0]}": 0.25, f"run-{granted[1]}": 0.25, f"run-{granted[2]}": 0.0, "run-101": 0.5})
+    assert today.by_run == pytest.approx(
+        {f"run-{granted[0]}": 0.25, f"run-{granted[1]}": 0.25, f"run-{granted[2]}": 0.0, "run-101": 0.5}
+    )
 
 
 async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
@@ -220,7 +220,10 @@ async def test_a_workspaces_spend_survives_its_control_workflow(
     terminating the workspace's control workflow (whose memory held the day's spend) does not
     reset the cap, and a forged `settle` sent to it changes nothing."""
     workspace, settings = capped(tmp_path, settings, daily_spend_usd=0.00025, model_call_estimate_usd=0.0001)
-    paid = {"model": {"provider": "openai", "name": "gpt-4o-mini"}, "budget": {"max_steps": 10, "max_identical_calls": 10}}
+    paid = {
+        "model": {"provider": "openai", "name": "gpt-4o-mini"},
+        "budget": {"max_steps": 10, "max_identical_calls": 10},
+    }
     async with build_worker(client, settings, openai=recorded_openai_provider(settings)):
         runs = Runs(client, settings)
         first = await (await runs.start(workspace=workspace, mode="auto", **paid)).result()
@@ -249,8 +252,16 @@ def test_holds_racing_for_the_last_dollars_never_pass_the_cap(tmp_path: Path) ->
 
     def hold(n: int, usd: float = 0.30) -> str | None:
         return ledger.hold(
-            SpendHold(workspace="w", reservation_id=f"r-{n}", day="2026-12-03", run_id=f"run-{n}",
-                      agent="support", requested_by="u_alice", usd=usd, cap_usd=1.0)
+            SpendHold(
+                workspace="w",
+                reservation_id=f"r-{n}",
+                day="2026-12-03",
+                run_id=f"run-{n}",
+                agent="support",
+                requested_by="u_alice",
+                usd=usd,
+                cap_usd=1.0,
+            )
         )
 
     with ThreadPoolExecutor(8) as pool:
@@ -268,4 +279,3 @@ def test_holds_racing_for_the_last_dollars_never_pass_the_cap(tmp_path: Path) ->
     now[0] += HOLD_EXPIRES_S + 1
     assert hold(50, 0.16) is not None  # 0.25 + 0.60 + 0.16 > 1.00
     assert ledger.view("w").days[0].spent_usd == pytest.approx(0.85)
-

@@ -65,7 +65,9 @@ class SwitchListener:
         self.heard.append(switches)
 
 
-async def test_kill_switch_stops_writes_in_runs_started_before_it(runs: Runs, client: Client, db: Engine, clean_switches: Any) -> None:
+async def test_kill_switch_stops_writes_in_runs_started_before_it(
+    runs: Runs, client: Client, db: Engine, clean_switches: Any
+) -> None:
     """After every run acknowledged the switch, an approved write does not start; resume lets it."""
     handles = [await runs.start(mode="approve", script=[REFUND_120]) for _ in range(3)]
     pendings = [await runs.pending(h) for h in handles]
@@ -108,7 +110,9 @@ async def test_safe_mode_refuses_writes_holds_approvals_and_lets_reads_through(
     assert count_rows(db, refunds) == 1
 
 
-async def test_only_an_admin_throws_a_switch(client: Client, runs: Runs, clean_switches: Any, airlock_cli: AirlockCli) -> None:
+async def test_only_an_admin_throws_a_switch(
+    client: Client, runs: Runs, clean_switches: Any, airlock_cli: AirlockCli
+) -> None:
     """u_bob is an approver, not an admin: refused, recorded, nothing changes."""
     refused = await switch(client, "kill_switch", True, by="u_bob")
     assert not refused.accepted and refused.reason == "u_bob lacks the admin role that workspace switches need"

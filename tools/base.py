@@ -143,8 +143,7 @@ class Tool(Generic[In, Out]):
             raise ValueError(f"tool {self.name}: compensation_tool and compensate go together")
         if self.effect is not Effect.READ and self.compensate is None and not self.irreversible:
             raise ValueError(
-                f"tool {self.name}: a {self.effect} tool must name its compensation "
-                "or say why it is irreversible"
+                f"tool {self.name}: a {self.effect} tool must name its compensation or say why it is irreversible"
             )
 
     @property

@@ -23,13 +23,19 @@ from temporalio.exceptions import ApplicationError
 
 
 def classify(tool: str, error: SQLAlchemyError) -> ApplicationError:
-    if isinstance(error, OperationalError | PoolTimeout) or (isinstance(error, DBAPIError) and error.connection_invalidated):
-        return ApplicationError(f"{tool}: the database is unavailable ({type(error).__name__})", type="DatabaseUnavailable")
+    if isinstance(error, OperationalError | PoolTimeout) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
+        return ApplicationError(
+            f"{tool}: the database is unavailable ({type(error).__name__})", type="DatabaseUnavailable"
+        )
     if isinstance(error, DataError | IntegrityError):
         return ApplicationError(
             f"{tool}: the database refused a value ({type(error).__name__})", type="DatabaseRefused", non_retryable=True
         )
-    return ApplicationError(f"{tool}: the database failed the call ({type(error).__name__})", type="DatabaseError", non_retryable=True)
+    return ApplicationError(
+        f"{tool}: the database failed the call ({type(error).__name__})", type="DatabaseError", non_retryable=True
+    )
 
 
 @contextlib.contextmanager

@@ -44,9 +44,7 @@ class ToolRunner:
         with database_errors(name):
             return self._prepare(name, raw, workflow_id, step, key)
 
-    def execute(
-        self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int
-    ) -> Executed | Rejected:
+    def execute(self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int) -> Executed | Rejected:
         with database_errors(name):
             return self._execute(name, args, key, workflow_id, step)
 
@@ -77,9 +75,7 @@ class ToolRunner:
             return Rejected(error=str(e), reason="tool_error")
         return Prepared(args=args, diff=preview.diff, facts=preview.facts)
 
-    def _execute(
-        self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int
-    ) -> Executed | Rejected:
+    def _execute(self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int) -> Executed | Rejected:
         tool = self.registry.get(name)
         parsed = self._parse(tool, args)
         if isinstance(parsed, Rejected):
@@ -170,7 +166,9 @@ def _lock_key(conn: Connection, key: str) -> None:
     refund refused as over what is refundable, though its own key had committed). SQLite's BEGIN
     IMMEDIATE serialises every write already."""
     if conn.dialect.name == "postgresql":
-        lock_id = int.from_bytes(hashlib.sha256(ledger_key(key).encode("utf-8", "surrogatepass")).digest()[:8], "big", signed=True)
+        lock_id = int.from_bytes(
+            hashlib.sha256(ledger_key(key).encode("utf-8", "surrogatepass")).digest()[:8], "big", signed=True
+        )
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 

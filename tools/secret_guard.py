@@ -103,7 +103,9 @@ class ToolSecrets:
                 with contextlib.suppress(sealing.SecretError):
                     sealer.unseal(token)
             calls = [
-                c.model_copy(update={"args": seal_at(c.args, paths, sealer.seal)}) if (paths := self.arg_paths(c.tool)) else c
+                c.model_copy(update={"args": seal_at(c.args, paths, sealer.seal)})
+                if (paths := self.arg_paths(c.tool))
+                else c
                 for c in decision.calls
             ]
         secrets = sealer.clear_values

@@ -62,9 +62,7 @@ class RunBinding:
 
 
 class ApprovalDesk:
-    def __init__(
-        self, policy: Policy, requested_by: str, decided: dict[str, str], binding: RunBinding
-    ) -> None:
+    def __init__(self, policy: Policy, requested_by: str, decided: dict[str, str], binding: RunBinding) -> None:
         self._policy = policy
         self._requested_by = requested_by
         self._binding = binding
@@ -117,13 +115,17 @@ class ApprovalDesk:
         if request.decision == "deny":
             reason = f"denied by {request.approver}" + (f": {request.comment}" if request.comment else "")
             self.resolutions[approval.approval_id] = ("denied", reason)
-            return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed, "denied", signed)
+            return VoteResult(
+                True, None, approval.approval_id, request.approver, approval.approvals_still_needed, "denied", signed
+            )
         approval.approvals_still_needed -= 1
         if approval.approvals_still_needed == 0:
             names = ", ".join(v.approver for v in approval.votes)
             self.resolutions[approval.approval_id] = ("approved", f"approved by {names}")
             return VoteResult(True, None, approval.approval_id, request.approver, 0, "approved", signed)
-        return VoteResult(True, None, approval.approval_id, request.approver, approval.approvals_still_needed, signed=signed)
+        return VoteResult(
+            True, None, approval.approval_id, request.approver, approval.approvals_still_needed, signed=signed
+        )
 
     def may_approve(self, approval: PendingApproval) -> list[str]:
         """The people whose approval would count now."""

@@ -26,9 +26,7 @@ def exhausted(
             return f"max_steps: {used.steps} of {limits.max_steps} steps used"
         if used.tokens > limits.max_tokens or (model_spends and used.tokens >= limits.max_tokens):
             return f"max_tokens: {used.tokens} of {limits.max_tokens} tokens used"
-        if used.cost_usd > limits.max_cost_usd or (
-            model_spends and used.cost_usd >= limits.max_cost_usd
-        ):
+        if used.cost_usd > limits.max_cost_usd or (model_spends and used.cost_usd >= limits.max_cost_usd):
             return f"max_cost_usd: {used.cost_usd:.4f} of {limits.max_cost_usd} USD used"
     if before == "tool_call":
         if used.tool_calls >= limits.max_tool_calls:

@@ -136,7 +136,11 @@ def start_args(
     input over `max_bytes` (as JSON) is refused before anything reads it."""
     most = 1 if carried_type is None else 2
     if not 1 <= len(args) <= most:
-        expected = "one argument (the run input)" if most == 1 else "one argument (the run input), or two from a continue-as-new"
+        expected = (
+            "one argument (the run input)"
+            if most == 1
+            else "one argument (the run input), or two from a continue-as-new"
+        )
         raise ApplicationError(
             f"invalid run input: {workflow_type} takes {expected}, got {len(args)}",
             type="InvalidRunInput",

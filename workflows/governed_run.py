@@ -376,9 +376,7 @@ class GovernedRun:
             context = await workflow.execute_local_activity(
                 "run.pin_context", result_type=RunContext, summary="pin policy and tools", **LOCAL
             )
-        refusal = may_start(
-            context.policy, run_input.workspace, run_input.agent, run_input.requested_by
-        )
+        refusal = may_start(context.policy, run_input.workspace, run_input.agent, run_input.requested_by)
         if refusal:
             raise ApplicationError(
                 f"run refused by policy {context.policy_hash}: {refusal}",
@@ -405,7 +403,9 @@ class GovernedRun:
         )
         if join is not None and admission is None:  # not joined in `run.start`
             request = registration.model_copy(
-                update={"max_concurrent_runs": context.policy.workspaces[run_input.workspace].limits.max_concurrent_runs}
+                update={
+                    "max_concurrent_runs": context.policy.workspaces[run_input.workspace].limits.max_concurrent_runs
+                }
             )
             options: Any = dict(result_type=Admission, summary=f"join workspace {run_input.workspace}", **JOIN)
             if join == "local" or (join == "capped-by-activity" and request.max_concurrent_runs is None):
@@ -459,9 +459,7 @@ class GovernedRun:
                 call.status, call.error = CallStatus.STOPPED, reason
         self._record("run_finished", outcome=state.value, message=reason)
         self._publish()
-        telemetry.run_finished(
-            **self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd
-        )
+        telemetry.run_finished(**self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd)
         await self._settle_acks()
         if m.signs_off:
             # Frees this run's slot under the workspace's concurrency cap.
@@ -592,10 +590,12 @@ class GovernedRun:
             if decision.answer and not decision.calls:
                 m.transcript.append(TranscriptItem(role="assistant", content=decision.answer))
             if dropped:
-                m.transcript.append(TranscriptItem(
-                    role="airlock",
-                    content=f"{dropped} further calls of your last turn were not considered: at most {MAX_CALLS_PER_STEP} a turn",
-                ))
+                m.transcript.append(
+                    TranscriptItem(
+                        role="airlock",
+                        content=f"{dropped} further calls of your last turn were not considered: at most {MAX_CALLS_PER_STEP} a turn",
+                    )
+                )
         return decision
 
     def _bounded_decision(self, decision: ModelDecision) -> tuple[ModelDecision, int]:
@@ -607,11 +607,15 @@ class GovernedRun:
             calls, dropped = calls[:MAX_CALLS_PER_STEP], len(calls) - MAX_CALLS_PER_STEP
         if dropped or any(len(c.tool) > NAME_CHARS for c in calls):
             calls = [
-                c if len(c.tool) <= NAME_CHARS else c.model_copy(update={
-                    "tool": bounded(c.tool, NAME_CHARS),
-                    "args": {},
-                    "args_error": f"the tool name has {len(c.tool)} characters; the limit is {NAME_CHARS}",
-                })
+                c
+                if len(c.tool) <= NAME_CHARS
+                else c.model_copy(
+                    update={
+                        "tool": bounded(c.tool, NAME_CHARS),
+                        "args": {},
+                        "args_error": f"the tool name has {len(c.tool)} characters; the limit is {NAME_CHARS}",
+                    }
+                )
                 for c in calls
             ]
             decision = decision.model_copy(update={"calls": calls})
@@ -683,7 +687,9 @@ class GovernedRun:
         m.used.tool_calls += 1
         size = len(canonical_json(call.args).encode())
         if size > MAX_ARGS_BYTES:
-            call = call.model_copy(update={"args": {}, "args_error": f"{size} bytes of arguments; the limit is {MAX_ARGS_BYTES}"})
+            call = call.model_copy(
+                update={"args": {}, "args_error": f"{size} bytes of arguments; the limit is {MAX_ARGS_BYTES}"}
+            )
             size = 2
         m.segment_bytes += size
         record = CallRecord(step=step, index=index, tool=call.tool, args=call.args, status=CallStatus.INVALID)
@@ -709,7 +715,11 @@ class GovernedRun:
 
         if (until := m.open_circuits.get(call.tool)) is not None:
             if workflow.now() < until:
-                return self._fail(record, call, f"circuit open: {call.tool} failed {BREAKER_FAILURES} times in a row; not called again before {until.isoformat()}")
+                return self._fail(
+                    record,
+                    call,
+                    f"circuit open: {call.tool} failed {BREAKER_FAILURES} times in a row; not called again before {until.isoformat()}",
+                )
             del m.open_circuits[call.tool]
         key = self._idempotency_key(step, index) if entry.effect is not Effect.READ else None
         try:
@@ -738,7 +748,9 @@ class GovernedRun:
             self._check_budget("tool_call", counting_this_call=True)
         await self._execute(record, call, entry)
 
-    async def _prepare(self, call: ProposedCall, index: int, step: int, key: str | None) -> Prepared | Rejected | AlreadyExecuted:
+    async def _prepare(
+        self, call: ProposedCall, index: int, step: int, key: str | None
+    ) -> Prepared | Rejected | AlreadyExecuted:
         # The key goes with the preparation so that it consults the ledger first: a write that
         # committed in a workflow task lost to a crash is found, not previewed and decided again.
         outcome: Prepared | Rejected | AlreadyExecuted = await workflow.execute_local_activity(
@@ -756,7 +768,9 @@ class GovernedRun:
             await self._wait_while_paused()
             if self._switches.safe_mode and entry.effect is not Effect.READ:
                 if not record.votes:
-                    decision = decide(self._memory.context.policy, self._memory.call_context(entry, record.args), safe_mode=True)
+                    decision = decide(
+                        self._memory.context.policy, self._memory.call_context(entry, record.args), safe_mode=True
+                    )
                     return self._refuse(record, call, decision)
                 # A call people already approved is held, not dropped, until safe mode ends.
                 self._publish_before_waiting()
@@ -857,7 +871,11 @@ class GovernedRun:
             until = workflow.now() + BREAKER_COOLDOWN
             m.open_circuits[call.tool] = until
             m.tool_failures[call.tool] = 0
-            self._record("circuit_open", tool=call.tool, message=f"{failures} consecutive failures; paused until {until.isoformat()}")
+            self._record(
+                "circuit_open",
+                tool=call.tool,
+                message=f"{failures} consecutive failures; paused until {until.isoformat()}",
+            )
 
     def _fail(self, record: CallRecord, call: ProposedCall, error: str) -> None:
         record.status, record.error = CallStatus.FAILED, error
@@ -880,7 +898,9 @@ class GovernedRun:
         if isinstance(outcome, Rejected):
             record.status, record.error = CallStatus.FAILED, outcome.error
             self._memory.last_error = f"{call.tool}: {outcome.error}"
-            self._record("tool_error", tool=call.tool, index=record.index, outcome=outcome.reason, message=outcome.error)
+            self._record(
+                "tool_error", tool=call.tool, index=record.index, outcome=outcome.reason, message=outcome.error
+            )
             self._tell_agent(call, f"the tool refused the call: {outcome.error}")
             return
         record.status, record.result, record.compensation = CallStatus.EXECUTED, outcome.result, outcome.compensation
@@ -888,7 +908,10 @@ class GovernedRun:
             record.diff = outcome.diff
         self._memory.segment_bytes += len(canonical_json(outcome.result).encode())
         self._record(
-            "tool_result", tool=call.tool, index=record.index, outcome="deduplicated" if outcome.deduplicated else "executed",
+            "tool_result",
+            tool=call.tool,
+            index=record.index,
+            outcome="deduplicated" if outcome.deduplicated else "executed",
             data=outcome.result,
         )
         self._tell_agent(call, outcome.result, role="tool_result")
@@ -920,7 +943,9 @@ class GovernedRun:
             signed_votes_required=m.context.policy.workspaces[m.input.workspace].signed_approvals,
         )
         tier = m.context.policy.tiers[decision.tier]
-        escalate_s = tier.escalate_after_s if tier.escalate_after_s is not None and tier.escalate_after_s < wait_s else None
+        escalate_s = (
+            tier.escalate_after_s if tier.escalate_after_s is not None and tier.escalate_after_s < wait_s else None
+        )
         if escalate_s is not None:
             pending.escalates_at = now + timedelta(seconds=escalate_s)
         # The call's record shares the vote list, so votes counted before a stop are reported.
@@ -928,7 +953,11 @@ class GovernedRun:
         desk = self._desk_
         desk.open(pending)
         self._record(
-            "approval_requested", tool=call.tool, index=record.index, approval_id=approval_id, rule=decision.rule,
+            "approval_requested",
+            tool=call.tool,
+            index=record.index,
+            approval_id=approval_id,
+            rule=decision.rule,
             message=f"{decision.approvals_required} approval(s) of {', '.join(decision.approver_roles)} "
             f"within {decision.timeout_s}s",
             data={"diff": [c.model_dump(mode="json") for c in record.diff]},
@@ -936,7 +965,9 @@ class GovernedRun:
         self._set_state(RunState.AWAITING_APPROVAL)
         try:
             if escalate_s is None:
-                await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s))
+                await workflow.wait_condition(
+                    lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s)
+                )
             else:
                 await self._wait_with_escalation(pending, escalate_s, wait_s, tier.escalate_to or "")
         except TimeoutError:
@@ -959,7 +990,14 @@ class GovernedRun:
             outcome=outcome,
             waited_s=(workflow.now() - pending.requested_at).total_seconds(),
         )
-        self._record("approval_resolved", tool=call.tool, index=record.index, approval_id=approval_id, outcome=outcome, message=reason)
+        self._record(
+            "approval_resolved",
+            tool=call.tool,
+            index=record.index,
+            approval_id=approval_id,
+            outcome=outcome,
+            message=reason,
+        )
         if outcome == "approved":
             return True
         record.status = CallStatus.REJECTED
@@ -973,13 +1011,18 @@ class GovernedRun:
         desk = self._desk_
         approval_id = pending.approval_id
         try:
-            await workflow.wait_condition(lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=escalate_s))
+            await workflow.wait_condition(
+                lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=escalate_s)
+            )
             return
         except TimeoutError:
             pass
         desk.escalate(approval_id, role)
         self._record(
-            "approval_escalated", tool=pending.tool, index=pending.index, approval_id=approval_id,
+            "approval_escalated",
+            tool=pending.tool,
+            index=pending.index,
+            approval_id=approval_id,
             message=f"no decision within {escalate_s}s: holders of role {role} may now decide "
             f"(roles: {', '.join(pending.approver_roles)}); denied at {pending.deadline.isoformat()}",
         )
@@ -1004,13 +1047,17 @@ class GovernedRun:
         if isinstance(parsed, str):
             result = VoteResult(False, bounded(parsed), None, None)
         elif self._desk is None or self._state in FINAL_STATES:
-            result = VoteResult(False, f"unknown approval id {parsed.approval_id!r}", parsed.approval_id, parsed.approver)
+            result = VoteResult(
+                False, f"unknown approval id {parsed.approval_id!r}", parsed.approval_id, parsed.approver
+            )
         else:
             result = self._desk.vote(parsed, workflow.now())
         if result.accepted:
             how = f"via {via}" + (", signed" if result.signed else "")
             self._record(
-                "approval_vote", approval_id=result.approval_id, actor=result.approver,
+                "approval_vote",
+                approval_id=result.approval_id,
+                actor=result.approver,
                 outcome=(parsed.decision if not isinstance(parsed, str) else None),
                 message=f"{how}; {result.still_needed} more needed" if result.still_needed else how,
             )
@@ -1068,7 +1115,10 @@ class GovernedRun:
             m.refused_votes.append(refused)
             m.segment_bytes += len(refused.payload or "") + 200
         self._note_refusal(
-            refused.reason, "approval_refused", approval_id=approval_id, actor=approver,
+            refused.reason,
+            "approval_refused",
+            approval_id=approval_id,
+            actor=approver,
             message=f"via {via}: {refused.reason}",
         )
 
@@ -1083,7 +1133,8 @@ class GovernedRun:
             self._record(kind, **entry)
         elif m.refused_messages == REFUSALS_RECORDED + 1:
             self._record(
-                kind, outcome="summarised",
+                kind,
+                outcome="summarised",
                 message=f"more than {REFUSALS_RECORDED} refused messages: the rest are counted by reason "
                 "(status and report: refused_by_reason), not recorded one by one",
             )
@@ -1104,7 +1155,10 @@ class GovernedRun:
             if self._m is not None:
                 self._m.last_error = bounded(f"{'pause' if pausing else 'resume'} ignored: {signal.reason}")
                 self._note_refusal(
-                    self._m.last_error, "paused" if pausing else "resumed", outcome="refused", message=self._m.last_error
+                    self._m.last_error,
+                    "paused" if pausing else "resumed",
+                    outcome="refused",
+                    message=self._m.last_error,
                 )
             return
         if self._m is None:
@@ -1301,7 +1355,8 @@ class GovernedRun:
             pending_approvals=[
                 p.model_copy(update={"may_approve": self._desk_.may_approve(p)}) for p in self._desk_.pending.values()
             ],
-            paused_by=m.paused_by or (f"{self._switches.by} (workspace kill switch)" if self._switches.paused else None),
+            paused_by=m.paused_by
+            or (f"{self._switches.by} (workspace kill switch)" if self._switches.paused else None),
             last_error=bounded(m.last_error) if m.last_error else m.last_error,
             policy_hash=m.context.policy_hash,
             open_circuits={t: u for t, u in m.open_circuits.items() if u > workflow.now()},
@@ -1360,7 +1415,9 @@ class GovernedRun:
         spec = self._memory.input.model
         return spec.provider if not spec.name else f"{spec.provider}:{spec.name}"
 
-    def _call_input(self, call: ProposedCall, index: int, step: int, args: dict[str, Any] | None = None, key: str | None = None) -> ToolCallInput:
+    def _call_input(
+        self, call: ProposedCall, index: int, step: int, args: dict[str, Any] | None = None, key: str | None = None
+    ) -> ToolCallInput:
         return ToolCallInput(
             workflow_id=self._workflow_id,
             workspace=self._memory.input.workspace,
@@ -1406,9 +1463,7 @@ class GovernedRun:
         self._tell_agent(call, f"the policy refused the call (rule {decision.rule}): {decision.reason}")
 
     def _record_decision(self, record: CallRecord, decision: Decision) -> None:
-        telemetry.policy_decided(
-            **self._tags(), tool=record.tool, outcome=decision.outcome.value, rule=decision.rule
-        )
+        telemetry.policy_decided(**self._tags(), tool=record.tool, outcome=decision.outcome.value, rule=decision.rule)
         self._record(
             "decision",
             tool=record.tool,
@@ -1418,7 +1473,9 @@ class GovernedRun:
             message=decision.reason,
         )
 
-    def _tell_agent(self, call: ProposedCall, content: Any, role: Literal["airlock", "tool_result"] = "airlock") -> None:
+    def _tell_agent(
+        self, call: ProposedCall, content: Any, role: Literal["airlock", "tool_result"] = "airlock"
+    ) -> None:
         m = self._memory
         if m.input.model.provider == "scripted":
             return

@@ -93,7 +93,9 @@ def _fewer_changes(r: RunReport) -> RunReport:
     # `undo` is newest first and `changes` oldest first: the most recent are kept of both.
     return _note(
         _note(r, "changes", len(r.changes) - 50, changes=r.changes[-50:]),
-        "undo", len(r.undo) - 50, undo=r.undo[:50],
+        "undo",
+        len(r.undo) - 50,
+        undo=r.undo[:50],
     )
 
 
@@ -165,7 +167,12 @@ def fit_checkpoint(checkpoint: RunMemory, limit: int) -> RunMemory | None:
     if size(checkpoint) <= limit:
         return checkpoint
     lighter = [
-        c.model_copy(update={"result": None if c.result is None else {"result_bytes": len(canonical_json(c.result).encode())}, "facts": {}})
+        c.model_copy(
+            update={
+                "result": None if c.result is None else {"result_bytes": len(canonical_json(c.result).encode())},
+                "facts": {},
+            }
+        )
         for c in checkpoint.carried_writes
     ]
     checkpoint = checkpoint.model_copy(update={"carried_writes": lighter})

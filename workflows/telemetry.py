@@ -69,8 +69,12 @@ def approval_resolved(
     """An approval wait ended: approved, denied or expired, after `waited_s` seconds."""
     _span(
         "airlock.approval_wait",
-        {**_run(workflow_id, workspace, agent), "airlock.tool": tool, "airlock.outcome": outcome,
-         "airlock.waited_s": waited_s},
+        {
+            **_run(workflow_id, workspace, agent),
+            "airlock.tool": tool,
+            "airlock.outcome": outcome,
+            "airlock.waited_s": waited_s,
+        },
         seconds_before=waited_s,
     )
     run_metrics().approval_wait.record(waited_s, {"workspace": workspace, "tool": tool, "outcome": outcome})
@@ -81,9 +85,7 @@ def approval_escalated(*, workflow_id: str, workspace: str, agent: str, tool: st
     _span("airlock.approval_escalated", {**_run(workflow_id, workspace, agent), "airlock.tool": tool})
 
 
-def model_charged(
-    *, workflow_id: str, workspace: str, agent: str, model: str, tokens: int, cost_usd: float
-) -> None:
+def model_charged(*, workflow_id: str, workspace: str, agent: str, model: str, tokens: int, cost_usd: float) -> None:
     """Tokens and USD charged to the run by one model call."""
     # The model call's span is the `model.decide` activity's own, which carries these tokens and
     # this cost; this only counts them.
@@ -93,9 +95,7 @@ def model_charged(
     instruments.cost_usd.add(cost_usd, labels)
 
 
-def run_finished(
-    *, workflow_id: str, workspace: str, agent: str, state: str, tokens: int, cost_usd: float
-) -> None:
+def run_finished(*, workflow_id: str, workspace: str, agent: str, state: str, tokens: int, cost_usd: float) -> None:
     """The run reached a final state."""
     # The run's span is the workflow's own (`RunWorkflow:AgentRun`, opened by temporalio's
     # OpenTelemetry plugin and ended when the run returns); it gets the run's attributes here.
@@ -103,7 +103,11 @@ def run_finished(
     current = get_current_span()
     if current.is_recording():
         current.set_attributes(
-            {**_run(workflow_id, workspace, agent), "airlock.state": state, "airlock.tokens": tokens,
-             "airlock.cost_usd": cost_usd}
+            {
+                **_run(workflow_id, workspace, agent),
+                "airlock.state": state,
+                "airlock.tokens": tokens,
+                "airlock.cost_usd": cost_usd,
+            }
         )
     run_metrics().runs.add(1, {"workspace": workspace, "agent": agent, "state": state})

@@ -60,7 +60,9 @@ class UndoRun:
         self._refused_count += 1
         if len(self._refused) < REFUSED_KEPT:
             self._refused.append(
-                bounded(f"signal {bounded(name, NAME_CHARS)!r} refused: UndoRun takes no signals; sent {shown_args(args, 200)}")
+                bounded(
+                    f"signal {bounded(name, NAME_CHARS)!r} refused: UndoRun takes no signals; sent {shown_args(args, 200)}"
+                )
             )
         workflow.logger.warning("signal %r refused: UndoRun takes no signals", bounded(name, NAME_CHARS))
 
@@ -115,10 +117,14 @@ class UndoRun:
                 undone.append(step)
             else:
                 not_undone.append(
-                    NotUndone(step=step.step, index=step.index, tool=step.tool, reason=f"{call.status.value}: {call.error}")
+                    NotUndone(
+                        step=step.step, index=step.index, tool=step.tool, reason=f"{call.status.value}: {call.error}"
+                    )
                 )
         for step in plan.steps[len(report.calls) :]:
-            not_undone.append(NotUndone(step=step.step, index=step.index, tool=step.tool, reason=f"not reached: {report.reason}"))
+            not_undone.append(
+                NotUndone(step=step.step, index=step.index, tool=step.tool, reason=f"not reached: {report.reason}")
+            )
         complete = len(undone) == len(plan.steps)
         return UndoReport(
             undo_of=plan.run_id,

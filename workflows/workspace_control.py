@@ -166,8 +166,10 @@ class WorkspaceControl:
             self._publish(carried.switches)
         self._started.set()
         await workflow.wait_condition(
-            lambda: workflow.info().get_current_history_length() > carried.events_per_history
-            or workflow.info().is_continue_as_new_suggested()
+            lambda: (
+                workflow.info().get_current_history_length() > carried.events_per_history
+                or workflow.info().is_continue_as_new_suggested()
+            )
         )
         await self._forget_finished_runs()
         # Messages keep arriving while the checkpoint is prepared: it is taken only once no handler
@@ -398,7 +400,11 @@ class WorkspaceControl:
         day = next((d for d in s.days if d.day == held.day), None) or self._today(s)
         usd = settle.usd
         day.spent_usd = round(day.spent_usd + usd, 9)
-        for ledger, key in ((day.by_agent, held.agent), (day.by_requester, held.requested_by), (day.by_run, held.run_id)):
+        for ledger, key in (
+            (day.by_agent, held.agent),
+            (day.by_requester, held.requested_by),
+            (day.by_run, held.run_id),
+        ):
             ledger[key] = round(ledger.get(key, 0.0) + usd, 9)
         if len(day.by_run) > RUNS_PER_DAY_KEPT:
             smallest = min((k for k in day.by_run if k != OTHER_RUNS), key=lambda k: day.by_run[k])
@@ -430,7 +436,12 @@ class WorkspaceControl:
     @workflow.signal(name="ack")
     def ack(self, payload: Any) -> None:
         s = self._s
-        if s is None or (ack := parse_signal(Ack, payload)) is None or ack.run_id not in s.runs or ack.generation != s.switches.generation:
+        if (
+            s is None
+            or (ack := parse_signal(Ack, payload)) is None
+            or ack.run_id not in s.runs
+            or ack.generation != s.switches.generation
+        ):
             return
         s.runs[ack.run_id] = ack.generation
         if s.switched_at is not None:
@@ -488,7 +499,9 @@ class WorkspaceControl:
         if request.signature is None:
             if not s.context.policy.workspaces[s.workspace].signed_approvals:
                 return None
-            return f"workspace {s.workspace} requires switch changes signed by an admin's key (`airlock workspace` signs)"
+            return (
+                f"workspace {s.workspace} requires switch changes signed by an admin's key (`airlock workspace` signs)"
+            )
         person = s.context.policy.people.get(request.by)
         message = switch_message(
             workspace=s.workspace, switch=request.switch, on=request.on, by=request.by, generation=generation

@@ -33,8 +33,22 @@ def slow(ctx: ToolContext, args: Probe) -> Pong:
 
 
 TOOLS = [
-    Tool(name="faults.broken", description="Always fails.", input_model=Probe, output_model=Pong,
-         tier=Tier.LOW, effect=Effect.READ, execute=broken),
-    Tool(name="faults.slow", description="Sleeps `key` seconds.", input_model=Probe, output_model=Pong,
-         tier=Tier.LOW, effect=Effect.READ, execute=slow),
+    Tool(
+        name="faults.broken",
+        description="Always fails.",
+        input_model=Probe,
+        output_model=Pong,
+        tier=Tier.LOW,
+        effect=Effect.READ,
+        execute=broken,
+    ),
+    Tool(
+        name="faults.slow",
+        description="Sleeps `key` seconds.",
+        input_model=Probe,
+        output_model=Pong,
+        tier=Tier.LOW,
+        effect=Effect.READ,
+        execute=slow,
+    ),
 ]

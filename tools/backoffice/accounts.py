@@ -106,7 +106,9 @@ def set_password(ctx: ToolContext, args: SetPassword) -> PasswordSet:
     stored = hash_password(args.password)
     replaced = _has_password(ctx, args.customer_id)
     if replaced:
-        ctx.conn.execute(update(credentials).where(credentials.c.customer_id == args.customer_id).values(password_hash=stored))
+        ctx.conn.execute(
+            update(credentials).where(credentials.c.customer_id == args.customer_id).values(password_hash=stored)
+        )
     else:
         ctx.conn.execute(insert(credentials).values(customer_id=args.customer_id, password_hash=stored))
     return PasswordSet(customer_id=args.customer_id, replaced=replaced)

@@ -87,9 +87,7 @@ def update_customer(ctx: ToolContext, args: UpdateCustomer) -> CustomerUpdated:
     changed = diff_customer(ctx, args)
     if changed:
         ctx.conn.execute(
-            update(customers)
-            .where(customers.c.id == args.customer_id)
-            .values({c.field: c.after for c in changed})
+            update(customers).where(customers.c.id == args.customer_id).values({c.field: c.after for c in changed})
         )
     return CustomerUpdated(customer_id=args.customer_id, changed=changed)
 

@@ -187,7 +187,9 @@ def _widen(conn: Connection) -> None:
         return
     for table, column in WIDENED:
         kind = conn.execute(
-            text("SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = :t AND column_name = :c"),
+            text(
+                "SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = :t AND column_name = :c"
+            ),
             {"t": table, "c": column},
         ).scalar_one_or_none()
         if kind == "character varying":

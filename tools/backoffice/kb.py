@@ -25,12 +25,8 @@ class Articles(ToolOutput):
 
 def search(ctx: ToolContext, args: SearchKb) -> Articles:
     words = [w for w in args.query.lower().split() if len(w) > 2] or [args.query.lower()]
-    matches = [
-        or_(kb_articles.c.title.ilike(f"%{w}%"), kb_articles.c.body.ilike(f"%{w}%")) for w in words
-    ]
-    rows = ctx.conn.execute(
-        select(kb_articles).where(or_(*matches)).order_by(kb_articles.c.id).limit(args.limit)
-    ).all()
+    matches = [or_(kb_articles.c.title.ilike(f"%{w}%"), kb_articles.c.body.ilike(f"%{w}%")) for w in words]
+    rows = ctx.conn.execute(select(kb_articles).where(or_(*matches)).order_by(kb_articles.c.id).limit(args.limit)).all()
     return Articles(articles=[Article(article_id=r.id, title=r.title, body=r.body) for r in rows])
 
 

@@ -86,9 +86,7 @@ def create_refund(ctx: ToolContext, args: CreateRefund) -> Refund:
 
 
 def list_refunds(ctx: ToolContext, args: ListRefunds) -> Refunds:
-    rows = ctx.conn.execute(
-        select(refunds).where(refunds.c.order_id == args.order_id).order_by(refunds.c.id)
-    ).all()
+    rows = ctx.conn.execute(select(refunds).where(refunds.c.order_id == args.order_id).order_by(refunds.c.id)).all()
     return Refunds(
         order_id=args.order_id,
         refunds=[

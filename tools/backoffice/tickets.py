@@ -107,9 +107,7 @@ def update_ticket(ctx: ToolContext, args: UpdateTicket) -> TicketUpdated:
     changed = _diff(ctx, args)
     if changed:
         ctx.conn.execute(
-            update(tickets)
-            .where(tickets.c.id == args.ticket_id)
-            .values({c.field: c.after for c in changed})
+            update(tickets).where(tickets.c.id == args.ticket_id).values({c.field: c.after for c in changed})
         )
     return TicketUpdated(ticket_id=args.ticket_id, changed=changed)
 
