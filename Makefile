@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,8 +33,14 @@ demo: bytecode
 worker: bytecode
 	$(BIN)/airlock worker
 
-# Imports point down the layers; workflow code imports only what the sandbox passes through.
+# Lint, format and types (strict on contracts/, policy/ and workflows/), the dependencies declared
+# against those imported, and imports pointing down the layers (workflow code importing only what
+# the sandbox passes through). The same hooks run from .pre-commit-config.yaml.
 check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/deptry .
 	$(BIN)/python scripts/check_layers.py
 
 # pytest exits 5 when it collects no test; that fails here like any other non-zero exit.

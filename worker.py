@@ -14,6 +14,7 @@ import sys
 from datetime import timedelta
 
 import structlog
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
@@ -112,7 +113,12 @@ async def register_search_attributes(client: Client) -> None:
         if e.status is not RPCStatusCode.UNIMPLEMENTED:
             raise
         existing = set()
-    missing = {key.name: key.indexed_value_type for key in SEARCH_ATTRIBUTES if key.name not in existing}
+    missing = {
+        # The SDK's enum has the API's values; the request is typed with the API's own enum.
+        key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in existing
+    }
     if not missing:
         return
     request = AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)

@@ -40,8 +40,9 @@ class RunContextActivities:
             control_events_per_history=control_events_per_history,
         )
 
-    def pinned(self, workflow_id: str) -> RunContext:
-        return self._context.model_copy(update={"workflow_id": workflow_id})
+    def pinned(self, workflow_id: str | None) -> RunContext:
+        # Every caller is an activity of a run: its workflow id is always set.
+        return self._context.model_copy(update={"workflow_id": workflow_id or ""})
 
     @activity.defn(name="run.pin_context")
     def pin_context(self) -> RunContext:

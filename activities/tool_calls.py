@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from opentelemetry import trace
@@ -50,7 +50,10 @@ def tool_activities(
     return activities
 
 
-def _guarded(secrets: ToolSecrets | None, call: ToolCallInput, run: Callable[[], Any]) -> Any:
+R = TypeVar("R")
+
+
+def _guarded(secrets: ToolSecrets | None, call: ToolCallInput, run: Callable[[], R]) -> R:
     """The tool call inside its sealing scope: secret arguments open just here, and what comes
     back holds them sealed."""
     return run() if secrets is None else secrets.call(call.workspace, call.tool, run)

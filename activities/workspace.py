@@ -152,7 +152,7 @@ class WorkspaceActivities:
         closed: list[str] = []
         deadline = time.monotonic() + CLOSE_WAIT_S
         while pending:
-            still = []
+            still: list[str] = []
             for run_id in pending:
                 (closed if await self._has_ended(run_id) else still).append(run_id)
             pending = still
@@ -238,22 +238,25 @@ class WorkspaceActivities:
         # another query for a moment. The last try raises whatever it meets.
         for attempt in range(50):
             try:
-                return await handle.query("admission", key, result_type=Admission)
+                admission: Admission = await handle.query("admission", key, result_type=Admission)
+                return admission
             except WorkflowQueryFailedError:
                 pass
             except RPCError as e:
                 if e.status not in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.RESOURCE_EXHAUSTED):
                     raise
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
-        return await handle.query("admission", key, result_type=Admission)
+        last: Admission = await handle.query("admission", key, result_type=Admission)
+        return last
 
     @activity.defn(name="workspace.reserve")
     async def reserve(self, request: ReserveRequest) -> ReserveResult:
         # Retried by the activity's policy when refused as not ready or over the server's limit
         # of in-flight updates; a retry after the update was applied is granted again, held once.
-        return await self._client.get_workflow_handle(control_workflow_id(request.workspace)).execute_update(
-            "reserve", request, result_type=ReserveResult
-        )
+        result: ReserveResult = await self._client.get_workflow_handle(
+            control_workflow_id(request.workspace)
+        ).execute_update("reserve", request, result_type=ReserveResult)
+        return result
 
     @activity.defn(name="workspace.live_runs")
     async def live_runs(self, workspace: str) -> list[str]:

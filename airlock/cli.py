@@ -32,7 +32,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -237,7 +237,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         "safe-mode-on": ("safe_mode", True),
         "safe-mode-off": ("safe_mode", False),
     }[args.workspace_command]
-    start = WithStartWorkflowOperation(
+    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
         "WorkspaceControl",
         args.name,
         id=control_id,
@@ -554,7 +554,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]] = {
     "show": show,
     "undo": undo,
     "replay": replay,

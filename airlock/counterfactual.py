@@ -235,10 +235,10 @@ async def under_model(
                     )
                 )
     if diverged_at is not None:
-        for c in comparisons:
-            if c.step > diverged_at:
-                c.note = (
-                    c.note + "; " if c.note else ""
+        for comparison in comparisons:
+            if comparison.step > diverged_at:
+                comparison.note = (
+                    comparison.note + "; " if comparison.note else ""
                 ) + f"judged on the recorded results (the run diverged at step {diverged_at})"
     return Counterfactual(
         workflow_id=rec.workflow_id,

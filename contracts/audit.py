@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 from contracts.hashing import call_hash
 from contracts.models import CallRecord, Effect, FieldChange, TimelineEntry
 
-SCHEMA = "airlock.audit.v1"
+SCHEMA: Literal["airlock.audit.v1"] = "airlock.audit.v1"
 
 EventType = Literal[
     "run_started",
@@ -134,7 +134,7 @@ def events_for(seq: int, entry: TimelineEntry, run: RunFacts, calls: list[CallRe
     if kind in ("proposal", "tool_call") and call is not None and entry.tool:
         extra["args_hash"] = call_hash(entry.tool, call.args)
         extra["idempotency_key"] = call.idempotency_key if kind == "tool_call" else None
-    events = [AuditEvent(event_id=f"{run.run_id}:{seq}", type=kind, **base, **extra)]  # type: ignore[arg-type]
+    events = [AuditEvent(event_id=f"{run.run_id}:{seq}", type=kind, **base, **extra)]
     if (
         entry.kind == "tool_result"
         and call is not None
@@ -147,7 +147,7 @@ def events_for(seq: int, entry: TimelineEntry, run: RunFacts, calls: list[CallRe
             AuditEvent(
                 event_id=f"{run.run_id}:{seq}.effect",
                 type="side_effect",
-                **base,  # type: ignore[arg-type]
+                **base,
                 idempotency_key=call.idempotency_key,
                 args_hash=call_hash(call.tool, call.args),
                 diff=call.diff,

@@ -94,7 +94,8 @@ def _holds(cond: Condition, call: CallContext) -> bool | None:
     op = cond.operator
     if op == "always":
         return True
-    assert cond.arg is not None  # the model validator guarantees it for every other operator
+    if cond.arg is None:  # the model validator rules it out for every other operator
+        return None
     value = _lookup(call.args, cond.arg)
     if value is _MISSING:
         return None
@@ -102,11 +103,13 @@ def _holds(cond: Condition, call: CallContext) -> bool | None:
         n = _number(value)
         if n is None:
             return None
+        limit: Decimal | None
         if op == "gt_fact":
-            assert cond.gt_fact is not None
-            limit = _number(call.facts.get(cond.gt_fact))
+            limit = None if cond.gt_fact is None else _number(call.facts.get(cond.gt_fact))
             return None if limit is None else n > limit
         limit = getattr(cond, op)
+        if limit is None:
+            return None
         return {"gt": n > limit, "gte": n >= limit, "lt": n < limit}[op]
     if op == "domain_not_in":
         if not isinstance(value, str) or "@" not in value:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 from temporalio import activity, workflow
 
 
-def _temporal_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _temporal_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Lift the workflow fields the Temporal SDK attaches to a log record to top-level keys."""
     record = event.get("_record")
     if record is None:

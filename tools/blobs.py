@@ -51,4 +51,5 @@ def resolve(engine: Engine, value: JsonValue) -> JsonValue:
         row = conn.execute(select(blobs.c.content).where(blobs.c.digest == value["$blob"])).first()
     if row is None:
         raise LookupError(f"blob {value['$blob']} is not in the back-office database")
-    return json.loads(row.content)
+    content: JsonValue = json.loads(row.content)
+    return content

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from contracts.catalog import CatalogEntry
 from tools.base import Tool
@@ -12,8 +13,8 @@ DEFAULT_MODULES: tuple[str, ...] = ("tools.backoffice",)
 
 
 class ToolRegistry:
-    def __init__(self, tools: Iterable[Tool]) -> None:
-        self._tools: dict[str, Tool] = {}
+    def __init__(self, tools: Iterable[Tool[Any, Any]]) -> None:
+        self._tools: dict[str, Tool[Any, Any]] = {}
         for tool in tools:
             if tool.name in self._tools:
                 raise ValueError(f"tool {tool.name!r} is defined twice")
@@ -22,10 +23,10 @@ class ToolRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._tools
 
-    def __iter__(self) -> Iterator[Tool]:
+    def __iter__(self) -> Iterator[Tool[Any, Any]]:
         return iter(self._tools.values())
 
-    def get(self, name: str) -> Tool:
+    def get(self, name: str) -> Tool[Any, Any]:
         try:
             return self._tools[name]
         except KeyError:
@@ -49,7 +50,7 @@ class ToolRegistry:
 
 
 def load_registry(modules: Sequence[str] = DEFAULT_MODULES) -> ToolRegistry:
-    tools: list[Tool] = []
+    tools: list[Tool[Any, Any]] = []
     for module_name in modules:
         module = importlib.import_module(module_name)
         found = getattr(module, "TOOLS", None)

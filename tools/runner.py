@@ -32,9 +32,10 @@ class ToolRunner:
         self.engine = engine
         self.blob_threshold = blob_threshold
 
-    def _parse(self, tool: Tool, raw: dict[str, Any]) -> BaseModel | Rejected:
+    def _parse(self, tool: Tool[Any, Any], raw: dict[str, Any]) -> BaseModel | Rejected:
         try:
-            return tool.input_model.model_validate(raw)
+            parsed: BaseModel = tool.input_model.model_validate(raw)
+            return parsed
         except ValidationError as e:
             return Rejected(error=describe_validation_error(e), reason="invalid_arguments")
 
@@ -91,7 +92,7 @@ class ToolRunner:
         return self._execute_once(tool, parsed, key, workflow_id, step)
 
     def _execute_once(
-        self, tool: Tool, parsed: BaseModel, key: str, workflow_id: str, step: int
+        self, tool: Tool[Any, Any], parsed: BaseModel, key: str, workflow_id: str, step: int
     ) -> Executed | Rejected:
         digest = call_hash(tool.name, parsed.model_dump(mode="json"))
         for _ in range(2):
@@ -103,7 +104,7 @@ class ToolRunner:
                 continue
         raise RuntimeError(f"idempotency ledger for {key[:200]!r} is inconsistent")
 
-    def _ledgered(self, tool: Tool, parsed: BaseModel, key: str) -> Executed | Rejected | None:
+    def _ledgered(self, tool: Tool[Any, Any], parsed: BaseModel, key: str) -> Executed | Rejected | None:
         """What the ledger holds for `key`: the first execution, a conflict, or None."""
         digest = call_hash(tool.name, parsed.model_dump(mode="json"))
         with self.engine.connect() as conn:
@@ -111,7 +112,7 @@ class ToolRunner:
         return None if done is None else _replayed(done, tool, digest, key)
 
     def _write(
-        self, tool: Tool, parsed: BaseModel, key: str, digest: str, workflow_id: str, step: int
+        self, tool: Tool[Any, Any], parsed: BaseModel, key: str, digest: str, workflow_id: str, step: int
     ) -> Executed | Rejected:
         with self.engine.connect() as c:
             conn = c.execution_options(**{WRITE_LOCK: True})
@@ -172,7 +173,9 @@ def _lock_key(conn: Connection, key: str) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
-def _replayed(done: Row[Any], tool: Tool, digest: str, key: str, keep_facts: bool = True) -> Executed | Rejected:
+def _replayed(
+    done: Row[Any], tool: Tool[Any, Any], digest: str, key: str, keep_facts: bool = True
+) -> Executed | Rejected:
     """The first execution of `key` from its ledger row, or a conflict when the row is another call's."""
     if done.args_hash != digest or done.tool != tool.name:
         return Rejected(

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from contracts.activity_io import AlreadyExecuted, Executed, Prepared, Rejected
 from contracts.model_io import ModelDecision, TranscriptItem
-from contracts.models import Compensation, FieldChange
+from contracts.models import SECRET_TOKEN_KEY, Compensation, FieldChange
 from runtime import sealing
 from tools.registry import ToolRegistry
 from tools.secrets import Path, seal_at, secret_change, secret_paths
@@ -46,7 +46,7 @@ class _ToolSecrets:
 def _tokens_in(item: TranscriptItem) -> Iterator[dict[str, Any]]:
     """The sealed secrets a turn of the conversation holds (its arguments, its tool result)."""
     values: list[Any] = [item.args or {}]
-    if sealing.TOKEN_KEY in item.content:
+    if SECRET_TOKEN_KEY in item.content:
         with contextlib.suppress(ValueError):
             values.append(json.loads(item.content))
     while values:
@@ -130,7 +130,8 @@ class ToolSecrets:
                 if not _chain_mentions(e, sealer.clear_values):
                     raise
                 raise _scrubbed(e, sealer.clear_values) from None
-            return self._redact(entry, outcome, sealer)
+            redacted: R = self._redact(entry, outcome, sealer)
+            return redacted
 
     def _redact(self, entry: _ToolSecrets, outcome: Any, sealer: sealing.Sealer) -> Any:
         secrets = sealer.clear_values

@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -103,12 +103,20 @@ with workflow.unsafe.imports_passed_through():
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
     from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
 
-LOCAL = dict(
+
+class ActivityOptions(TypedDict):
+    """The timeout and retries a local activity is started with (`**` into the SDK's call)."""
+
+    start_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
+
+
+LOCAL = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10)),
 )
 # Joining the workspace: a run may have to wait for a control workflow that is starting.
-JOIN = dict(
+JOIN = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=60),
     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
 )
@@ -119,7 +127,7 @@ MODEL_RETRY = RetryPolicy(
 # Writes are local activities too: the database's idempotency ledger, not the activity's
 # bookkeeping, is what makes a re-execution (after a crash, or a retry) harmless, and a local
 # activity costs one history event instead of six.
-WRITE = dict(
+WRITE = ActivityOptions(
     start_to_close_timeout=timedelta(minutes=1),
     retry_policy=RetryPolicy(
         initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=4
@@ -753,10 +761,12 @@ class GovernedRun:
     ) -> Prepared | Rejected | AlreadyExecuted:
         # The key goes with the preparation so that it consults the ledger first: a write that
         # committed in a workflow task lost to a crash is found, not previewed and decided again.
-        outcome: Prepared | Rejected | AlreadyExecuted = await workflow.execute_local_activity(
+        # The result type is a discriminated union, which the converter decodes but the SDK's
+        # signature types as `type`.
+        outcome: Prepared | Rejected | AlreadyExecuted = await workflow.execute_local_activity(  # type: ignore[call-overload]
             prepare_activity_name(call.tool),
             self._call_input(call, index, step, key=key),
-            result_type=PrepareOutcome,  # type: ignore[arg-type]
+            result_type=PrepareOutcome,
             **LOCAL,
         )
         return outcome
@@ -812,10 +822,10 @@ class GovernedRun:
         call_input = self._call_input(call, record.index, record.step, args=record.args, key=key)
         if gated:
             call_input.gate = True
-        handle = workflow.start_local_activity(
+        handle = workflow.start_local_activity(  # type: ignore[call-overload]  # a union result type, as above
             execute_activity_name(call.tool),
             call_input,
-            result_type=ExecuteOutcome,  # type: ignore[arg-type]
+            result_type=ExecuteOutcome,
             **({} if entry.effect is Effect.READ else {"summary": f"{call.tool}({summarize(record.args)})"}),
             **(LOCAL if entry.effect is Effect.READ else WRITE),
         )
@@ -1379,7 +1389,8 @@ class GovernedRun:
 
     @property
     def _desk_(self) -> ApprovalDesk:
-        assert self._desk is not None
+        if self._desk is None:
+            raise ApplicationError("the run is starting; ask again in a moment", type="NotStarted")
         return self._desk
 
     @property

@@ -223,7 +223,8 @@ class WorkspaceControl:
         that visibility no longer lists as running are forgotten. Recent registrations are kept
         whatever visibility says: it lags behind."""
         s = self._s
-        assert s is not None
+        if s is None:
+            return
         try:
             live: list[str] = await workflow.execute_activity(
                 "workspace.live_runs",
@@ -243,8 +244,7 @@ class WorkspaceControl:
 
     async def _state(self) -> ControlState:
         await self._started.wait()
-        assert self._s is not None
-        return self._s
+        return self._ready
 
     @property
     def _ready(self) -> ControlState:

@@ -16,9 +16,9 @@ from pydantic import Field
 from sqlalchemy import Column, ForeignKey, String, Table, insert, select, update
 
 from contracts.models import Compensation, Effect, FieldChange, Tier
+from tools import Preview, Secret, Tool, ToolArgs, ToolContext, ToolError, ToolOutput, secret_change
 from tools.backoffice.crm import load_customer
 from tools.backoffice.db import metadata
-from tools.base import Preview, Secret, Tool, ToolArgs, ToolContext, ToolError, ToolOutput, secret_change
 
 # Defined here rather than in `db`, with the same metadata: `create_schema` creates them too.
 credentials = Table(
