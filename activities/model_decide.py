@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.control_store import SpendLedger
+from contracts import errors
 from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
 from contracts.workspace_io import SpendHold
 from tools import blobs
@@ -84,7 +85,7 @@ class ModelActivities:
         if self._spend is None or self._openai is None:
             raise ApplicationError(
                 "this worker has no control store to hold model spend in",
-                type="ControlStoreMissing",
+                type=errors.CONTROL_STORE_MISSING,
                 non_retryable=True,
             )
         hold = hold.model_copy(update={"reservation_id": f"{hold.reservation_id}/attempt-{activity.info().attempt}"})
@@ -114,7 +115,7 @@ class ModelActivities:
             elif self._openai is None:
                 raise ApplicationError(
                     "the openai provider is not configured on this worker",
-                    type="ModelNotConfigured",
+                    type=errors.MODEL_NOT_CONFIGURED,
                     non_retryable=True,
                 )
             elif request.spend is not None:

@@ -61,6 +61,7 @@ from pydantic import (
 )
 from temporalio.exceptions import ApplicationError
 
+from contracts import errors
 from contracts.model_io import ModelDecision, ModelRequest, ProposedCall, TranscriptItem
 from tools.registry import ToolRegistry
 
@@ -68,12 +69,6 @@ if TYPE_CHECKING:
     from runtime.settings import Settings
 
 log = structlog.get_logger("airlock.model.openai")
-
-# ApplicationError types raised by `OpenAIProvider.decide`. Only MODEL_UNAVAILABLE is retryable.
-MODEL_UNAVAILABLE: Final = "ModelUnavailable"
-MODEL_REQUEST_REJECTED: Final = "ModelRequestRejected"
-MODEL_NOT_CONFIGURED: Final = "ModelNotConfigured"
-MODEL_PRICE_UNKNOWN: Final = "ModelPriceUnknown"
 
 # HTTP statuses that say "not now" rather than "not like this".
 RETRYABLE_STATUSES: Final = frozenset({408, 409, 429})
@@ -374,24 +369,24 @@ def classify_error(error: openai.OpenAIError, api_key: str | None = None) -> App
         if status in RETRYABLE_STATUSES or status >= 500:
             return ApplicationError(
                 f"OpenAI is unavailable, HTTP {status}: {detail}",
-                type=MODEL_UNAVAILABLE,
+                type=errors.MODEL_UNAVAILABLE,
                 next_retry_delay=retry_delay(error.response.headers),
             )
         return ApplicationError(
             f"OpenAI rejected the request, HTTP {status}: {detail}",
-            type=MODEL_REQUEST_REJECTED,
+            type=errors.MODEL_REQUEST_REJECTED,
             non_retryable=True,
         )
     if isinstance(error, openai.APIConnectionError):
         kind = "timed out" if isinstance(error, openai.APITimeoutError) else "failed to connect"
         cause = error.__cause__
         reason = f" ({type(cause).__name__}: {_redact(str(cause), api_key)})" if cause else ""
-        return ApplicationError(f"OpenAI request {kind}{reason}", type=MODEL_UNAVAILABLE)
+        return ApplicationError(f"OpenAI request {kind}{reason}", type=errors.MODEL_UNAVAILABLE)
     # Anything else the SDK raises (e.g. a response it could not parse) is not a rejection of our
     # request; let the retry policy have another go.
     return ApplicationError(
         f"OpenAI call failed: {type(error).__name__}: {_redact(str(error), api_key)}",
-        type=MODEL_UNAVAILABLE,
+        type=errors.MODEL_UNAVAILABLE,
     )
 
 
@@ -460,17 +455,17 @@ class OpenAIProvider:
         if not model:
             raise ApplicationError(
                 "an openai run needs a model name (ModelSpec.name)",
-                type=MODEL_NOT_CONFIGURED,
+                type=errors.MODEL_NOT_CONFIGURED,
                 non_retryable=True,
             )
         try:
             self._prices.price(model)
         except UnknownModelPrice as e:
-            raise ApplicationError(str(e), type=MODEL_PRICE_UNKNOWN, non_retryable=True) from None
+            raise ApplicationError(str(e), type=errors.MODEL_PRICE_UNKNOWN, non_retryable=True) from None
         if self._client is None:
             raise ApplicationError(
                 "the openai provider has no API key: set OPENAI_API_KEY for the worker",
-                type=MODEL_NOT_CONFIGURED,
+                type=errors.MODEL_NOT_CONFIGURED,
                 non_retryable=True,
             )
         try:
@@ -479,7 +474,7 @@ class OpenAIProvider:
         except (KeyError, ValueError) as e:
             raise ApplicationError(
                 f"cannot offer the agent's tools to OpenAI: {e.args[0] if e.args else e}",
-                type=MODEL_REQUEST_REJECTED,
+                type=errors.MODEL_REQUEST_REJECTED,
                 non_retryable=True,
             ) from None
 
@@ -518,7 +513,7 @@ class OpenAIProvider:
         self, request: ModelRequest, model: str, completion: ChatCompletion, names: dict[str, str]
     ) -> ModelDecision:
         if not completion.choices:
-            raise ApplicationError("OpenAI returned no choices", type=MODEL_UNAVAILABLE)
+            raise ApplicationError("OpenAI returned no choices", type=errors.MODEL_UNAVAILABLE)
         message = completion.choices[0].message
         usage = completion.usage
         prompt_tokens = usage.prompt_tokens if usage is not None else 0

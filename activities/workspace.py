@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.control_store import StaleGeneration, SwitchGate
+from contracts import errors
 from contracts.workspace_io import (
     SWITCHES_MEMO,
     Admission,
@@ -173,7 +174,7 @@ class WorkspaceActivities:
 
     def _store_gate(self) -> SwitchGate:
         if self._gate is None:
-            raise ApplicationError("this worker has no control store configured", type="ControlStoreMissing")
+            raise ApplicationError("this worker has no control store configured", type=errors.CONTROL_STORE_MISSING)
         return self._gate
 
     @activity.defn(name="workspace.join")

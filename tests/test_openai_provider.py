@@ -21,10 +21,6 @@ from pydantic import Field, SecretStr, ValidationError
 from temporalio.exceptions import ApplicationError
 
 from activities.openai_provider import (
-    MODEL_NOT_CONFIGURED,
-    MODEL_PRICE_UNKNOWN,
-    MODEL_REQUEST_REJECTED,
-    MODEL_UNAVAILABLE,
     OpenAIProvider,
     PriceTable,
     UnknownModelPrice,
@@ -34,6 +30,7 @@ from activities.openai_provider import (
     retry_delay,
     to_function_name,
 )
+from contracts.errors import MODEL_NOT_CONFIGURED, MODEL_PRICE_UNKNOWN, MODEL_REQUEST_REJECTED, MODEL_UNAVAILABLE
 from contracts.model_io import ModelDecision, ModelRequest, TranscriptItem
 from contracts.models import Effect, Tier
 from runtime.settings import DEFAULT_PRICES, Settings

@@ -21,20 +21,24 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from temporalio.exceptions import ApplicationError
 
+from contracts import errors
+
 
 def classify(tool: str, error: SQLAlchemyError) -> ApplicationError:
     if isinstance(error, OperationalError | PoolTimeout) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     ):
         return ApplicationError(
-            f"{tool}: the database is unavailable ({type(error).__name__})", type="DatabaseUnavailable"
+            f"{tool}: the database is unavailable ({type(error).__name__})", type=errors.DATABASE_UNAVAILABLE
         )
     if isinstance(error, DataError | IntegrityError):
         return ApplicationError(
-            f"{tool}: the database refused a value ({type(error).__name__})", type="DatabaseRefused", non_retryable=True
+            f"{tool}: the database refused a value ({type(error).__name__})",
+            type=errors.DATABASE_REFUSED,
+            non_retryable=True,
         )
     return ApplicationError(
-        f"{tool}: the database failed the call ({type(error).__name__})", type="DatabaseError", non_retryable=True
+        f"{tool}: the database failed the call ({type(error).__name__})", type=errors.DATABASE_ERROR, non_retryable=True
     )
 
 

@@ -21,6 +21,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from contracts import errors
     from contracts.models import DecideResult, RunReport, Status, TimelineEntry
     from workflows.entry import Refusal, bounded, single, start_args
     from workflows.memory import RunMemory
@@ -81,13 +82,13 @@ class AgentRun:
 
     @workflow.update(dynamic=True)
     def unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
-        raise ApplicationError(f"unknown update {bounded(name, 200)!r}", type="UnknownUpdate")
+        raise ApplicationError(f"unknown update {bounded(name, 200)!r}", type=errors.UNKNOWN_UPDATE)
 
     @unknown_update.validator
     def reject_unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
         # Rejected before it is accepted, so it leaves no event in the run's history.
         raise ApplicationError(
-            f"unknown update {bounded(name, 200)!r}; this run takes the update decide", type="UnknownUpdate"
+            f"unknown update {bounded(name, 200)!r}; this run takes the update decide", type=errors.UNKNOWN_UPDATE
         )
 
     @workflow.query(name="status")
@@ -101,5 +102,5 @@ class AgentRun:
     @workflow.query(dynamic=True)
     def unknown_query(self, name: str, args: Sequence[RawValue]) -> None:
         raise ApplicationError(
-            f"unknown query {bounded(name, 200)!r}; this run answers status and timeline", type="UnknownQuery"
+            f"unknown query {bounded(name, 200)!r}; this run answers status and timeline", type=errors.UNKNOWN_QUERY
         )

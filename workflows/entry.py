@@ -32,6 +32,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
+from contracts import errors
 from contracts.hashing import canonical_json
 from contracts.validation import describe_validation_error
 
@@ -143,28 +144,32 @@ def start_args(
         )
         raise ApplicationError(
             f"invalid run input: {workflow_type} takes {expected}, got {len(args)}",
-            type="InvalidRunInput",
+            type=errors.INVALID_RUN_INPUT,
             non_retryable=True,
         )
     raw = decode(args[0])
     if isinstance(raw, Refusal):
-        raise ApplicationError(f"invalid run input: {raw.reason}", type="InvalidRunInput", non_retryable=True)
+        raise ApplicationError(f"invalid run input: {raw.reason}", type=errors.INVALID_RUN_INPUT, non_retryable=True)
     if isinstance(raw, bytes):
         raise ApplicationError(
             f"invalid run input: {len(raw)} bytes of binary data; expected a JSON object",
-            type="InvalidRunInput",
+            type=errors.INVALID_RUN_INPUT,
             non_retryable=True,
         )
     if len(args) == 1 and (weight := len(canonical_json(raw).encode())) > max_bytes:
         raise ApplicationError(
-            f"invalid run input: {weight} bytes; the limit is {max_bytes}", type="InvalidRunInput", non_retryable=True
+            f"invalid run input: {weight} bytes; the limit is {max_bytes}",
+            type=errors.INVALID_RUN_INPUT,
+            non_retryable=True,
         )
     carried = None
     if len(args) == 2 and args[1] is not None:
         carried = decode(args[1], carried_type)
         if isinstance(carried, Refusal):
             raise ApplicationError(
-                f"invalid carried state (argument 2): {carried.reason}", type="InvalidRunInput", non_retryable=True
+                f"invalid carried state (argument 2): {carried.reason}",
+                type=errors.INVALID_RUN_INPUT,
+                non_retryable=True,
             )
     return raw, carried
 

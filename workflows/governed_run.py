@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import workflows.telemetry as telemetry
+    from contracts import errors
     from contracts.activity_io import (
         AlreadyExecuted,
         Executed,
@@ -267,7 +268,7 @@ class GovernedRun:
             raise ApplicationError(
                 "carried run state is accepted only from the run that continued as new; "
                 "start a run with one argument, its input",
-                type="ForgedCarriedState",
+                type=errors.FORGED_CARRIED_STATE,
                 non_retryable=True,
             )
         join: Join = None
@@ -358,7 +359,7 @@ class GovernedRun:
         except ValidationError as e:
             raise ApplicationError(
                 "invalid run input: " + describe_validation_error(e),
-                type="InvalidRunInput",
+                type=errors.INVALID_RUN_INPUT,
                 non_retryable=True,
             ) from None
         # Joining the workspace's control plane: learn the switches in force, and be told of
@@ -388,7 +389,7 @@ class GovernedRun:
         if refusal:
             raise ApplicationError(
                 f"run refused by policy {context.policy_hash}: {refusal}",
-                type="RunNotAllowed",
+                type=errors.RUN_NOT_ALLOWED,
                 non_retryable=True,
             )
         info = workflow.info()
@@ -399,7 +400,7 @@ class GovernedRun:
         ):
             raise ApplicationError(
                 f"run refused: the {UNDO_AGENT} agent runs only the compensations an UndoRun plans (`airlock undo`)",
-                type="RunNotAllowed",
+                type=errors.RUN_NOT_ALLOWED,
                 non_retryable=True,
             )
         m = RunMemory(
@@ -1384,13 +1385,13 @@ class GovernedRun:
     @property
     def _memory(self) -> RunMemory:
         if self._m is None:
-            raise ApplicationError("the run is starting; ask again in a moment", type="NotStarted")
+            raise ApplicationError("the run is starting; ask again in a moment", type=errors.NOT_STARTED)
         return self._m
 
     @property
     def _desk_(self) -> ApprovalDesk:
         if self._desk is None:
-            raise ApplicationError("the run is starting; ask again in a moment", type="NotStarted")
+            raise ApplicationError("the run is starting; ask again in a moment", type=errors.NOT_STARTED)
         return self._desk
 
     @property

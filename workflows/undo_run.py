@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from contracts import errors
     from contracts.models import CallStatus, RunReport
     from contracts.undo_io import UNDO_AGENT, NotUndone, UndoInput, UndoPlan, UndoReport, compensation_run_id
     from contracts.validation import describe_validation_error
@@ -71,7 +72,7 @@ class UndoRun:
             request = UndoInput.model_validate(raw)
         except ValidationError as e:
             raise ApplicationError(
-                "invalid undo input: " + describe_validation_error(e), type="InvalidRunInput", non_retryable=True
+                "invalid undo input: " + describe_validation_error(e), type=errors.INVALID_RUN_INPUT, non_retryable=True
             ) from None
         plan: UndoPlan = await workflow.execute_activity(
             "undo.plan",
@@ -82,7 +83,7 @@ class UndoRun:
             summary=f"plan the undo of {request.run_id}",
         )
         if plan.error:
-            raise ApplicationError(plan.error, type="UndoNotPossible", non_retryable=True)
+            raise ApplicationError(plan.error, type=errors.UNDO_NOT_POSSIBLE, non_retryable=True)
         workflow.upsert_search_attributes([UNDO_OF.value_set(plan.run_id), WORKSPACE.value_set(plan.workspace)])
         if not plan.steps:
             return UndoReport(undo_of=plan.run_id, state="completed", not_undone=plan.not_undoable)

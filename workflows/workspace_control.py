@@ -31,6 +31,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, Field, ValidationError
 
+    from contracts import errors
     from contracts.activity_io import RunContext
     from contracts.signing import switch_message, verifies
     from contracts.validation import describe_validation_error
@@ -126,7 +127,7 @@ class WorkspaceControl:
             raise ApplicationError(
                 f"invalid start: WorkspaceControl takes the workspace's name (a string of 1 to "
                 f"{WORKSPACE_CHARS} characters), got {bounded(repr(raw), 200)}",
-                type="InvalidRunInput",
+                type=errors.INVALID_RUN_INPUT,
                 non_retryable=True,
             )
         workspace: str = raw
@@ -134,7 +135,7 @@ class WorkspaceControl:
         if info.workflow_id != control_workflow_id(workspace):
             raise ApplicationError(
                 f"a control workflow for {workspace!r} runs only as {control_workflow_id(workspace)!r}",
-                type="NotTheControlWorkflow",
+                type=errors.NOT_THE_CONTROL_WORKFLOW,
                 non_retryable=True,
             )
         if carried is not None and info.continued_run_id is None:
@@ -142,7 +143,7 @@ class WorkspaceControl:
             # (switches off, spend forgotten), it is refused.
             raise ApplicationError(
                 "carried control state is accepted only from the run that continued as new",
-                type="ForgedCarriedState",
+                type=errors.FORGED_CARRIED_STATE,
                 non_retryable=True,
             )
         if carried is None:
@@ -154,7 +155,7 @@ class WorkspaceControl:
             )
             if workspace not in context.policy.workspaces:
                 raise ApplicationError(
-                    f"workspace {workspace!r} is not in the policy", type="UnknownWorkspace", non_retryable=True
+                    f"workspace {workspace!r} is not in the policy", type=errors.UNKNOWN_WORKSPACE, non_retryable=True
                 )
             carried = ControlState(workspace=workspace, context=context)
             if context.control_events_per_history is not None:
@@ -250,7 +251,7 @@ class WorkspaceControl:
     def _ready(self) -> ControlState:
         """The state, for queries: they cannot wait for the first task to pin the policy."""
         if self._s is None:
-            raise ApplicationError("the workspace control is starting; ask again in a moment")
+            raise ApplicationError("the workspace control is starting; ask again in a moment", type=errors.NOT_STARTED)
         return self._s
 
     @workflow.signal(name="register")
@@ -319,7 +320,9 @@ class WorkspaceControl:
             return Admission(**switches, admitted=False, refusal=s.refused_runs[key])
         if run_id in s.runs:
             return Admission(**switches, signs_off=run_id in s.signing_off)
-        raise ApplicationError(f"run {run_id} has not registered yet; ask again in a moment")
+        raise ApplicationError(
+            f"run {run_id} has not registered yet; ask again in a moment", type=errors.NOT_REGISTERED
+        )
 
     @workflow.signal(name="leave")
     async def leave(self, payload: Any) -> None:
