@@ -97,8 +97,10 @@ with workflow.unsafe.imports_passed_through():
         parse_signal,
     )
     from policy.engine import decide, effective_mode, may_start
+    from workflows import budget
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
-    from workflows.budget import exhausted, remaining
+    from workflows.budget import remaining
+    from workflows.ending import RunEnded
     from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally
     from workflows.memory import RunMemory
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
@@ -189,16 +191,6 @@ MAX_CALLS_PER_STEP = 32
 MAX_TIMELINE = 2000
 # A model's final answer, kept in the report and the timeline, is cut to this many characters.
 ANSWER_CHARS = 64_000
-
-
-class RunEnded(Exception):
-    """Raised inside the loop to end the run in a final state with a reason."""
-
-    def __init__(self, state: RunState, reason: str, answer: str | None = None) -> None:
-        super().__init__(reason)
-        self.state = state
-        self.reason = reason
-        self.answer = answer
 
 
 def _parse_pause(payload: Any) -> PauseSignal | Refusal:
@@ -321,7 +313,7 @@ class GovernedRun:
         steps_here = 0
         try:
             if m.refused_admission is not None:
-                raise RunEnded(RunState.BUDGET_EXHAUSTED, m.refused_admission)
+                raise budget.refused_by_workspace(m.refused_admission)
             while True:
                 await self._wait_while_paused()
                 if self._unpublished and workflow.info().get_current_history_length() != self._first_task_length:
@@ -451,10 +443,7 @@ class GovernedRun:
         checkpoint = fit_checkpoint(m.checkpoint(), CHECKPOINT_BYTES)
         if checkpoint is None:
             # A checkpoint over Temporal's payload limit would fail the workflow task forever.
-            raise RunEnded(
-                RunState.BUDGET_EXHAUSTED,
-                f"the run's state no longer fits a continue-as-new checkpoint ({CHECKPOINT_BYTES} bytes)",
-            )
+            raise budget.state_too_large(CHECKPOINT_BYTES)
         workflow.continue_as_new(args=[None, checkpoint])
 
     async def _finish(self, state: RunState, reason: str, answer: str | None = None) -> RunReport:
@@ -542,7 +531,7 @@ class GovernedRun:
                 summary=f"step {request.step}: {spec.name}",
             )
             if decision.spend_refusal is not None:
-                raise RunEnded(RunState.BUDGET_EXHAUSTED, decision.spend_refusal)
+                raise budget.refused_by_workspace(decision.spend_refusal)
             m.dearest_model_call_usd = max(m.dearest_model_call_usd, decision.cost_usd)
         else:
             self._publish_before_waiting()
@@ -686,7 +675,7 @@ class GovernedRun:
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=20),
         )
         if not result.granted:
-            raise RunEnded(RunState.BUDGET_EXHAUSTED, result.reason or "workspace daily spend cap")
+            raise budget.refused_by_workspace(result.reason)
         return reservation_id
 
     async def _govern(self, call: ProposedCall, index: int) -> None:
@@ -705,9 +694,11 @@ class GovernedRun:
         m.calls.append(record)
         shown = call.args if size <= TIMELINE_ARGS_BYTES else {"args_sha256": call_hash(call.tool, call.args)}
         self._record("proposal", tool=call.tool, index=index, data=shown)
-        if (loop := self._loop_reason(call)) is not None:
-            self._reject_invalid(record, call, loop)
-            raise RunEnded(RunState.BUDGET_EXHAUSTED, loop)
+        try:
+            self._count_proposal(call)
+        except budget.OutOfBudget as loop:
+            self._reject_invalid(record, call, loop.reason)
+            raise
 
         entry = self._catalog.get(call.tool)
         if call.args_error:
@@ -894,16 +885,13 @@ class GovernedRun:
         self._record("tool_error", tool=call.tool, index=record.index, outcome="unavailable", message=error)
         self._tell_agent(call, f"the call failed: {error}")
 
-    def _loop_reason(self, call: ProposedCall) -> str | None:
-        """Why this proposal is a loop (the same call proposed too often), or None."""
+    def _count_proposal(self, call: ProposedCall) -> None:
+        """Counts this proposal; the same call proposed too often is a loop (OutOfBudget)."""
         m = self._memory
         key = call_hash(call.tool, call.args)[:16]  # a short hash: this map rides along in checkpoints
         seen = m.proposals_seen.get(key, 0) + 1
         m.proposals_seen[key] = seen
-        limit = m.input.budget.max_identical_calls
-        if seen <= limit:
-            return None
-        return f"max_identical_calls: {call.tool} proposed {seen} times with the same arguments (limit {limit})"
+        budget.repeated_call(m.input.budget, call.tool, seen)
 
     def _apply_outcome(self, record: CallRecord, call: ProposedCall, outcome: Executed | Rejected) -> None:
         if isinstance(outcome, Rejected):
@@ -986,9 +974,7 @@ class GovernedRun:
             if wait_s < decision.timeout_s:
                 desk.close(approval_id, "expired")
                 record.votes = pending.votes
-                raise RunEnded(
-                    RunState.BUDGET_EXHAUSTED, f"max_wall_clock_s: reached while {approval_id} awaited approval"
-                ) from None
+                raise budget.wall_clock_ran_out_awaiting(approval_id) from None
             outcome, reason = "denied", f"no approval within {decision.timeout_s}s: the call counts as denied"
         else:
             outcome, reason = desk.resolutions[approval_id]
@@ -1457,9 +1443,7 @@ class GovernedRun:
             # The call was counted when proposed; it is the one about to run, so do not let it
             # exhaust the budget it is already inside.
             used = used.model_copy(update={"tool_calls": used.tool_calls - 1})
-        reason = exhausted(m.input.budget, used, before=before, model_spends=m.input.model.provider != "scripted")
-        if reason:
-            raise RunEnded(RunState.BUDGET_EXHAUSTED, reason)
+        budget.check(m.input.budget, used, before=before, model_spends=m.input.model.provider != "scripted")
 
     def _reject_invalid(self, record: CallRecord, call: ProposedCall, error: str) -> None:
         record.status, record.error = CallStatus.INVALID, error
