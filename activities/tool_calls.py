@@ -19,6 +19,7 @@ from activities.control_store import SwitchGate
 from contracts.activity_io import ExecuteOutcome, Held, PrepareOutcome, ToolCallInput
 from contracts.models import Effect
 from contracts.names import execute_activity_name, prepare_activity_name
+from policy.switches import held_by
 from tools.registry import ToolRegistry
 from tools.runner import ToolRunner
 from tools.secret_guard import ToolSecrets
@@ -73,11 +74,8 @@ def _gate_for(effect: Effect, gate: SwitchGate | None) -> Callable[[ToolCallInpu
         except Exception as e:
             log.warning("tool.gate_unreadable", error=type(e).__name__)
             return Held(reason="control_unreachable", error=f"the control store cannot be read ({type(e).__name__})")
-        if switches.paused:
-            return Held(reason="kill_switch", switches=switches)
-        if switches.safe_mode and effect is not Effect.READ:
-            return Held(reason="safe_mode", switches=switches)
-        return None
+        reason = held_by(paused=switches.paused, safe_mode=switches.safe_mode, effect=effect)
+        return None if reason is None else Held(reason=reason, switches=switches)
 
     return held
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.models import Decision, Effect, Mode, Outcome, Tier
 from contracts.policy import Condition, Policy, Rule
+from policy.switches import safe_mode_forbids
 
 _MISSING = object()
 
@@ -171,7 +172,7 @@ def decide(policy: Policy, call: CallContext, *, safe_mode: bool = False) -> Dec
             "agent.capabilities",
             f"agent {call.agent!r} has no capability for {call.tool}",
         )
-    if (workspace.safe_mode or safe_mode) and call.effect is not Effect.READ:
+    if (workspace.safe_mode or safe_mode) and safe_mode_forbids(call.effect):
         return verdict(Outcome.DENY, "workspace.safe_mode", "safe_mode")
 
     tool_policy = policy.tools.get(call.tool)

@@ -432,3 +432,16 @@ def test_autonomy_by_role_only_caps_and_a_further_role_never_takes_autonomy_away
         assert mode_with(roles | {extra}).rank >= mode.rank
     else:
         assert mode.rank == min(requested.rank, max_autonomy.rank)
+
+
+def test_the_kill_switch_holds_every_call_and_safe_mode_all_but_reads() -> None:
+    """One rule for the engine, the run and the worker's last gate."""
+    from policy.switches import held_by
+
+    assert [held_by(paused=True, safe_mode=s, effect=e) for s in (False, True) for e in Effect] == ["kill_switch"] * 6
+    assert {e: held_by(paused=False, safe_mode=True, effect=e) for e in Effect} == {
+        Effect.READ: None,
+        Effect.WRITE: "safe_mode",
+        Effect.EXTERNAL: "safe_mode",
+    }
+    assert {held_by(paused=False, safe_mode=False, effect=e) for e in Effect} == {None}

@@ -97,6 +97,7 @@ with workflow.unsafe.imports_passed_through():
         parse_signal,
     )
     from policy.engine import decide, effective_mode, may_start
+    from policy.switches import held_by
     from workflows import budget
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
     from workflows.budget import remaining
@@ -768,7 +769,7 @@ class GovernedRun:
         while True:
             # The last gate: a switch may have been thrown while the call was being checked.
             await self._wait_while_paused()
-            if self._switches.safe_mode and entry.effect is not Effect.READ:
+            if held_by(paused=False, safe_mode=self._switches.safe_mode, effect=entry.effect) == "safe_mode":
                 if not record.votes:
                     decision = decide(
                         self._memory.context.policy, self._memory.call_context(entry, record.args), safe_mode=True
