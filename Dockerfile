@@ -2,6 +2,8 @@
 # hash, and replaying a history needs the workflow code that wrote it.
 FROM python:3.11-slim
 
+# PYTHONDONTWRITEBYTECODE=1: at run time the code is read-only (root-owned, the worker runs as
+# 10001), so the worker must not try to write bytecode; the build compiles it instead (below).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -25,10 +27,18 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" > 
 
 COPY . .
 # The install also provides the `airlock` console script. The in-tree build leaves build/ and
-# *.egg-info behind; they are not needed at run time. .airlock/ is where the SQLite default lives,
-# so the image still starts without AIRLOCK_DB (a single worker; a cluster must share PostgreSQL).
+# *.egg-info behind; they are not needed at run time.
+# The workflow sandbox imports the workflow modules afresh for every workflow it starts, and the
+# flight recorder imports them for every history it replays; without cached bytecode each import
+# compiles them from source (the Makefile's `bytecode` target says what that costs). So the
+# bytecode is compiled here, as root, once: for /app, which `python worker.py` imports from, and
+# for the installed packages, which the `airlock` command imports from (compileall skips what
+# pip has already compiled).
+# .airlock/ is where the SQLite default lives, so the image still starts without AIRLOCK_DB (a
+# single worker; a cluster must share PostgreSQL).
 RUN pip install ".[postgres]" \
  && rm -rf build ./*.egg-info \
+ && python -m compileall -q /app "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
  && mkdir -p .airlock \
  && chown airlock:airlock .airlock
 
