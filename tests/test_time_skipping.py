@@ -109,12 +109,15 @@ async def test_an_escalated_approval_nobody_answers_is_denied_at_its_timeout(
 
 
 async def test_a_model_call_running_across_midnight_is_charged_to_the_day_it_reserved_on(
-    skipping_env: WorkflowEnvironment, settings: Settings
+    skipping_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
 ) -> None:
     """Yesterday's open reservation no longer holds today's money, but its settlement still
     lands on yesterday's ledger."""
-    workspace = "acme"
-    async with skipping_worker(skipping_env, settings) as runs:
+    # A workspace of this test's own: the runs of the other tests on this server started a
+    # control workflow for `acme`, and that one never ends.
+    workspace = "ledger"
+    policy = policy_file(tmp_path / "ledger.yaml", workspaces={workspace: {"max_autonomy": "auto"}})
+    async with skipping_worker(skipping_env, settings, policy_path=policy) as runs:
         control = await start_control(skipping_env.client, workspace, runs.settings.task_queue)
         assert (
             await control.execute_update("reserve", reserve_request(workspace, 1, 0.4), result_type=ReserveResult)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from contracts.models import Effect, Tier
-from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
+from tools import Effect, Tier, Tool, ToolArgs, ToolContext, ToolOutput
 
 
 class Points(ToolArgs):
