@@ -108,14 +108,14 @@ async def reconstruct(history: WorkflowHistory) -> Recording:
     runs = [instance for kind, instance in capture.instances if kind == "AgentRun"]
     if not runs:
         raise ReplayFailed("the history holds no AgentRun execution")
-    run = runs[-1]._run
-    if run._m is None:
+    snapshot = runs[-1].snapshot()
+    if snapshot.memory is None:
         raise ReplayFailed("the run never started: its input was refused")
     return Recording(
-        workflow_id=run._m.context.workflow_id or history.workflow_id,
-        state=run._state,
-        memory=run._m.model_copy(deep=True),
-        pending_approvals=list(run._desk.pending.values()) if run._desk else [],
+        workflow_id=snapshot.memory.context.workflow_id or history.workflow_id,
+        state=snapshot.state,
+        memory=snapshot.memory,
+        pending_approvals=snapshot.pending_approvals,
         closed=_closed(history),
     )
 

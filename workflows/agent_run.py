@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts import errors
     from contracts.models import DecideResult, RunReport, Status, TimelineEntry
     from workflows.entry import Refusal, bounded, single, start_args
-    from workflows.memory import RunMemory
+    from workflows.memory import RunMemory, RunSnapshot
 
 # Not in the pass-through block: the worker's sandbox (`worker.SANDBOX`) passes it through by
 # name, while Temporal's default sandbox, which the replay tests use, imports it inside.
@@ -45,6 +45,10 @@ class AgentRun:
         # accepted.
         raw, carried = start_args(args, "AgentRun", RunMemory)
         return await self._run.run(raw, carried)
+
+    def snapshot(self) -> RunSnapshot:
+        """What the run holds at this point of its history (not a query: read on replay)."""
+        return self._run.snapshot()
 
     @workflow.signal(name="approve")
     def approve(self, *args: RawValue) -> None:

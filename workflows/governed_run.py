@@ -103,7 +103,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.budget import remaining
     from workflows.ending import RunEnded
     from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally
-    from workflows.memory import RunMemory
+    from workflows.memory import RunMemory, RunSnapshot
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
     from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
 
@@ -1515,6 +1515,14 @@ class GovernedRun:
         seq = m.timeline_offset + len(m.timeline) - 1
         for event in events_for(seq, entry, self._run_facts(), m.calls):
             workflow.logger.info(event.type, extra={"airlock": event.model_dump(mode="json", exclude_none=True)})
+
+    def snapshot(self) -> RunSnapshot:
+        """The run's state, a copy, for readers outside the workflow (the flight recorder)."""
+        return RunSnapshot(
+            state=self._state,
+            memory=None if self._m is None else self._m.model_copy(deep=True),
+            pending_approvals=list(self._desk.pending.values()) if self._desk else [],
+        )
 
     def _run_facts(self) -> RunFacts:
         m = self._memory

@@ -15,8 +15,10 @@ from contracts.models import (
     CallStatus,
     Effect,
     Mode,
+    PendingApproval,
     RefusedVote,
     RunInput,
+    RunState,
     StepCost,
     TimelineEntry,
 )
@@ -129,3 +131,13 @@ class RunMemory(BaseModel):
             },
             deep=True,
         )
+
+
+class RunSnapshot(BaseModel):
+    """A run as its workflow holds it at this point of its history, for readers outside it (the
+    flight recorder replays a history and reads this): None for `memory` when the run never
+    started (its input was refused)."""
+
+    state: RunState
+    memory: RunMemory | None
+    pending_approvals: list[PendingApproval] = Field(default_factory=list)
