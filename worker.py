@@ -69,6 +69,7 @@ SANDBOX = SandboxedWorkflowRunner(
         "workflows.approvals",
         "workflows.budget",
         "workflows.entry",
+        "workflows.eras",
         "workflows.ending",
         "workflows.governed_run",
         "workflows.memory",

@@ -103,6 +103,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.budget import remaining
     from workflows.ending import RunEnded
     from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally
+    from workflows.eras import BOUNDED_STEP, Join, start_era
     from workflows.memory import RunMemory, RunSnapshot
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
     from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
@@ -168,26 +169,6 @@ HOLD_POLL = timedelta(minutes=1)
 HOLD_RETRY = timedelta(seconds=5)
 
 
-# How a starting run joins its workspace's control plane (see `GovernedRun.run`).
-Join = Literal["in-start", "capped-by-activity", "local", "activity"] | None
-# Under a concurrency cap the join waits for the control workflow's admission. Since this patch
-# it waits in a full activity, with this run's workflow task closed: a local activity kept the
-# task, and its worker slot, and once a burst of starts held every slot of the worker the control
-# workflow (on the same queue) had none left to admit them with.
-CAPPED_JOIN = "capped-join-by-activity"
-# Since this patch a run pins its context and joins its workspace in one local activity
-# (`run.start`), one marker event instead of two; under a cap it still waits in a full activity.
-START_IN_ONE = "start-in-one-activity"
-# Since this patch a run publishes its search attributes when they can be seen: not when it
-# starts, but when it first waits outside its first workflow task (for a person, a timer, a full
-# activity, a switch, a continue-as-new) or finds itself past that task. A run that ends within its
-# first task, as most short runs do, publishes once, its final state: one history event fewer,
-# and one visibility write fewer on the server.
-PUBLISH_WHEN_SEEN = "publish-when-seen"
-# Since this patch a model's decision is considered for at most MAX_CALLS_PER_STEP calls (the rest
-# are refused in one note to the model), and a history whose timeline passed MAX_TIMELINE entries
-# continues as new at the next step: what one step or one history records stays bounded.
-BOUNDED_STEP = "bounded-step"
 MAX_CALLS_PER_STEP = 32
 MAX_TIMELINE = 2000
 # A model's final answer, kept in the report and the timeline, is cut to this many characters.
@@ -247,14 +228,8 @@ class GovernedRun:
     async def run(self, raw: Any, carried: RunMemory | None = None) -> RunReport:
         # `raw` is loosely typed on purpose: input that does not fit RunInput must fail the run
         # with a message naming the field, not fail decoding (a workflow task retried forever).
-        # Decided before the first await, so the patch marker is among the first workflow task's
-        # commands however that task is split (a query can complete it early). Runs since
-        # PUBLISH_WHEN_SEEN start as those since START_IN_ONE do, and publish their state when it
-        # can be seen. Runs since START_IN_ONE join in their start activity, or under a cap in a
-        # full one; runs between that and CAPPED_JOIN pinned first, then joined the same way in an
-        # activity of its own; runs between that and `workspace-join-local` joined in a local
-        # activity; runs between that and `workspace-control` in a full activity; earlier runs
-        # did not join.
+        # The era is decided before the first await, so the patch marker is among the first
+        # workflow task's commands however that task is split (a query can complete it early).
         if carried is not None and workflow.info().continued_run_id is None:
             # Carried state (budgets used, decided approvals, the pinned policy) is accepted only
             # from this workflow continuing as new; anyone can start a run with a second argument.
@@ -264,19 +239,7 @@ class GovernedRun:
                 type=errors.FORGED_CARRIED_STATE,
                 non_retryable=True,
             )
-        join: Join = None
-        lazy = False
-        if carried is None:
-            if workflow.patched(PUBLISH_WHEN_SEEN):
-                join, lazy = "in-start", True
-            elif workflow.patched(START_IN_ONE):
-                join = "in-start"
-            elif workflow.patched(CAPPED_JOIN):
-                join = "capped-by-activity"
-            elif workflow.patched("workspace-join-local"):
-                join = "local"
-            elif workflow.patched("workspace-control"):
-                join = "activity"
+        join, lazy = start_era() if carried is None else (None, False)
         m = carried or await self._start(raw, join, lazy)
         self._m = m
         self._desk = ApprovalDesk(

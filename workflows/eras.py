@@ -1,0 +1,55 @@
+"""The eras of `AgentRun`'s code: each `workflow.patched` marker a run's history may hold, what
+changed with it, and which way a run of each era starts. Kept out of the run's loop, so that it
+reads as what a run does today; a history of any era still replays through here.
+
+Runs since PUBLISH_WHEN_SEEN start as those since START_IN_ONE do, and publish their state when
+it can be seen. Runs since START_IN_ONE join in their start activity, or under a cap in a full
+one; runs between that and CAPPED_JOIN pinned first, then joined the same way in an activity of
+its own; runs between that and `workspace-join-local` joined in a local activity; runs between
+that and `workspace-control` in a full activity; earlier runs did not join.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from temporalio import workflow
+
+# How a starting run joins its workspace's control plane (see `start_era`).
+Join = Literal["in-start", "capped-by-activity", "local", "activity"] | None
+# Under a concurrency cap the join waits for the control workflow's admission. Since this patch
+# it waits in a full activity, with this run's workflow task closed: a local activity kept the
+# task, and its worker slot, and once a burst of starts held every slot of the worker the control
+# workflow (on the same queue) had none left to admit them with.
+CAPPED_JOIN = "capped-join-by-activity"
+# Since this patch a run pins its context and joins its workspace in one local activity
+# (`run.start`), one marker event instead of two; under a cap it still waits in a full activity.
+START_IN_ONE = "start-in-one-activity"
+# Since this patch a run publishes its search attributes when they can be seen: not when it
+# starts, but when it first waits outside its first workflow task (for a person, a timer, a full
+# activity, a switch, a continue-as-new) or finds itself past that task. A run that ends within its
+# first task, as most short runs do, publishes once, its final state: one history event fewer,
+# and one visibility write fewer on the server.
+PUBLISH_WHEN_SEEN = "publish-when-seen"
+# Since this patch a model's decision is considered for at most MAX_CALLS_PER_STEP calls (the rest
+# are refused in one note to the model), and a history whose timeline passed MAX_TIMELINE entries
+# continues as new at the next step: what one step or one history records stays bounded.
+BOUNDED_STEP = "bounded-step"
+WORKSPACE_JOIN_LOCAL = "workspace-join-local"
+WORKSPACE_CONTROL = "workspace-control"
+
+
+def start_era() -> tuple[Join, bool]:
+    """How this run joins its workspace's control plane, and whether it publishes its state only
+    once it can be seen. Called once, by a run that starts afresh, before its first await."""
+    if workflow.patched(PUBLISH_WHEN_SEEN):
+        return "in-start", True
+    if workflow.patched(START_IN_ONE):
+        return "in-start", False
+    if workflow.patched(CAPPED_JOIN):
+        return "capped-by-activity", False
+    if workflow.patched(WORKSPACE_JOIN_LOCAL):
+        return "local", False
+    if workflow.patched(WORKSPACE_CONTROL):
+        return "activity", False
+    return None, False
