@@ -420,8 +420,6 @@ class GovernedRun:
             if call.status is CallStatus.AWAITING_APPROVAL:
                 call.status, call.error = CallStatus.STOPPED, reason
         self._record("run_finished", outcome=state.value, message=reason)
-        self._publish()
-        telemetry.run_finished(**self._tags(), state=state.value, tokens=m.used.tokens, cost_usd=m.used.cost_usd)
         await self._settle_acks()
         if m.signs_off:
             # Frees this run's slot under the workspace's concurrency cap.
@@ -526,12 +524,6 @@ class GovernedRun:
                 completion_tokens=decision.completion_tokens,
                 cost_usd=decision.cost_usd,
             )
-        )
-        telemetry.model_charged(
-            **self._tags(),
-            model=decision.model,
-            tokens=decision.prompt_tokens + decision.completion_tokens,
-            cost_usd=decision.cost_usd,
         )
         self._record(
             "model_call",
@@ -945,12 +937,6 @@ class GovernedRun:
         desk.close(approval_id, outcome)
         record.votes = pending.votes
         self._set_state(RunState.PAUSED if m.paused_by else RunState.RUNNING)
-        telemetry.approval_resolved(
-            **self._tags(),
-            tool=call.tool,
-            outcome=outcome,
-            waited_s=(workflow.now() - pending.requested_at).total_seconds(),
-        )
         self._record(
             "approval_resolved",
             tool=call.tool,
@@ -958,6 +944,7 @@ class GovernedRun:
             approval_id=approval_id,
             outcome=outcome,
             message=reason,
+            data={"waited_s": (workflow.now() - pending.requested_at).total_seconds()},
         )
         if outcome == "approved":
             return True
@@ -987,7 +974,6 @@ class GovernedRun:
             message=f"no decision within {escalate_s}s: holders of role {role} may now decide "
             f"(roles: {', '.join(pending.approver_roles)}); denied at {pending.deadline.isoformat()}",
         )
-        telemetry.approval_escalated(**self._tags(), tool=pending.tool)
         await workflow.wait_condition(
             lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s - escalate_s)
         )
@@ -1423,7 +1409,6 @@ class GovernedRun:
         self._tell_agent(call, f"the policy refused the call (rule {decision.rule}): {decision.reason}")
 
     def _record_decision(self, record: CallRecord, decision: Decision) -> None:
-        telemetry.policy_decided(**self._tags(), tool=record.tool, outcome=decision.outcome.value, rule=decision.rule)
         self._record(
             "decision",
             tool=record.tool,
@@ -1471,6 +1456,11 @@ class GovernedRun:
             data=data,
         )
         m.timeline.append(entry)
+        # One event, every channel: the timeline (and the report and audit export built from it),
+        # OpenTelemetry, the run's search attributes once it ends, and the worker's log stream.
+        telemetry.observe(entry, m.used, **self._tags())
+        if kind == "run_finished":
+            self._publish()
         # The worker's log stream carries the same audit events an export rebuilds later. They
         # are built only when someone will read them: not on replay, not below INFO.
         if not workflow.logger.isEnabledFor(logging.INFO):

@@ -1,8 +1,9 @@
 """What AgentRun reports to OpenTelemetry from workflow code: spans and metrics, replay-safe.
 
-Workflow code calls these at the moments that matter (a policy decision, an approval resolved, a
-model call charged, a run finished). Each must record exactly once per real event, never again
-when a worker replays the history.
+The run records each event once, in its timeline (`GovernedRun._record`), and that one call hands
+the entry to `observe`, which decides what it reports: a policy decision, an approval resolved or
+escalated, a model call charged, a run finished. Each must record exactly once per real event,
+never again when a worker replays the history.
 
 None of it is hand-rolled replay logic; it rests on temporalio's replay-safe providers, which
 `runtime.tracing` installs:
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry.trace import get_current_span, get_tracer_provider
     from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider
 
+    from contracts.models import BudgetUse, TimelineEntry
     from runtime.instruments import SCOPE, run_metrics
 
 if TYPE_CHECKING:
@@ -111,3 +113,33 @@ def run_finished(*, workflow_id: str, workspace: str, agent: str, state: str, to
             }
         )
     run_metrics().runs.add(1, {"workspace": workspace, "agent": agent, "state": state})
+
+
+def observe(entry: TimelineEntry, used: BudgetUse, *, workflow_id: str, workspace: str, agent: str) -> None:
+    """What one timeline entry of the run reports to OpenTelemetry, if anything. `used` is the
+    run's budget use as the entry is recorded."""
+    run = {"workflow_id": workflow_id, "workspace": workspace, "agent": agent}
+    data = entry.data if isinstance(entry.data, dict) else {}
+    tool = entry.tool or ""
+    if entry.kind == "decision":
+        policy_decided(**run, tool=tool, outcome=entry.outcome or "", rule=entry.rule or "")
+    elif entry.kind == "approval_resolved":
+        waited = data.get("waited_s")
+        approval_resolved(
+            **run,
+            tool=tool,
+            outcome=entry.outcome or "",
+            waited_s=float(waited) if isinstance(waited, int | float) else 0.0,
+        )
+    elif entry.kind == "approval_escalated":
+        approval_escalated(**run, tool=tool)
+    elif entry.kind == "model_call":
+        tokens, cost = data.get("tokens"), data.get("cost_usd")
+        model_charged(
+            **run,
+            model=str(data.get("model", "")),
+            tokens=tokens if isinstance(tokens, int) else 0,
+            cost_usd=float(cost) if isinstance(cost, int | float) else 0.0,
+        )
+    elif entry.kind == "run_finished":
+        run_finished(**run, state=entry.outcome or "", tokens=used.tokens, cost_usd=used.cost_usd)
