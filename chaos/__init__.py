@@ -1,1 +1,1 @@
-"""Fault suites: `make chaos` runs them in full; tests/test_chaos.py runs a short version."""
+"""Fault suites: `make chaos` runs them in full; tests/faults/test_chaos.py runs a short version."""

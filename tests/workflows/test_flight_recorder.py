@@ -22,7 +22,7 @@ from tests.history_scenarios import HISTORIES, histories_of
 from tests.mutated_workflow import AgentRunWithAnExtraTimer
 from tools.backoffice.db import customers, refunds, tickets
 
-SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "audit-event.schema.json"
+SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "audit-event.schema.json"
 
 
 @pytest.mark.parametrize("name", ["approved", "denied", "budget_exhausted", "stopped", "continued"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runtime.settings import EXAMPLE_POLICY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_worker_refuses_a_policy_with_errors(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Fault suites: killed workers, flaky tools, crashes at every window of a write."""

@@ -1,0 +1,1 @@
+"""Replay tests: today's workflow code replays the histories committed under tests/histories/."""
