@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.control_store import SpendLedger
-from contracts import errors
+from contracts import errors, names
 from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
 from contracts.workspace_io import SpendHold
 from tools import blobs
@@ -71,7 +71,7 @@ class ModelActivities:
             items.append(item)
         return request.model_copy(update={"transcript": items})
 
-    @activity.defn(name="model.decide")
+    @activity.defn(name=names.MODEL_DECIDE)
     async def decide(self, request: ModelRequest) -> ModelDecision:
         with structlog.contextvars.bound_contextvars(
             run_id=request.workflow_id, workspace=request.workspace, step=request.step
@@ -101,7 +101,7 @@ class ModelActivities:
         return decision
 
     async def _decide(self, request: ModelRequest) -> ModelDecision:
-        with tracer.start_as_current_span("model.decide") as span:
+        with tracer.start_as_current_span(names.MODEL_DECIDE) as span:
             span.set_attributes(
                 {
                     "airlock.run_id": request.workflow_id,

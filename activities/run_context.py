@@ -15,6 +15,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.workspace import WorkspaceActivities
+from contracts import names
 from contracts.activity_io import RunContext, Started
 from contracts.policy import Policy
 from contracts.workspace_io import RegisterRequest
@@ -44,7 +45,7 @@ class RunContextActivities:
         # Every caller is an activity of a run: its workflow id is always set.
         return self._context.model_copy(update={"workflow_id": workflow_id or ""})
 
-    @activity.defn(name="run.pin_context")
+    @activity.defn(name=names.RUN_PIN_CONTEXT)
     def pin_context(self) -> RunContext:
         return self.pinned(activity.info().workflow_id)
 
@@ -54,7 +55,7 @@ class RunStartActivities:
         self._context = context
         self._workspace = workspace
 
-    @activity.defn(name="run.start")
+    @activity.defn(name=names.RUN_START)
     async def start(self, registration: RegisterRequest) -> Started:
         """`registration` as the run would send it without a cap: it is sent only when the
         policy pinned here lets the run start and caps nothing."""

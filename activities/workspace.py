@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.control_store import StaleGeneration, SwitchGate
-from contracts import errors
+from contracts import errors, names
 from contracts.workspace_io import (
     SWITCHES_MEMO,
     Admission,
@@ -126,14 +126,14 @@ class WorkspaceActivities:
         self._gate = gate
         self._registrations = GroupRegistration(self._register_batch)
 
-    @activity.defn(name="workspace.switches")
+    @activity.defn(name=names.WORKSPACE_SWITCHES)
     def switches(self, workspace: str) -> Switches:
         """The workspace's switches as the control store holds them now: how a run verifies a
         message that would loosen what it obeys, and how a control workflow that starts afresh
         learns the switches in force. Raises while the store cannot be read; the caller retries."""
         return self._store_gate().switches(workspace, fresh=True)
 
-    @activity.defn(name="workspace.store_switches")
+    @activity.defn(name=names.WORKSPACE_STORE_SWITCHES)
     def store_switches(self, request: StoreSwitches) -> StoredSwitches:
         """Commits an accepted switch change before anyone is told of it."""
         gate = self._store_gate()
@@ -144,7 +144,7 @@ class WorkspaceActivities:
         gate.switches(request.workspace, fresh=True)
         return StoredSwitches(committed=True, switches=stored)
 
-    @activity.defn(name="workspace.closed_runs")
+    @activity.defn(name=names.WORKSPACE_CLOSED_RUNS)
     async def closed_runs(self, run_ids: list[str]) -> list[str]:
         """Those of these runs that the server says have ended, waiting up to CLOSE_WAIT_S for
         them: a run's word that it has ended (`leave`, sent just before it closes) is taken only
@@ -177,7 +177,7 @@ class WorkspaceActivities:
             raise ApplicationError("this worker has no control store configured", type=errors.CONTROL_STORE_MISSING)
         return self._gate
 
-    @activity.defn(name="workspace.join")
+    @activity.defn(name=names.WORKSPACE_JOIN)
     async def join(self, request: RegisterRequest) -> Admission:
         # Runs join under a cap with `workspace.register`, as a full activity; a join of a run
         # started before `capped-join-by-activity` may still arrive here with one.
@@ -186,7 +186,7 @@ class WorkspaceActivities:
         switches = await self._registrations.join(self._destination(request.workspace), request)
         return Admission(**switches.model_dump())
 
-    @activity.defn(name="workspace.register")
+    @activity.defn(name=names.WORKSPACE_REGISTER)
     async def register(self, request: RegisterRequest) -> Admission:
         """Registers one run and reads its admission back: the join under a concurrency cap, and
         the whole join of runs started before `workspace.join`, which ran this as a full activity."""
@@ -250,7 +250,7 @@ class WorkspaceActivities:
         last: Admission = await handle.query("admission", key, result_type=Admission)
         return last
 
-    @activity.defn(name="workspace.reserve")
+    @activity.defn(name=names.WORKSPACE_RESERVE)
     async def reserve(self, request: ReserveRequest) -> ReserveResult:
         # Retried by the activity's policy when refused as not ready or over the server's limit
         # of in-flight updates; a retry after the update was applied is granted again, held once.
@@ -259,7 +259,7 @@ class WorkspaceActivities:
         ).execute_update("reserve", request, result_type=ReserveResult)
         return result
 
-    @activity.defn(name="workspace.live_runs")
+    @activity.defn(name=names.WORKSPACE_LIVE_RUNS)
     async def live_runs(self, workspace: str) -> list[str]:
         query = f'WorkflowType="AgentRun" AND ExecutionStatus="Running" AND AirlockWorkspace="{workspace}"'
         return [w.id async for w in self._client.list_workflows(query)]

@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
+    from contracts import names
     from contracts.activity_io import ExecuteOutcome, ToolCallInput
     from contracts.model_io import ModelDecision, ModelRequest
     from contracts.models import ScriptedCall
@@ -58,7 +59,7 @@ class BareRun:
                 scripted=script[step - 1] if step <= len(script) else None,
             )
             decision = await workflow.execute_local_activity(
-                "model.decide",
+                names.MODEL_DECIDE,
                 request,
                 result_type=ModelDecision,
                 **LOCAL,  # type: ignore[arg-type]

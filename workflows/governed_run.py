@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     import workflows.telemetry as telemetry
-    from contracts import errors
+    from contracts import errors, names
     from contracts.activity_io import (
         AlreadyExecuted,
         Executed,
@@ -330,7 +330,7 @@ class GovernedRun:
         admission: Admission | None = None
         if join == "in-start":
             started: Started = await workflow.execute_local_activity(
-                "run.start",
+                names.RUN_START,
                 registration,
                 result_type=Started,
                 summary=f"pin policy and tools, join workspace {run_input.workspace}",
@@ -339,7 +339,7 @@ class GovernedRun:
             context, admission = started.context, started.admission
         else:
             context = await workflow.execute_local_activity(
-                "run.pin_context", result_type=RunContext, summary="pin policy and tools", **LOCAL
+                names.RUN_PIN_CONTEXT, result_type=RunContext, summary="pin policy and tools", **LOCAL
             )
         refusal = may_start(context.policy, run_input.workspace, run_input.agent, run_input.requested_by)
         if refusal:
@@ -375,9 +375,9 @@ class GovernedRun:
             options: Any = dict(result_type=Admission, summary=f"join workspace {run_input.workspace}", **JOIN)
             if join == "local" or (join == "capped-by-activity" and request.max_concurrent_runs is None):
                 # One marker event and no task of its own: the join only sends the registration.
-                admission = await workflow.execute_local_activity("workspace.join", request, **options)
+                admission = await workflow.execute_local_activity(names.WORKSPACE_JOIN, request, **options)
             else:
-                admission = await workflow.execute_activity("workspace.register", request, **options)
+                admission = await workflow.execute_activity(names.WORKSPACE_REGISTER, request, **options)
         if admission is not None:
             m.switches = Switches.model_validate(admission.model_dump(include=set(Switches.model_fields)))
             m.registered = True
@@ -475,7 +475,7 @@ class GovernedRun:
         )
         if scripted:
             decision = await workflow.execute_local_activity(
-                "model.decide",
+                names.MODEL_DECIDE,
                 request,
                 result_type=ModelDecision,
                 **LOCAL,
@@ -485,7 +485,7 @@ class GovernedRun:
             self._publish_before_waiting()
             request.spend = self._spend_hold(request.step)
             decision = await workflow.execute_activity(
-                "model.decide",
+                names.MODEL_DECIDE,
                 request,
                 result_type=ModelDecision,
                 start_to_close_timeout=MODEL_TIMEOUT,
@@ -501,7 +501,7 @@ class GovernedRun:
             cost = 0.0
             try:
                 decision = await workflow.execute_activity(
-                    "model.decide",
+                    names.MODEL_DECIDE,
                     request,
                     result_type=ModelDecision,
                     start_to_close_timeout=MODEL_TIMEOUT,
@@ -615,7 +615,7 @@ class GovernedRun:
             return None
         reservation_id = f"{self._workflow_id}/{self._chain_run_id}/step-{step}"
         result: ReserveResult = await workflow.execute_activity(
-            "workspace.reserve",
+            names.WORKSPACE_RESERVE,
             ReserveRequest(
                 workspace=m.input.workspace,
                 run_id=self._workflow_id,
@@ -1209,7 +1209,7 @@ class GovernedRun:
         self._verify_pending = False
         try:
             truth: Switches = await workflow.execute_local_activity(
-                "workspace.switches", m.input.workspace, result_type=Switches, summary="switches in force", **LOCAL
+                names.WORKSPACE_SWITCHES, m.input.workspace, result_type=Switches, summary="switches in force", **LOCAL
             )
         except FailureError as e:
             self._held = f"the control store cannot be read ({bounded(str(e), 200)}); the run waits for it"
