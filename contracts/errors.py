@@ -13,7 +13,9 @@ Python exception that stays inside a process lives.
     │   ├── NotStarted             a query before the first workflow task pinned the policy
     │   ├── NotRegistered          an admission asked for before the run registered
     │   ├── UnknownQuery
-    │   └── UnknownUpdate
+    │   ├── UnknownUpdate
+    │   ├── MalformedQuery         a query whose arguments are not what it takes
+    │   └── MalformedUpdate        an update whose argument does not decode (rejected by its validator)
     ├── an undo refused
     │   └── UndoNotPossible        the run's writes cannot be compensated (the plan says why)
     └── an activity failed
@@ -55,6 +57,8 @@ NOT_STARTED: Final = "NotStarted"
 NOT_REGISTERED: Final = "NotRegistered"
 UNKNOWN_QUERY: Final = "UnknownQuery"
 UNKNOWN_UPDATE: Final = "UnknownUpdate"
+MALFORMED_QUERY: Final = "MalformedQuery"
+MALFORMED_UPDATE: Final = "MalformedUpdate"
 
 UNDO_NOT_POSSIBLE: Final = "UndoNotPossible"
 
@@ -80,6 +84,8 @@ ALL: Final = frozenset(
         NOT_REGISTERED,
         UNKNOWN_QUERY,
         UNKNOWN_UPDATE,
+        MALFORMED_QUERY,
+        MALFORMED_UPDATE,
         UNDO_NOT_POSSIBLE,
         MODEL_UNAVAILABLE,
         MODEL_REQUEST_REJECTED,

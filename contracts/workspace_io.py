@@ -185,6 +185,15 @@ class Ack(BaseModel):
     generation: int
 
 
+class RefusedMessages(BaseModel):
+    """Messages the control workflow could not use (malformed, too large, of an unknown name): how
+    many, counted by kind of reason, and the last few in full (each bounded)."""
+
+    total: int = 0
+    by_reason: dict[str, int] = Field(default_factory=dict)
+    last: list[str] = Field(default_factory=list)
+
+
 class WorkspaceView(BaseModel):
     """Answer of the control workflow's `state` query."""
 
@@ -196,3 +205,5 @@ class WorkspaceView(BaseModel):
     last_ack_after_s: float | None = None
     refused: list[str] = Field(default_factory=list)
     max_concurrent_runs: int | None = None
+    # Signals refused as unusable; a malformed update is rejected to its sender and leaves no trace.
+    refused_messages: RefusedMessages = Field(default_factory=RefusedMessages)

@@ -1,4 +1,5 @@
-"""Runs that exercise every branch of AgentRun, for recording histories that replay tests keep.
+"""Runs that exercise every branch of AgentRun, WorkspaceControl and UndoRun, for recording histories
+that replay tests keep.
 
 `python -m tests.history_scenarios [NAME ...]` records them (all, or the named ones) into
 tests/histories/ on a throwaway dev server.
@@ -10,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import TerminatedError
 
 from contracts.signing import new_key, public_key_text, sign, vote_message
+from contracts.workspace_io import ReserveResult, SwitchResult, control_workflow_id
 from runtime.settings import Settings
-from tests.conftest import READ, REFUND_120, Runs, call, policy_file
+from tests.conftest import READ, REFUND_120, Runs, call, policy_file, ready_view
 from worker import build_worker, start_local_server
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -107,6 +111,81 @@ async def governed(runs: Runs) -> WorkflowHandle[Any, Any]:
     return handle
 
 
+async def workspace_control(runs: Runs) -> WorkflowHandle[Any, Any]:
+    """The control workflow of a workspace of its own: registrations (single, capped, batch), an
+    acknowledgement, switches on and off (one refused), a reservation granted and settled and one
+    refused, a run leaving, then a continue-as-new, a switch in the continued run, and the end
+    (terminated: a control workflow never ends by itself)."""
+    workspace = f"history-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = policy_file(Path(tmp) / "control.yaml", workspaces={workspace: {"max_autonomy": "auto"}})
+        settings = runs.settings.model_copy(
+            update={
+                "policy_path": path,
+                "control_db": f"{tmp}/control.db",
+                "control_task_queue": None,
+                "control_events_per_history": 40,
+                "task_queue": runs.settings.task_queue + "-control",
+            }
+        )
+        async with build_worker(runs.client, settings):
+            handle = await runs.client.start_workflow(
+                "WorkspaceControl", workspace, id=control_workflow_id(workspace), task_queue=settings.task_queue
+            )
+            await ready_view(handle)
+            first_run = handle.result_run_id
+            await handle.signal("register", {"workspace": workspace, "run_id": "run-a", "read_generation": 0})
+            await handle.signal("register", {"workspace": workspace, "run_id": "run-b", "max_concurrent_runs": 5})
+            await handle.signal("ack", {"run_id": "run-a", "generation": 0})
+            await handle.signal(
+                "register_batch",
+                {"registrations": [{"workspace": workspace, "run_id": "run-c", "read_generation": 0}]},
+            )
+            await handle.execute_update(
+                "switch", {"switch": "kill_switch", "on": True, "by": "u_carol", "reason": "incident"}
+            )
+            await handle.execute_update("switch", {"switch": "safe_mode", "on": True, "by": "u_dave"})  # refused
+            await handle.execute_update("switch", {"switch": "kill_switch", "on": False, "by": "u_carol"})
+            reserve = {"workspace": workspace, "agent": "support", "requested_by": "u_alice", "cap_usd": 1.0}
+            for n, usd in ((1, 0.4), (2, 0.9)):  # the second is refused: 0.4 + 0.9 > 1.0
+                await handle.execute_update(
+                    "reserve",
+                    {**reserve, "run_id": f"run-{n}", "reservation_id": f"r-{n}", "usd": usd},
+                    result_type=ReserveResult,
+                )
+            await handle.signal("settle", {"reservation_id": "r-1", "usd": 0.3})
+            await handle.signal("register", {"workspace": workspace, "run_id": "run-d", "read_generation": 0})
+            await handle.signal("leave", {"run_id": "run-d"})
+            for i in range(8):  # past 40 events: the control workflow continues as new
+                body = {"switch": "safe_mode", "on": i % 2 == 0, "by": "u_carol", "reason": f"drill {i}"}
+                await handle.execute_update("switch", body, result_type=SwitchResult)
+                if (await handle.describe()).run_id != first_run:
+                    break
+            for _ in range(200):
+                if (await handle.describe()).run_id != first_run:
+                    break
+                await asyncio.sleep(0.05)
+            await handle.execute_update("switch", {"switch": "safe_mode", "on": False, "by": "u_carol"})
+            await handle.query("state")
+            await handle.terminate("history recorded")
+    return handle
+
+
+async def undo(runs: Runs) -> WorkflowHandle[Any, Any]:
+    """A refund executed, then undone: the void goes through the policy and needs an approver."""
+    refund = call("payments.create_refund", order_id="ORD-1001", amount_usd=40, reason="damaged")
+    original = await runs.start(script=[refund])
+    await original.result()
+    handle = await runs.client.start_workflow(
+        "UndoRun", {"run_id": original.id}, id=f"undo-{original.id}", task_queue=runs.settings.task_queue
+    )
+    child = runs.client.get_workflow_handle(f"undo-{original.id}.compensations")
+    pending = await runs.pending(child)
+    await child.signal("approve", {"approval_id": pending.pending_approvals[0].approval_id, "approver": "u_bob"})
+    await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "approved": approved,
     "denied": denied,
@@ -114,12 +193,19 @@ SCENARIOS: dict[str, Scenario] = {
     "stopped": stopped,
     "continued": continued,
     "governed": governed,
+    "workspace_control": workspace_control,
+    "undo": undo,
 }
 
 
 async def histories_of(client: Client, handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """Every run of the workflow's continue-as-new chain, oldest first, as history JSON."""
-    await handle.result()
+    """Every run of the workflow's continue-as-new chain, oldest first, as history JSON. A control
+    workflow's chain ends terminated: it never ends by itself."""
+    try:
+        await handle.result()
+    except WorkflowFailureError as e:
+        if not isinstance(e.cause, TerminatedError):
+            raise
     texts: list[str] = []
     run_id = handle.first_execution_run_id or handle.result_run_id
     while run_id:

@@ -7,6 +7,8 @@ an unknown encoding) fails that task, which Temporal retries forever. So every e
 Airlock's workflows takes `*args: RawValue` (or is a dynamic handler) and decodes here:
 
 - `single(args)` — exactly one argument, decoded; or a `Refusal` saying what is wrong.
+- `message(args, type_hint, max_bytes)` — the same, refused first when the argument weighs more
+  than `max_bytes`: what a long-lived workflow keeps must not grow with what it is sent.
 - `start_args(args, workflow, carried_type)` — a run's start: one argument, or two where the second
   is state carried across continue-as-new; anything else raises a non-retryable
   `ApplicationError` (type `InvalidRunInput`) naming the problem, so the run fails at once.
@@ -119,6 +121,31 @@ def single(args: Sequence[Any], type_hint: Any = Any) -> Any | Refusal:
     """Exactly one argument, decoded; no argument, or more than one, is a Refusal."""
     if len(args) != 1:
         return Refusal(f"malformed payload: expected one argument, got {len(args)}")
+    return decode(args[0], type_hint)
+
+
+def weight(value: Any) -> int | None:
+    """The bytes of one argument as it travelled (a `RawValue`, bytes) or as JSON; None when it
+    cannot be measured."""
+    if isinstance(value, RawValue):
+        return len(value.payload.data)
+    if isinstance(value, bytes):
+        return len(value)
+    try:
+        return len(canonical_json(value).encode())
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def message(args: Sequence[Any], type_hint: Any, max_bytes: int) -> Any | Refusal:
+    """Exactly one argument of at most `max_bytes`, decoded as `type_hint`; or why not."""
+    if len(args) != 1:
+        return Refusal(f"malformed payload: expected one argument, got {len(args)}")
+    size = weight(args[0])
+    if size is None:
+        return Refusal("malformed payload: the argument cannot be read as JSON")
+    if size > max_bytes:
+        return Refusal(f"payload too large: {size} bytes; the limit is {max_bytes}")
     return decode(args[0], type_hint)
 
 

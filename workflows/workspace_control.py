@@ -16,31 +16,39 @@ when it ends. Under a daily spend cap, a run reserves the estimated cost of each
 (the `reserve` update) and settles the real cost after it. Both decisions are made in this one
 workflow, one message at a time, so two runs racing for the last slot or the last dollars never
 both get them.
+
+Every entry point takes its arguments raw (`*args: RawValue`, or a dynamic handler) and decodes
+them with `workflows.entry`, so that nothing anyone with access to the namespace sends can fail a
+workflow task. A signal that cannot be used (no argument or several, an unreadable encoding, a
+malformed or oversized payload, an unknown name) changes nothing and is recorded as refused, counted
+by reason, in the `state` query. A malformed update, or one of an unknown name, is rejected by its
+validator, before it reaches the history; a query that cannot be answered says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, Field, ValidationError
+    from pydantic import BaseModel, Field
 
     from contracts import errors
     from contracts.activity_io import RunContext
     from contracts.signing import switch_message, verifies
-    from contracts.validation import describe_validation_error
     from contracts.workspace_io import (
         SWITCHES_MEMO,
         Ack,
         Admission,
         DaySpend,
         Leave,
+        RefusedMessages,
         RegisterBatch,
         RegisterRequest,
         ReserveRequest,
@@ -54,11 +62,10 @@ with workflow.unsafe.imports_passed_through():
         SwitchResult,
         WorkspaceView,
         control_workflow_id,
-        parse_signal,
         registered_run_id,
         registration_key,
     )
-    from workflows.entry import bounded, start_args
+    from workflows.entry import NAME_CHARS, Refusal, bounded, message, reason_key, shown_args, start_args, tally
 
 ADMIN_ROLE = "admin"
 # Continue as new before the history grows large; registrations and acks are small but endless.
@@ -73,6 +80,21 @@ DAYS_KEPT = 7
 # carried across continue-as-new and must stay small.
 RUNS_PER_DAY_KEPT = 2_000
 OTHER_RUNS = "(other runs)"
+# What one message may weigh: every control message is a few hundred bytes, a batch of 1000
+# registrations a few hundred kilobytes. What is kept of a message must stay small: the state is
+# carried across continue-as-new, under Temporal's 2 MB per payload.
+MESSAGE_BYTES = 64_000
+BATCH_BYTES = 1_000_000
+# A registration key (`run id@first run id`): two workflow ids at most, as Temporal bounds them.
+KEY_CHARS = 2_100
+# Refused messages kept in full (each at most REFUSAL_CHARS); the rest are only counted.
+REFUSED_MESSAGES_KEPT = 20
+REFUSAL_CHARS = 500
+SIGNALS = "ack, leave, register, register_batch, settle"
+UPDATES = "reserve, switch"
+QUERIES = "admission, spend, state, switches"
+
+Message = TypeVar("Message", bound=BaseModel)
 
 
 class Reservation(BaseModel):
@@ -103,6 +125,8 @@ class ControlState(BaseModel):
     days: list[DaySpend] = Field(default_factory=list)
     # Runs that said they ended (`leave`) while the server still listed them as running.
     leaving: set[str] = Field(default_factory=set)
+    # Signals that could not be used.
+    refused_messages: RefusedMessages = Field(default_factory=RefusedMessages)
 
 
 @workflow.defn(name="WorkspaceControl")
@@ -117,6 +141,8 @@ class WorkspaceControl:
         self._switching = asyncio.Lock()
         # Runs being told of a change; the update that made it has already answered.
         self._broadcasts: list[asyncio.Task[int]] = []
+        # Signals refused before the state was ready, folded into it once it is.
+        self._early_refusals = RefusedMessages()
 
     @workflow.run
     async def run(self, *args: RawValue) -> None:
@@ -163,6 +189,7 @@ class WorkspaceControl:
             if context.control_store:
                 await self._recover(carried)
         self._s = carried
+        _fold(carried.refused_messages, self._early_refusals)
         if carried.switches.generation:
             self._publish(carried.switches)
         self._started.set()
@@ -254,12 +281,63 @@ class WorkspaceControl:
             raise ApplicationError("the workspace control is starting; ask again in a moment", type=errors.NOT_STARTED)
         return self._s
 
+    # ---- what arrives ------------------------------------------------------------------------
+
+    def _signalled(
+        self, name: str, args: Sequence[Any], model: type[Message], max_bytes: int = MESSAGE_BYTES
+    ) -> Message | None:
+        """The signal's one argument as `model`; or None, the refusal recorded: a signal has no
+        sender to answer."""
+        decoded = message(args, model, max_bytes)
+        if not isinstance(decoded, Refusal):
+            return decoded  # type: ignore[no-any-return]
+        self._note_refusal(
+            f"{reason_key(decoded.reason)} in {name}",
+            f"signal {name} refused: {decoded.reason}; sent {shown_args(args, 200)}",
+        )
+        return None
+
+    def _note_refusal(self, kind: str, text: str) -> None:
+        """Counted by kind, and kept in full among the last few."""
+        refused = self._early_refusals if self._s is None else self._s.refused_messages
+        _note(refused, kind, bounded(f"{workflow.now().isoformat()} {text}", REFUSAL_CHARS))
+        workflow.logger.warning("workspace control: %s", bounded(text, 300))
+
+    @workflow.signal(dynamic=True)
+    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        # Without this handler Temporal drops a signal of an unknown name in silence: a
+        # misspelled `leave` would hold a concurrency slot with nobody the wiser.
+        self._note_refusal(
+            "unknown signal",
+            f"unknown signal {bounded(name, NAME_CHARS)!r} refused: the control workflow takes the signals "
+            f"{SIGNALS}; sent {shown_args(args, 200)}",
+        )
+
+    @workflow.update(dynamic=True)
+    def unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        raise ApplicationError(f"unknown update {bounded(name, NAME_CHARS)!r}", type=errors.UNKNOWN_UPDATE)
+
+    @unknown_update.validator
+    def reject_unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        # Rejected before it is accepted, so it leaves no event in the history.
+        raise ApplicationError(
+            f"unknown update {bounded(name, NAME_CHARS)!r}; the control workflow takes the updates {UPDATES}",
+            type=errors.UNKNOWN_UPDATE,
+        )
+
+    @workflow.query(dynamic=True)
+    def unknown_query(self, name: str, args: Sequence[RawValue]) -> None:
+        raise ApplicationError(
+            f"unknown query {bounded(name, NAME_CHARS)!r}; the control workflow answers {QUERIES}",
+            type=errors.UNKNOWN_QUERY,
+        )
+
     @workflow.signal(name="register")
-    async def register(self, payload: Any) -> None:
+    async def register(self, *args: RawValue) -> None:
         # A signal, not an update: a burst of run starts must never hit the server's cap on
         # concurrent in-flight updates. Under a cap the run reads its admission with the
         # `admission` query; otherwise it has read the switches from the memo.
-        if (request := parse_signal(RegisterRequest, payload)) is None:
+        if (request := self._signalled("register", args, RegisterRequest)) is None:
             return
         s = await self._state()
         cap = request.max_concurrent_runs
@@ -286,9 +364,9 @@ class WorkspaceControl:
             s.signing_off.add(request.run_id)
 
     @workflow.signal(name="register_batch")
-    async def register_batch(self, payload: Any) -> None:
+    async def register_batch(self, *args: RawValue) -> None:
         """Runs of a workspace with no concurrency cap, joining together."""
-        if (batch := parse_signal(RegisterBatch, payload)) is None:
+        if (batch := self._signalled("register_batch", args, RegisterBatch, BATCH_BYTES)) is None:
             return
         s = await self._state()
         s.max_concurrent_runs = None
@@ -311,8 +389,14 @@ class WorkspaceControl:
         s.registered_at[run_id] = workflow.now()
 
     @workflow.query(name="admission")
-    def admission(self, key: str) -> Admission:
-        """`key` is `registration_key(run id, first run of its chain)`."""
+    def admission(self, *args: RawValue) -> Admission:
+        """One argument: `registration_key(run id, first run of its chain)`."""
+        key = message(args, str, KEY_CHARS + 2)
+        if isinstance(key, Refusal):
+            raise ApplicationError(
+                f"query admission: {key.reason}; it takes one argument, a registration key (run id@first run id)",
+                type=errors.MALFORMED_QUERY,
+            )
         s = self._ready
         switches = s.switches.model_dump()
         run_id = registered_run_id(key)
@@ -325,8 +409,8 @@ class WorkspaceControl:
         )
 
     @workflow.signal(name="leave")
-    async def leave(self, payload: Any) -> None:
-        if (leave := parse_signal(Leave, payload)) is None or self._s is None:
+    async def leave(self, *args: RawValue) -> None:
+        if (leave := self._signalled("leave", args, Leave)) is None or self._s is None:
             return
         s = self._s
         if not s.context.control_store:
@@ -363,8 +447,12 @@ class WorkspaceControl:
     # ---- spend ------------------------------------------------------------------------------
 
     @workflow.update(name="reserve")
-    async def reserve(self, request: ReserveRequest) -> ReserveResult:
+    async def reserve(self, *args: RawValue) -> ReserveResult:
+        request = message(args, ReserveRequest, MESSAGE_BYTES)
         s = await self._state()
+        if isinstance(request, Refusal):
+            # Rejected by the validator; this is only for an update accepted without it.
+            return ReserveResult(granted=False, reason=request.reason)
         today = self._today(s)
         reserved = sum(r.usd for r in s.reservations.values() if r.day == today.day)
         if request.reservation_id in s.reservations:
@@ -393,10 +481,15 @@ class WorkspaceControl:
         )
         return ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved + request.usd)
 
+    @reserve.validator
+    def validate_reserve(self, *args: RawValue) -> None:
+        _valid_update("reserve", args, ReserveRequest)
+
     @workflow.signal(name="settle")
-    def settle(self, payload: Any) -> None:
+    def settle(self, *args: RawValue) -> None:
+        settle = self._signalled("settle", args, Settle)
         s = self._s
-        if s is None or (settle := parse_signal(Settle, payload)) is None:
+        if s is None or settle is None:
             return
         if (held := s.reservations.pop(settle.reservation_id, None)) is None:
             return
@@ -424,7 +517,8 @@ class WorkspaceControl:
         return s.days[-1]
 
     @workflow.query(name="spend")
-    def spend(self) -> SpendView:
+    def spend(self, *args: RawValue) -> SpendView:
+        _no_arguments("spend", args)
         s = self._ready
         return SpendView(
             workspace=s.workspace,
@@ -433,30 +527,28 @@ class WorkspaceControl:
         )
 
     @workflow.query(name="switches")
-    def current_switches(self) -> Switches:
+    def current_switches(self, *args: RawValue) -> Switches:
+        _no_arguments("switches", args)
         return self._ready.switches
 
     @workflow.signal(name="ack")
-    def ack(self, payload: Any) -> None:
+    def ack(self, *args: RawValue) -> None:
+        ack = self._signalled("ack", args, Ack)
         s = self._s
-        if (
-            s is None
-            or (ack := parse_signal(Ack, payload)) is None
-            or ack.run_id not in s.runs
-            or ack.generation != s.switches.generation
-        ):
+        if s is None or ack is None or ack.run_id not in s.runs or ack.generation != s.switches.generation:
             return
         s.runs[ack.run_id] = ack.generation
         if s.switched_at is not None:
             s.last_ack_after_s = (workflow.now() - s.switched_at).total_seconds()
 
     @workflow.update(name="switch")
-    async def switch(self, payload: Any) -> SwitchResult:
+    async def switch(self, *args: RawValue) -> SwitchResult:
+        request = message(args, SwitchRequest, MESSAGE_BYTES)
         s = await self._state()
-        try:
-            request = SwitchRequest.model_validate(payload)
-        except ValidationError as e:
-            return self._refuse(s, "malformed payload: " + describe_validation_error(e))
+        if isinstance(request, Refusal):
+            # Rejected by the validator; this is only for an update accepted without it (the
+            # histories of control workflows from before it).
+            return self._refuse(s, request.reason)
         roles = s.context.policy.roles_of(request.by)
         if ADMIN_ROLE not in roles:
             return self._refuse(s, f"{request.by} lacks the {ADMIN_ROLE} role that workspace switches need")
@@ -495,6 +587,11 @@ class WorkspaceControl:
             self._broadcasts = [t for t in self._broadcasts if not t.done()]
             self._broadcasts.append(asyncio.create_task(self._signal_runs(s, run_ids)))
             return SwitchResult(accepted=True, generation=stored.switches.generation, runs_notified=len(run_ids))
+
+    @switch.validator
+    def validate_switch(self, *args: RawValue) -> None:
+        # Who may throw a switch is decided (and a refusal recorded) by the update itself.
+        _valid_update("switch", args, SwitchRequest)
 
     def _unsigned(self, s: ControlState, request: SwitchRequest, generation: int) -> str | None:
         """Why the change's signature is missing where the workspace requires signed approvals,
@@ -550,7 +647,8 @@ class WorkspaceControl:
         return SwitchResult(accepted=False, reason=reason)
 
     @workflow.query(name="state")
-    def state(self) -> WorkspaceView:
+    def state(self, *args: RawValue) -> WorkspaceView:
+        _no_arguments("state", args)
         s = self._ready
         generation = s.switches.generation
         return WorkspaceView(
@@ -562,8 +660,35 @@ class WorkspaceControl:
             last_ack_after_s=s.last_ack_after_s,
             refused=s.refused,
             max_concurrent_runs=s.max_concurrent_runs,
+            refused_messages=s.refused_messages,
         )
 
 
 def _bounded(values: dict[str, str], kept: int) -> dict[str, str]:
     return dict(list(values.items())[-kept:])
+
+
+def _valid_update(name: str, args: Sequence[Any], model: type[BaseModel]) -> None:
+    """Rejects an update whose arguments cannot be used, before it is accepted: the sender is
+    told why, and the history keeps no trace of it."""
+    if isinstance(decoded := message(args, model, MESSAGE_BYTES), Refusal):
+        raise ApplicationError(f"update {name} rejected: {decoded.reason}", type=errors.MALFORMED_UPDATE)
+
+
+def _no_arguments(name: str, args: Sequence[Any]) -> None:
+    if args:
+        raise ApplicationError(f"query {name} takes no argument, got {len(args)}", type=errors.MALFORMED_QUERY)
+
+
+def _note(refused: RefusedMessages, kind: str, text: str, n: int = 1) -> None:
+    refused.total += n
+    tally(refused.by_reason, kind, n)
+    refused.last = [*refused.last[-(REFUSED_MESSAGES_KEPT - 1) :], text]
+
+
+def _fold(into: RefusedMessages, early: RefusedMessages) -> None:
+    """Refusals noted before the state was ready, into it."""
+    into.total += early.total
+    for kind, n in early.by_reason.items():
+        tally(into.by_reason, kind, n)
+    into.last = [*into.last, *early.last][-REFUSED_MESSAGES_KEPT:]

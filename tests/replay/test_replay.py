@@ -1,4 +1,5 @@
-"""Determinism: today's AgentRun must replay the histories of runs recorded by earlier code."""
+"""Determinism: today's AgentRun, WorkspaceControl and UndoRun must replay the histories of runs
+recorded by earlier code."""
 
 from __future__ import annotations
 
@@ -16,26 +17,55 @@ from tests.history_scenarios import HISTORIES, SCENARIOS, histories_of
 from worker import SANDBOX
 from workflows.agent_run import AgentRun
 from workflows.governed_run import GovernedRun
+from workflows.undo_run import UndoRun
+from workflows.workspace_control import WorkspaceControl
 
 # Histories of every released shape of the workflow: today's, and older ones kept in
 # subfolders (e.g. runs from before the workspace control plane) that must still replay.
 COMMITTED = sorted(HISTORIES.rglob("*.json"))
 
 
-def replayer() -> Replayer:
-    return Replayer(workflows=[AgentRun], data_converter=data_converter)
+WORKFLOWS = {"AgentRun": AgentRun, "WorkspaceControl": WorkspaceControl, "UndoRun": UndoRun}
+
+
+def replayer(workflow_type: str) -> Replayer:
+    """A replayer of the one workflow the history is of: a history of another type fails."""
+    return Replayer(workflows=[WORKFLOWS[workflow_type]], data_converter=data_converter)
+
+
+def started(history: WorkflowHistory) -> Any:
+    return history.events[0].workflow_execution_started_event_attributes
+
+
+def replay_of(history: WorkflowHistory) -> Replayer:
+    return replayer(started(history).workflow_type.name)
+
+
+def load(text: str, fallback_id: str) -> WorkflowHistory:
+    """The history under the workflow id it ran with (a control workflow checks its own id), where
+    the server recorded it."""
+    history = WorkflowHistory.from_json(fallback_id, text)
+    workflow_id = started(history).workflow_id
+    return WorkflowHistory.from_json(workflow_id, text) if workflow_id else history
+
+
+def test_every_workflow_has_committed_histories() -> None:
+    """Each of the three workflows is covered by at least one committed history."""
+    types = {started(load(p.read_text(), p.stem)).workflow_type.name for p in HISTORIES.glob("*.json")}
+    assert types == set(WORKFLOWS)
 
 
 def test_every_scenario_has_a_committed_history() -> None:
-    """The committed set covers approval, denial, budget, stop and continue-as-new runs."""
+    """The committed set covers approval, denial, budget, stop and continue-as-new runs, a control
+    workflow's switches, registrations, spend and continue-as-new, and an undo."""
     assert {p.name.split(".")[0] for p in HISTORIES.glob("*.json")} == set(SCENARIOS)
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(HISTORIES)))
 async def test_committed_history_replays(path: Path) -> None:
     """A non-deterministic change to the workflow fails here, naming the history it broke."""
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
-    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    history = load(path.read_text(), path.stem)
+    result = await replay_of(history).replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
@@ -61,6 +91,6 @@ async def test_fresh_history_replays(runs: Runs, scenario: str) -> None:
     """Histories recorded now, against a real server, replay with the same code."""
     handle = await SCENARIOS[scenario](runs)
     for text in await histories_of(runs.client, handle):
-        history = WorkflowHistory.from_json(handle.id, text)
-        result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+        history = load(text, handle.id)
+        result = await replay_of(history).replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{scenario}: {result.replay_failure}"

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio import workflow
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -330,8 +330,11 @@ async def test_committed_histories_replay_with_telemetry_on_and_export_nothing(
 ) -> None:
     """Runs recorded before telemetry existed still replay under the telemetry plugin, and their
     replay records nothing."""
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[AgentRun], data_converter=data_converter, plugins=[installed.plugin()])
+    from tests.replay.test_replay import WORKFLOWS, load, started
+
+    history = load(path.read_text(), path.stem)
+    workflow_class = WORKFLOWS[started(history).workflow_type.name]
+    replayer = Replayer(workflows=[workflow_class], data_converter=data_converter, plugins=[installed.plugin()])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
     assert spans.get_finished_spans() == ()
