@@ -190,7 +190,9 @@ class WorkspaceActivities:
     async def register(self, request: RegisterRequest) -> Admission:
         """Registers one run and reads its admission back: the join under a concurrency cap, and
         the whole join of runs started before `workspace.join`, which ran this as a full activity."""
-        handle = await self._start_control(self._destination(request.workspace), "register", request)
+        handle = await self._start_control(
+            self._destination(request.workspace), names.ControlMessages.REGISTER, request
+        )
         return await self._admission(handle, request)
 
     def _destination(self, workspace: str) -> Destination:
@@ -200,7 +202,7 @@ class WorkspaceActivities:
         """Reads the published switches, then registers the runs saying which generation they read."""
         switches = await self._published_switches(to[0])
         read = [r.model_copy(update={"read_generation": switches.generation}) for r in requests]
-        await self._start_control(to, "register_batch", RegisterBatch(registrations=read))
+        await self._start_control(to, names.ControlMessages.REGISTER_BATCH, RegisterBatch(registrations=read))
         return switches
 
     async def _start_control(self, to: Destination, signal: str, payload: Any) -> WorkflowHandle[Any, Any]:
@@ -239,7 +241,7 @@ class WorkspaceActivities:
         # another query for a moment. The last try raises whatever it meets.
         for attempt in range(50):
             try:
-                admission: Admission = await handle.query("admission", key, result_type=Admission)
+                admission: Admission = await handle.query(names.ControlMessages.ADMISSION, key, result_type=Admission)
                 return admission
             except WorkflowQueryFailedError:
                 pass
@@ -247,7 +249,7 @@ class WorkspaceActivities:
                 if e.status not in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.RESOURCE_EXHAUSTED):
                     raise
             await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
-        last: Admission = await handle.query("admission", key, result_type=Admission)
+        last: Admission = await handle.query(names.ControlMessages.ADMISSION, key, result_type=Admission)
         return last
 
     @activity.defn(name=names.WORKSPACE_RESERVE)
@@ -256,7 +258,7 @@ class WorkspaceActivities:
         # of in-flight updates; a retry after the update was applied is granted again, held once.
         result: ReserveResult = await self._client.get_workflow_handle(
             control_workflow_id(request.workspace)
-        ).execute_update("reserve", request, result_type=ReserveResult)
+        ).execute_update(names.ControlMessages.RESERVE, request, result_type=ReserveResult)
         return result
 
     @activity.defn(name=names.WORKSPACE_LIVE_RUNS)

@@ -12,6 +12,7 @@ import json
 from datetime import timedelta
 from typing import Any, Literal, TextIO
 
+from contracts import names
 from contracts.hashing import call_hash
 from contracts.models import DecideResult, PendingApproval, Status
 from contracts.signing import key_path, load_key, new_key, public_key_text, sign, vote_message
@@ -46,7 +47,9 @@ async def vote(
 ) -> int:
     handle = client.get_workflow_handle(args.run_id)
     try:
-        status: Status = await handle.query("status", result_type=Status, rpc_timeout=timedelta(seconds=10))
+        status: Status = await handle.query(
+            names.RunMessages.STATUS, result_type=Status, rpc_timeout=timedelta(seconds=10)
+        )
     except Exception as e:
         raise VoteError(f"cannot read run {args.run_id}: {e}") from None
     pending = next((p for p in status.pending_approvals if p.approval_id == args.approval_id), None)
@@ -82,7 +85,7 @@ async def vote(
             call_hash=bound_to,
         )
         payload["signature"] = sign(key, message)
-    result: DecideResult = await handle.execute_update("decide", payload, result_type=DecideResult)
+    result: DecideResult = await handle.execute_update(names.RunMessages.DECIDE, payload, result_type=DecideResult)
     if not result.accepted:
         raise VoteError(f"refused: {result.reason}")
     signed = "signed" if "signature" in payload else "unsigned"

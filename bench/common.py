@@ -22,6 +22,8 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, WorkerConfig
 
+from contracts import names
+
 if TYPE_CHECKING:
     from runtime.settings import Settings
     from tools.runner import ToolRunner
@@ -343,6 +345,7 @@ async def pending_approval(handle: WorkflowHandle[Any, Any], seen: set[str], tim
     local activities makes the worker complete that task early, which adds workflow-task events
     (3 per query) to the history being measured.
     """
+    from contracts import names
     from contracts.models import Status
     from workflows.search_attributes import PENDING, STATE
 
@@ -354,7 +357,7 @@ async def pending_approval(handle: WorkflowHandle[Any, Any], seen: set[str], tim
             attrs = desc.typed_search_attributes
             idle = not desc.raw_description.HasField("pending_workflow_task")
             if idle and attrs.get(STATE) == "awaiting_approval" and (attrs.get(PENDING) or 0) > 0:
-                status = await handle.query("status", result_type=Status)
+                status = await handle.query(names.RunMessages.STATUS, result_type=Status)
                 for p in status.pending_approvals:
                     if p.approval_id not in seen:
                         seen.add(p.approval_id)
@@ -376,7 +379,9 @@ async def drive_approvals(handle: WorkflowHandle[Any, Any], count: int) -> None:
     seen: set[str] = set()
     for _ in range(count):
         approval_id = await pending_approval(handle, seen)
-        await handle.signal("approve", {"approval_id": approval_id, "approver": APPROVER, "comment": "ok"})
+        await handle.signal(
+            names.RunMessages.APPROVE, {"approval_id": approval_id, "approver": APPROVER, "comment": "ok"}
+        )
 
 
 # ---- worker settings -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from bench.common import airlock_worker, count_waiting, new_id
+from contracts import names
 from contracts.models import Status
 from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 
@@ -64,7 +65,7 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         pending = await asyncio.gather(*(_approval_id(h) for h in handles))
         sent = time.perf_counter()
         result = await control.execute_update(
-            "switch",
+            names.ControlMessages.SWITCH,
             {"switch": "kill_switch", "on": True, "by": "u_carol", "reason": "bench"},
             result_type=SwitchResult,
         )
@@ -74,7 +75,7 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         approved = time.perf_counter()
         deadline = time.perf_counter() + 300
         while time.perf_counter() < deadline:
-            view = await control.query("state", result_type=WorkspaceView)
+            view = await control.query(names.ControlMessages.STATE, result_type=WorkspaceView)
             if view.acknowledged >= runs:
                 break
             await asyncio.sleep(0.01)
@@ -82,7 +83,7 @@ async def measure(client: Client, runs: int) -> dict[str, Any]:
         await asyncio.sleep(1.0)
         started_while_on = _sent_emails(settings.db)
         await control.execute_update(
-            "switch",
+            names.ControlMessages.SWITCH,
             {"switch": "kill_switch", "on": False, "by": "u_carol", "reason": "bench"},
             result_type=SwitchResult,
         )
@@ -138,7 +139,9 @@ async def _approve_all(handles: list[WorkflowHandle[Any, Any]], approval_ids: li
     async def approve(handle: WorkflowHandle[Any, Any], approval_id: str) -> None:
         async with gate:
             await handle.signal(
-                "approve", {"approval_id": approval_id, "approver": "u_bob"}, rpc_timeout=SIGNAL_RPC_TIMEOUT
+                names.RunMessages.APPROVE,
+                {"approval_id": approval_id, "approver": "u_bob"},
+                rpc_timeout=SIGNAL_RPC_TIMEOUT,
             )
 
     await asyncio.gather(*(approve(h, a) for h, a in zip(handles, approval_ids, strict=True)))
@@ -146,7 +149,7 @@ async def _approve_all(handles: list[WorkflowHandle[Any, Any]], approval_ids: li
 
 async def _approval_id(handle: WorkflowHandle[Any, Any]) -> str:
     for _ in range(600):
-        status = await handle.query("status", result_type=Status)
+        status = await handle.query(names.RunMessages.STATUS, result_type=Status)
         if status.pending_approvals:
             return status.pending_approvals[0].approval_id
         await asyncio.sleep(0.05)

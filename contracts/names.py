@@ -1,5 +1,6 @@
-"""Names that cross Temporal: every activity a workflow calls by name, defined once here and used
-by both the activity's definition and its callers."""
+"""Names that cross Temporal, defined once here and used by both the definition and its callers:
+every activity a workflow calls by name, and every signal, update and query of `AgentRun` and of
+`WorkspaceControl`."""
 
 from __future__ import annotations
 
@@ -26,3 +27,32 @@ def prepare_activity_name(tool: str) -> str:
 
 def execute_activity_name(tool: str) -> str:
     return f"tool.{tool}"
+
+
+class RunMessages:
+    """`AgentRun`'s signals, update and queries."""
+
+    APPROVE: Final = "approve"
+    DENY: Final = "deny"
+    DECIDE: Final = "decide"
+    PAUSE: Final = "pause"
+    RESUME: Final = "resume"
+    WORKSPACE_SWITCH: Final = "workspace_switch"
+    STATUS: Final = "status"
+    TIMELINE: Final = "timeline"
+
+
+class ControlMessages:
+    """`WorkspaceControl`'s signals, updates and queries."""
+
+    REGISTER: Final = "register"
+    REGISTER_BATCH: Final = "register_batch"
+    ADMISSION: Final = "admission"
+    LEAVE: Final = "leave"
+    RESERVE: Final = "reserve"
+    SETTLE: Final = "settle"
+    SPEND: Final = "spend"
+    SWITCHES: Final = "switches"
+    ACK: Final = "ack"
+    SWITCH: Final = "switch"
+    STATE: Final = "state"

@@ -21,7 +21,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from contracts import errors
+    from contracts import errors, names
     from contracts.models import DecideResult, RunReport, Status, TimelineEntry
     from workflows.entry import Refusal, bounded, single, start_args
     from workflows.memory import RunMemory, RunSnapshot
@@ -50,27 +50,27 @@ class AgentRun:
         """What the run holds at this point of its history (not a query: read on replay)."""
         return self._run.snapshot()
 
-    @workflow.signal(name="approve")
+    @workflow.signal(name=names.RunMessages.APPROVE)
     def approve(self, *args: RawValue) -> None:
         self._run.take_vote(args, "approve", via="signal")
 
-    @workflow.signal(name="deny")
+    @workflow.signal(name=names.RunMessages.DENY)
     def deny(self, *args: RawValue) -> None:
         self._run.take_vote(args, "deny", via="signal")
 
-    @workflow.update(name="decide")
+    @workflow.update(name=names.RunMessages.DECIDE)
     def decide_update(self, *args: RawValue) -> DecideResult:
         return self._run.decide_update(args)
 
-    @workflow.signal(name="pause")
+    @workflow.signal(name=names.RunMessages.PAUSE)
     def pause(self, *args: RawValue) -> None:
         self._run.pause_signal(single(args), pausing=True)
 
-    @workflow.signal(name="resume")
+    @workflow.signal(name=names.RunMessages.RESUME)
     def resume(self, *args: RawValue) -> None:
         self._run.pause_signal(single(args), pausing=False)
 
-    @workflow.signal(name="workspace_switch")
+    @workflow.signal(name=names.RunMessages.WORKSPACE_SWITCH)
     def workspace_switch(self, *args: RawValue) -> None:
         payload = single(args)
         if isinstance(payload, Refusal):
@@ -95,11 +95,11 @@ class AgentRun:
             f"unknown update {bounded(name, 200)!r}; this run takes the update decide", type=errors.UNKNOWN_UPDATE
         )
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.RunMessages.STATUS)
     def status(self, *args: RawValue) -> Status:
         return self._run.status()
 
-    @workflow.query(name="timeline")
+    @workflow.query(name=names.RunMessages.TIMELINE)
     def timeline(self, *args: RawValue) -> list[TimelineEntry]:
         return self._run.timeline()
 

@@ -423,7 +423,7 @@ class GovernedRun:
         await self._settle_acks()
         if m.signs_off:
             # Frees this run's slot under the workspace's concurrency cap.
-            await self._tell_control("leave", Leave(run_id=self._workflow_id))
+            await self._tell_control(names.ControlMessages.LEAVE, Leave(run_id=self._workflow_id))
         await workflow.wait_condition(workflow.all_handlers_finished)
         executed_writes = m.executed_writes()
         report = RunReport(
@@ -511,7 +511,7 @@ class GovernedRun:
                 cost = decision.cost_usd
             finally:
                 if reservation is not None:
-                    await self._tell_control("settle", Settle(reservation_id=reservation, usd=cost))
+                    await self._tell_control(names.ControlMessages.SETTLE, Settle(reservation_id=reservation, usd=cost))
             m.dearest_model_call_usd = max(m.dearest_model_call_usd, cost)
         decision, dropped = self._bounded_decision(decision)
         m.used.tokens += decision.prompt_tokens + decision.completion_tokens
@@ -1279,7 +1279,7 @@ class GovernedRun:
     async def _ack(self, generation: int) -> None:
         # A switch can arrive before the run has started; the ack waits for it.
         await workflow.wait_condition(lambda: self._m is not None)
-        await self._tell_control("ack", Ack(run_id=self._workflow_id, generation=generation))
+        await self._tell_control(names.ControlMessages.ACK, Ack(run_id=self._workflow_id, generation=generation))
 
     async def _settle_acks(self) -> None:
         """Acknowledgements still in flight are sent before the run ends or continues as new."""

@@ -39,7 +39,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, Field
 
-    from contracts import errors
+    from contracts import errors, names
     from contracts.activity_io import RunContext
     from contracts.signing import switch_message, verifies
     from contracts.workspace_io import (
@@ -332,7 +332,7 @@ class WorkspaceControl:
             type=errors.UNKNOWN_QUERY,
         )
 
-    @workflow.signal(name="register")
+    @workflow.signal(name=names.ControlMessages.REGISTER)
     async def register(self, *args: RawValue) -> None:
         # A signal, not an update: a burst of run starts must never hit the server's cap on
         # concurrent in-flight updates. Under a cap the run reads its admission with the
@@ -363,7 +363,7 @@ class WorkspaceControl:
             self._admit(s, request.run_id)
             s.signing_off.add(request.run_id)
 
-    @workflow.signal(name="register_batch")
+    @workflow.signal(name=names.ControlMessages.REGISTER_BATCH)
     async def register_batch(self, *args: RawValue) -> None:
         """Runs of a workspace with no concurrency cap, joining together."""
         if (batch := self._signalled("register_batch", args, RegisterBatch, BATCH_BYTES)) is None:
@@ -388,7 +388,7 @@ class WorkspaceControl:
         s.runs[run_id] = s.switches.generation if acknowledged is None else acknowledged
         s.registered_at[run_id] = workflow.now()
 
-    @workflow.query(name="admission")
+    @workflow.query(name=names.ControlMessages.ADMISSION)
     def admission(self, *args: RawValue) -> Admission:
         """One argument: `registration_key(run id, first run of its chain)`."""
         key = message(args, str, KEY_CHARS + 2)
@@ -408,7 +408,7 @@ class WorkspaceControl:
             f"run {run_id} has not registered yet; ask again in a moment", type=errors.NOT_REGISTERED
         )
 
-    @workflow.signal(name="leave")
+    @workflow.signal(name=names.ControlMessages.LEAVE)
     async def leave(self, *args: RawValue) -> None:
         if (leave := self._signalled("leave", args, Leave)) is None or self._s is None:
             return
@@ -446,7 +446,7 @@ class WorkspaceControl:
 
     # ---- spend ------------------------------------------------------------------------------
 
-    @workflow.update(name="reserve")
+    @workflow.update(name=names.ControlMessages.RESERVE)
     async def reserve(self, *args: RawValue) -> ReserveResult:
         request = message(args, ReserveRequest, MESSAGE_BYTES)
         s = await self._state()
@@ -485,7 +485,7 @@ class WorkspaceControl:
     def validate_reserve(self, *args: RawValue) -> None:
         _valid_update("reserve", args, ReserveRequest)
 
-    @workflow.signal(name="settle")
+    @workflow.signal(name=names.ControlMessages.SETTLE)
     def settle(self, *args: RawValue) -> None:
         settle = self._signalled("settle", args, Settle)
         s = self._s
@@ -516,7 +516,7 @@ class WorkspaceControl:
             s.reservations = {rid: r for rid, r in s.reservations.items() if r.day in kept}
         return s.days[-1]
 
-    @workflow.query(name="spend")
+    @workflow.query(name=names.ControlMessages.SPEND)
     def spend(self, *args: RawValue) -> SpendView:
         _no_arguments("spend", args)
         s = self._ready
@@ -526,12 +526,12 @@ class WorkspaceControl:
             days=list(reversed(s.days)),
         )
 
-    @workflow.query(name="switches")
+    @workflow.query(name=names.ControlMessages.SWITCHES)
     def current_switches(self, *args: RawValue) -> Switches:
         _no_arguments("switches", args)
         return self._ready.switches
 
-    @workflow.signal(name="ack")
+    @workflow.signal(name=names.ControlMessages.ACK)
     def ack(self, *args: RawValue) -> None:
         ack = self._signalled("ack", args, Ack)
         s = self._s
@@ -541,7 +541,7 @@ class WorkspaceControl:
         if s.switched_at is not None:
             s.last_ack_after_s = (workflow.now() - s.switched_at).total_seconds()
 
-    @workflow.update(name="switch")
+    @workflow.update(name=names.ControlMessages.SWITCH)
     async def switch(self, *args: RawValue) -> SwitchResult:
         request = message(args, SwitchRequest, MESSAGE_BYTES)
         s = await self._state()
@@ -633,7 +633,10 @@ class WorkspaceControl:
         """Tells these runs the switches in force; forgets those that have ended."""
         payload = s.switches.model_dump(mode="json")
         results = await asyncio.gather(
-            *(workflow.get_external_workflow_handle(r).signal("workspace_switch", payload) for r in run_ids),
+            *(
+                workflow.get_external_workflow_handle(r).signal(names.RunMessages.WORKSPACE_SWITCH, payload)
+                for r in run_ids
+            ),
             return_exceptions=True,
         )
         for run_id, result in zip(run_ids, results, strict=True):
@@ -646,7 +649,7 @@ class WorkspaceControl:
         s.refused = [*s.refused[-(REFUSALS_KEPT - 1) :], f"{workflow.now().isoformat()} {reason}"]
         return SwitchResult(accepted=False, reason=reason)
 
-    @workflow.query(name="state")
+    @workflow.query(name=names.ControlMessages.STATE)
     def state(self, *args: RawValue) -> WorkspaceView:
         _no_arguments("state", args)
         s = self._ready
