@@ -443,6 +443,37 @@ async def audit_export(args: argparse.Namespace, out: TextIO) -> int:
 MAX_SECRET_CHARS = 4096
 
 
+async def policy_command(args: argparse.Namespace, out: TextIO) -> int:
+    """`airlock policy check FILE`: one line per finding, then a summary line."""
+    from policy import PolicyError, load_policy
+    from policy.check import check
+    from tools.registry import load_registry
+
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as e:
+        raise CommandError(f"policy check: {e}") from None
+    except OSError as e:
+        raise CommandError(f"policy check: cannot read {args.file}: {e.strerror}") from None
+    modules = args.tools if args.tools is not None else Settings().tool_modules
+    try:
+        registry = load_registry([m.strip() for m in modules.split(",") if m.strip()])
+    except (ImportError, ValueError) as e:
+        raise CommandError(f"policy check: the tool modules do not load ({modules}): {e}") from None
+    catalog = registry.catalog()
+    findings = check(policy, catalog)
+    for finding in findings:
+        print(f"{args.file}: {finding.level}: {finding.message}", file=out)
+    errors = sum(f.level == "error" for f in findings)
+    warnings = len(findings) - errors
+    print(
+        f"{args.file}: {'ok' if not errors else 'FAILED'}: {errors} error(s), {warnings} warning(s); "
+        f"{len(policy.agents)} agent(s), {len(catalog)} tool(s) in the catalogue",
+        file=out,
+    )
+    return 1 if errors else 0
+
+
 async def secrets_command(args: argparse.Namespace, out: TextIO) -> int:
     """`new-key`: a key for AIRLOCK_SECRETS_KEY. `seal`: a value read from stdin or a file, sealed
     with this machine's worker key, for a `scripted` run whose start input must not hold it."""
@@ -545,6 +576,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--workspace")
     e.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
 
+    pol = sub.add_parser("policy", help="policy files")
+    polsub = pol.add_subparsers(dest="policy_command", required=True)
+    pc = polsub.add_parser(
+        "check",
+        help="read a policy against the tool catalogue; exit 1 on errors",
+        description="Loads FILE and reads it against the tools of AIRLOCK_TOOL_MODULES (or --tools): "
+        "tools nobody defined, tiers nobody can approve, tools nobody can call. Prints one line per "
+        "finding; exits 0 when there is no error, 1 otherwise.",
+    )
+    pc.add_argument("file", type=Path)
+    pc.add_argument("--tools", help="comma-separated tool modules (default: AIRLOCK_TOOL_MODULES)")
+
     x = sub.add_parser("secrets", help="keys and tokens for secret tool fields (docs/secrets.md)")
     xsub = x.add_subparsers(dest="secrets_command", required=True)
     xsub.add_parser("new-key", help="print a new key for AIRLOCK_SECRETS_KEY")
@@ -565,6 +608,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, i
     "deny": deny,
     "keys": keys,
     "secrets": secrets_command,
+    "policy": policy_command,
 }
 
 
