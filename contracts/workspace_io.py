@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from contracts.models import Comment, Name, Signature, Strict
+
+# An id or a name in a control message: at most as long as Temporal allows a workflow id, so that a
+# message cannot make the control workflow keep more than a real run would.
+ID_CHARS = 1000
+Id = Annotated[str, StringConstraints(max_length=ID_CHARS)]
 
 
 def control_workflow_id(workspace: str) -> str:
@@ -42,13 +47,13 @@ class Switches(BaseModel):
 
 
 class RegisterRequest(BaseModel):
-    workspace: str
-    run_id: str
+    workspace: Id
+    run_id: Id
     # The first run of the workflow's chain: a later start under the same workflow id is a new
     # registration, not a retry of an earlier (perhaps refused) one.
-    chain_run_id: str = ""
-    agent: str = ""
-    requested_by: str = ""
+    chain_run_id: Id = ""
+    agent: Id = ""
+    requested_by: Id = ""
     # The cap in the run's pinned policy; the control workflow holds the count.
     max_concurrent_runs: int | None = None
     # The switches generation the run read from the control workflow's memo before registering:
@@ -85,11 +90,11 @@ class Admission(Switches):
 class ReserveRequest(BaseModel):
     """Payload of the `reserve` update: hold the estimated cost of a run's next model call."""
 
-    workspace: str
-    run_id: str
-    reservation_id: str = Field(min_length=1)
-    agent: str
-    requested_by: str
+    workspace: Id
+    run_id: Id
+    reservation_id: Id = Field(min_length=1)
+    agent: Id
+    requested_by: Id
     usd: float = Field(ge=0, allow_inf_nan=False)
     cap_usd: float = Field(gt=0, allow_inf_nan=False)
 
@@ -119,12 +124,12 @@ class ReserveResult(BaseModel):
 class Settle(BaseModel):
     """What a reserved model call really cost (0 when it failed)."""
 
-    reservation_id: str
+    reservation_id: Id
     usd: float = Field(ge=0, allow_inf_nan=False)
 
 
 class Leave(BaseModel):
-    run_id: str
+    run_id: Id
 
 
 class DaySpend(BaseModel):
@@ -181,7 +186,7 @@ class SwitchResult(BaseModel):
 
 
 class Ack(BaseModel):
-    run_id: str
+    run_id: Id
     generation: int
 
 

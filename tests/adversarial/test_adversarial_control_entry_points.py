@@ -158,6 +158,43 @@ async def test_a_signal_that_cannot_be_used_is_refused_and_shown_in_state(
     assert (await control.query("spend", result_type=SpendView)).days == []
 
 
+LONG = "i" * 1001
+
+
+def with_long_id(name: str) -> dict[str, Any]:
+    """The entry point's message with an id one character longer than Temporal allows a workflow id."""
+    if name == "register_batch":
+        return {"registrations": [{**VALID["register"], "run_id": LONG}]}
+    if name == "switch":
+        return {**VALID["switch"], "by": LONG}
+    field = "reservation_id" if name == "settle" else "run_id"
+    return {**VALID[name], field: LONG}
+
+
+@pytest.mark.parametrize("name", [*SIGNALS, *UPDATES])
+async def test_a_message_with_an_id_longer_than_a_workflow_id_is_refused(
+    control: WorkflowHandle[Any, Any], name: str
+) -> None:
+    """A message under its size limit whose run id, reservation id or name is longer than any
+    workflow id (1000 characters) is refused like any malformed one, so that what the control
+    workflow keeps of a message is never more than a real run sends: a signal in `state`, an
+    update rejected to its sender."""
+    before = await view(control)
+    if name in UPDATES:
+        with pytest.raises(WorkflowUpdateFailedError) as rejected:
+            await control.execute_update(name, with_long_id(name))
+        cause = rejected.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "MalformedUpdate", cause
+        assert re.search(r"at most (1000|200) characters", cause.message), cause.message
+        assert (await view(control)).runs == before.runs
+        return
+    await control.signal(name, with_long_id(name))
+    after = await refused_after(control, before.refused_messages.total)
+    assert f"signal {name} refused: malformed payload" in after.refused_messages.last[-1]
+    assert re.search(r"at most 1000 characters", after.refused_messages.last[-1]), after.refused_messages.last[-1]
+    assert after.runs == before.runs
+
+
 @pytest.mark.parametrize("name", ["registr", "Register", "switch", "leave ", "x" * 1000])
 async def test_a_signal_of_an_unknown_name_is_refused_naming_it(control: WorkflowHandle[Any, Any], name: str) -> None:
     """A signal the control workflow has no handler for (a misspelling, an update's name, a
