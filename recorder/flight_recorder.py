@@ -33,8 +33,10 @@ from tools import blobs
 from workflows.agent_run import AgentRun
 from workflows.memory import RunMemory
 from workflows.undo_run import UndoRun
+from workflows.workspace_control import WorkspaceControl
 
-WORKFLOWS = [AgentRun, UndoRun]
+# Every workflow type a history may be of: `airlock replay` checks any of them.
+WORKFLOWS = [AgentRun, UndoRun, WorkspaceControl]
 
 
 class ReplayFailed(Exception):
@@ -135,8 +137,12 @@ def load_history(path: Path | str) -> WorkflowHistory:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ReplayFailed(f"{path}: not a readable history file: {e}") from None
-    # The file does not name its workflow; its name is the best label for messages.
-    return WorkflowHistory.from_json(path.name.split(".json")[0], data)
+    # The file does not name its workflow; its name is the label for messages, unless the started
+    # event holds the workflow id it ran with (a control workflow checks its own id on replay).
+    history = WorkflowHistory.from_json(path.name.split(".json")[0], data)
+    started = history.events[0].workflow_execution_started_event_attributes if history.events else None
+    workflow_id = started.workflow_id if started is not None else ""
+    return WorkflowHistory.from_json(workflow_id, data) if workflow_id else history
 
 
 async def fetch_history(client: Client, workflow_id: str, run_id: str | None = None) -> WorkflowHistory:
