@@ -44,6 +44,7 @@ from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
 from tools.secret_guard import ToolSecrets
 from workflows.agent_run import AgentRun
+from workflows.current_details import CurrentDetails
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 from workflows.undo_run import UndoRun
 from workflows.workspace_control import WorkspaceControl
@@ -200,7 +201,8 @@ def build_worker(
             *tool_activities(registry, runner, gate, secrets),
         ],
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(max_workers=TOOL_THREADS),
-        interceptors=extra_interceptors or [],
+        # The Web UI's "current details" of a run, rendered when someone opens it.
+        interceptors=[CurrentDetails(), *(extra_interceptors or [])],
         # On SIGTERM, running activities get this long to finish before the worker exits.
         graceful_shutdown_timeout=timedelta(seconds=30),
     )

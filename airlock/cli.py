@@ -172,6 +172,7 @@ async def undo(args: argparse.Namespace, out: TextIO) -> int:
             id=undo_id,
             task_queue=settings.task_queue,
             result_type=UndoReport,
+            static_summary=f"Undo of {args.run_id}, asked by {args.as_person or 'its requester'}",
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
@@ -353,7 +354,10 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
     from contracts.models import Status
 
     client = await _client(Settings())
-    query = 'WorkflowType="AgentRun" AND ExecutionStatus="Running" AND AirlockState="awaiting_approval"'
+    from workflows.holds import at
+
+    # Pending approvals, not the state: a paused run's votes still count, and it says paused.
+    query = 'WorkflowType="AgentRun" AND ExecutionStatus="Running" AND AirlockPendingApprovals > 0'
     if args.workspace:
         query += f' AND AirlockWorkspace="{args.workspace}"'
     shown = 0
@@ -372,12 +376,19 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
             shown += 1
             print(
                 f"{wf.id}  {p.approval_id}  {p.tool}  tier {p.tier.value}, {p.approvals_still_needed} more needed, "
-                f"requested by {status.requested_by}, until {p.deadline.isoformat()}",
+                f"requested by {status.requested_by}, until {at(p.deadline)}",
                 file=out,
             )
+            if status.held is not None and status.held.kind != "approval":
+                print(f"  the run is {status.state.value}: {status.held.waiting_for}; votes still count", file=out)
             print(f"  args: {json.dumps(p.args)}", file=out)
             for d in p.diff:
                 print(f"  {d}", file=out)
+            for v in p.votes:
+                print(
+                    f"  voted: {v.approver} {v.decision}" + (f": {json.dumps(v.comment)}" if v.comment else ""),
+                    file=out,
+                )
             if p.escalated_to:
                 print(f"  escalated to {p.escalated_to}", file=out)
             signed = " (signed votes required)" if p.signed_votes_required else ""

@@ -194,6 +194,7 @@ async def _follow_demo(client: Client, settings: Settings, tctl: str, ui: str) -
         id=workflow_id,
         task_queue=settings.task_queue,
         result_type=RunReport,
+        static_summary=f"Demo: refund {order_id} ({amount} USD); waits for an approver",
     )
     for _ in range(600):
         try:

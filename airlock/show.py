@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from contracts.models import CallRecord, CallStatus, Effect, StepCost, TimelineEntry
+from contracts.models import CallRecord, CallStatus, Effect, Hold, PendingApproval, StepCost, TimelineEntry
 from recorder.flight_recorder import Recording
+from workflows.holds import at
 
 
 class Approval(BaseModel):
@@ -22,6 +23,8 @@ class Approval(BaseModel):
     outcome: str
     approvers: list[str]
     at: list[str]
+    # What each approver wrote with their vote, in the order of `approvers`.
+    comments: list[str] = Field(default_factory=list)
 
 
 class Change(BaseModel):
@@ -58,6 +61,9 @@ class FlightRecord(BaseModel):
     mode: str
     model: str
     policy_hash: str
+    # An open run: what holds it, and the calls waiting for votes (as `status` answers).
+    held: Hold | None = None
+    pending_approvals: list[PendingApproval] = Field(default_factory=list)
     who_approved: list[Approval]
     what_changed: list[Change]
     how_to_undo: list[Undo]
@@ -82,14 +88,17 @@ def flight_record(rec: Recording) -> FlightRecord:
         mode=m.mode.value,
         model=spec.provider if not spec.name else f"{spec.provider}:{spec.name}",
         policy_hash=m.context.policy_hash,
+        held=rec.held,
+        pending_approvals=rec.pending_approvals,
         who_approved=[
             Approval(
                 approval_id=c.approval_id,
                 tool=c.tool,
                 step=c.step,
-                outcome=c.status.value,
+                outcome=_approval_outcome(c, rec),
                 approvers=[f"{v.approver} ({v.decision}{', signed' if v.signature else ''})" for v in c.votes],
                 at=[v.at.isoformat() for v in c.votes],
+                comments=[v.comment for v in c.votes],
             )
             for c in m.calls
             if c.approval_id
@@ -120,6 +129,22 @@ def flight_record(rec: Recording) -> FlightRecord:
     )
 
 
+def _approval_outcome(call: CallRecord, rec: Recording) -> str:
+    """A call's approval as it stands: a call approved but not yet run (held by safe mode, say)
+    is not "awaiting approval"."""
+    if call.status is not CallStatus.AWAITING_APPROVAL:
+        return call.status.value
+    if any(p.approval_id == call.approval_id for p in rec.pending_approvals):
+        return "awaiting_approval"
+    if rec.held is not None:
+        return f"approved, not run yet: held by {rec.held.kind.replace('_', ' ')}"
+    return "approved, not run yet"
+
+
+def _vote(shown: str, comment: str) -> str:
+    return f"{shown}: {json.dumps(comment, ensure_ascii=False)}" if comment else shown
+
+
 def _value(v: Any) -> str:
     return json.dumps(v) if not isinstance(v, str) else v
 
@@ -141,9 +166,17 @@ def _line(e: TimelineEntry) -> str:
     return "  ".join(parts)
 
 
+def _held_lines(hold: Hold | None) -> list[str]:
+    if hold is None:
+        return []
+    lines = [f"  held since {at(hold.since)}: {hold.waiting_for}", f"  released by: {hold.released_by}"]
+    return lines
+
+
 def render(record: FlightRecord) -> str:
     out = [
         f"Run {record.workflow_id}: {record.state}{'' if record.closed else ' (still open)'}",
+        *_held_lines(record.held),
         f"  goal: {record.goal}",
         f"  workspace {record.workspace}, agent {record.agent}, requested by "
         f"{record.requested_by}, mode {record.mode}, model {record.model}",
@@ -154,9 +187,15 @@ def render(record: FlightRecord) -> str:
     out += ["  " + _line(e) for e in record.timeline]
     out += ["", "Who approved"]
     out += [
-        f"  step {a.step} {a.tool} ({a.approval_id}): {a.outcome}; votes: {', '.join(a.approvers) or 'none'}"
+        f"  step {a.step} {a.tool} ({a.approval_id}): {a.outcome}; votes: "
+        + (", ".join(_vote(v, c) for v, c in zip(a.approvers, a.comments, strict=True)) or "none")
         for a in record.who_approved
     ] or ["  nothing needed approval"]
+    for p in record.pending_approvals:
+        out.append(
+            f"  {p.approval_id} waits for {p.approvals_still_needed} more of {' or '.join(p.approver_roles)} "
+            f"by {at(p.deadline)}"
+        )
     out += ["", "What changed"]
     for c in record.what_changed:
         out.append(f"  step {c.step} {c.tool}  key {c.idempotency_key}")

@@ -21,6 +21,7 @@ SCHEMA: Literal["airlock.audit.v1"] = "airlock.audit.v1"
 EventType = Literal[
     "run_started",
     "model_call",
+    "model_retry",
     "proposal",
     "proposal_rejected",
     "decision",
@@ -42,6 +43,7 @@ EventType = Literal[
 _TYPES: dict[str, EventType] = {
     "run_started": "run_started",
     "model_call": "model_call",
+    "model_retry": "model_retry",
     "proposal": "proposal",
     "invalid_call": "proposal_rejected",
     "decision": "decision",
@@ -95,6 +97,8 @@ class AuditEvent(BaseModel):
     diff: list[FieldChange] | None = None
     tokens: int | None = None
     cost_usd: float | None = None
+    # What an approver wrote with their vote (a deny's reason), as they wrote it.
+    comment: str | None = None
     correlation: Correlation
 
 
@@ -131,6 +135,8 @@ def events_for(seq: int, entry: TimelineEntry, run: RunFacts, calls: list[CallRe
     extra: dict[str, JsonValue] = {}
     if kind == "model_call":
         extra = {"tokens": data.get("tokens"), "cost_usd": data.get("cost_usd")}
+    if kind == "approval" and isinstance(data.get("comment"), str):
+        extra["comment"] = data["comment"]
     if kind in ("proposal", "tool_call") and call is not None and entry.tool:
         extra["args_hash"] = call_hash(entry.tool, call.args)
         extra["idempotency_key"] = call.idempotency_key if kind == "tool_call" else None

@@ -283,6 +283,7 @@ TimelineKind = Literal[
     "continued_as_new",
     "circuit_open",
     "workspace_switch",
+    "model_retry",
     "run_finished",
 ]
 
@@ -335,6 +336,22 @@ class RefusedVote(Record):
     payload: str | None = None
 
 
+HoldKind = Literal["approval", "paused", "kill_switch", "safe_mode", "control_store", "model_retry"]
+
+
+class Hold(Record):
+    """Why a run that is not finished is not moving, since when, and what would release it."""
+
+    kind: HoldKind
+    since: datetime
+    # What the run waits for, in a sentence a person reads.
+    waiting_for: str
+    # What would let it go on: a command, a person, or a time.
+    released_by: str
+    # When the wait ends by itself (an approval's deadline, the next model attempt), if it does.
+    until: datetime | None = None
+
+
 class Status(Record):
     """Answer of the `status` query."""
 
@@ -358,6 +375,9 @@ class Status(Record):
     # kind of reason: a vote that did not count shows here even when the timeline is full.
     refused_messages: int = 0
     refused_by_reason: dict[str, int] = Field(default_factory=dict)
+    # Set whenever the run is not moving: waiting for people, held by a pause, the kill switch
+    # or safe mode, waiting for the control store, or retrying a failing model.
+    held: Hold | None = None
 
 
 class RunReport(Record):

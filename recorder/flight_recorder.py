@@ -27,7 +27,7 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from contracts.models import CallRecord, PendingApproval, RunState
+from contracts.models import CallRecord, Hold, PendingApproval, RunState
 from runtime.converter import data_converter
 from tools import blobs
 from workflows.agent_run import AgentRun
@@ -50,6 +50,8 @@ class Recording(BaseModel):
     state: RunState
     memory: RunMemory
     pending_approvals: list[PendingApproval] = Field(default_factory=list)
+    # What holds the run where its history ends (an open run): the same answer `status` gives.
+    held: Hold | None = None
     closed: bool
     undone_by: list[str] = Field(default_factory=list)
 
@@ -118,6 +120,7 @@ async def reconstruct(history: WorkflowHistory) -> Recording:
         state=snapshot.state,
         memory=snapshot.memory,
         pending_approvals=snapshot.pending_approvals,
+        held=None if _closed(history) else snapshot.held,
         closed=_closed(history),
     )
 

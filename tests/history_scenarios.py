@@ -186,6 +186,22 @@ async def undo(runs: Runs) -> WorkflowHandle[Any, Any]:
     return handle
 
 
+async def paused_awaiting(runs: Runs) -> WorkflowHandle[Any, Any]:
+    """Paused while a call waits for votes (the run says `paused`), voted on while paused,
+    resumed: the call runs."""
+    handle = await runs.start(mode="approve", script=[REFUND_120])
+    approval = (await runs.pending(handle)).pending_approvals[0].approval_id
+    await handle.signal("pause", {"by": "u_carol", "reason": "checking"})
+    await runs.wait_for(handle, lambda s: s.state.value == "paused")
+    await handle.signal("resume", {"by": "u_carol", "reason": "checked"})
+    await runs.wait_for(handle, lambda s: s.state.value == "awaiting_approval")
+    await handle.signal("pause", {"by": "u_carol", "reason": "once more"})
+    await runs.wait_for(handle, lambda s: s.state.value == "paused")
+    await handle.signal("approve", {"approval_id": approval, "approver": "u_bob", "comment": "fine"})
+    await handle.signal("resume", {"by": "u_bob", "reason": "go"})
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "approved": approved,
     "denied": denied,
@@ -195,6 +211,7 @@ SCENARIOS: dict[str, Scenario] = {
     "governed": governed,
     "workspace_control": workspace_control,
     "undo": undo,
+    "paused_awaiting": paused_awaiting,
 }
 
 

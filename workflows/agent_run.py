@@ -50,6 +50,10 @@ class AgentRun:
         """What the run holds at this point of its history (not a query: read on replay)."""
         return self._run.snapshot()
 
+    def current_details(self) -> str:
+        """The Temporal Web UI's current details (`workflows.current_details.CurrentDetails`)."""
+        return self._run.current_details()
+
     @workflow.signal(name=names.RunMessages.APPROVE)
     def approve(self, *args: RawValue) -> None:
         self._run.take_vote(args, "approve", via="signal")

@@ -35,6 +35,14 @@ PUBLISH_WHEN_SEEN = "publish-when-seen"
 # are refused in one note to the model), and a history whose timeline passed MAX_TIMELINE entries
 # continues as new at the next step: what one step or one history records stays bounded.
 BOUNDED_STEP = "bounded-step"
+# Since this patch a run that is paused (by a person or the kill switch) while it waits for votes
+# reports `paused`, not `awaiting_approval`, and publishes it; it reports `awaiting_approval`
+# again when resumed with the vote still open.
+PAUSED_WINS = "paused-wins"
+# Since this patch a failing model call is retried by the run, not by the server: each failed
+# attempt is recorded (timeline `model_retry`, `last_error`, `held`) before the next, so that a
+# run retrying a broken model does not look like a run that is working.
+MODEL_RETRIES_SEEN = "model-retries-seen"
 WORKSPACE_JOIN_LOCAL = "workspace-join-local"
 WORKSPACE_CONTROL = "workspace-control"
 

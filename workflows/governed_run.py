@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
 
 from temporalio import workflow
@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         DecideResult,
         Decision,
         Effect,
+        Hold,
         Outcome,
         PauseSignal,
         PendingApproval,
@@ -98,12 +99,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from policy.engine import decide, effective_mode, may_start
     from policy.switches import held_by
-    from workflows import budget
+    from workflows import budget, holds
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
     from workflows.budget import remaining
+    from workflows.current_details import render_details
     from workflows.ending import RunEnded
     from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally
-    from workflows.eras import BOUNDED_STEP, Join, start_era
+    from workflows.eras import BOUNDED_STEP, MODEL_RETRIES_SEEN, PAUSED_WINS, Join, start_era
     from workflows.memory import RunMemory, RunSnapshot
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
     from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
@@ -129,6 +131,8 @@ MODEL_TIMEOUT = timedelta(minutes=2)
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=60), maximum_attempts=6
 )
+# Each attempt of a model call the run retries itself (MODEL_RETRIES_SEEN), on MODEL_RETRY's terms.
+ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 # Writes are local activities too: the database's idempotency ledger, not the activity's
 # bookkeeping, is what makes a re-execution (after a crash, or a retry) harmless, and a local
 # activity costs one history event instead of six.
@@ -216,8 +220,20 @@ class GovernedRun:
         # Runs gated on the control store: a message said the switches changed, and the run has
         # not read the store since. Loosening waits for that reading; tightening does not.
         self._verify_pending = False
-        # Why the run is held while the control store cannot be read, and since when.
+        # Why the run is held while the control store cannot be read, since when, and when it
+        # tries again.
         self._held: str | None = None
+        self._held_since: datetime | None = None
+        self._held_retry_at: datetime | None = None
+        # Since when the workspace's kill switch has held the run, and the approved write safe
+        # mode holds (its tool, and since when); a failing model being retried.
+        self._kill_since: datetime | None = None
+        self._safe_hold: tuple[str, datetime] | None = None
+        self._model_hold: Hold | None = None
+        self._end_reason: str | None = None
+        # The workspace a starting run is joining, and since when: what `status` says meanwhile.
+        self._joining: str | None = None
+        self._joining_since: datetime | None = None
         # A pause or resume that arrived before the run had started (e.g. sent with the start).
         self._early_pause: PauseSignal | None = None
         self._early_pauses: list[tuple[PauseSignal, bool]] = []
@@ -268,6 +284,7 @@ class GovernedRun:
             kind: TimelineKind = "paused" if self._early_pausing else "resumed"
             self._record(kind, actor=self._early_pause.by, message=self._early_pause.reason)
         self._state = RunState.PAUSED if m.paused_by else RunState.RUNNING
+        self._note_switch_times()
         if m.publish_when_seen:
             # A continued run starts with the search attributes of the run before it, which
             # published them as it continued.
@@ -301,6 +318,11 @@ class GovernedRun:
         except RunEnded as end:
             return await self._finish(end.state, end.reason, end.answer)
         except asyncio.CancelledError:
+            if workflow.cancellation_reason() is None and workflow.unsafe.is_replaying():
+                # Evicted from the worker's cache, or at the end of a replayed history of a run
+                # that is still open (the flight recorder): nobody stopped it, so nothing is
+                # recorded, and the state read afterwards is the one the history ends in.
+                raise
             return await self._finish(RunState.STOPPED, "stopped: the workflow was cancelled")
         except ActivityError as e:
             cause = e.cause if e.cause is not None else e
@@ -328,6 +350,7 @@ class GovernedRun:
             requested_by=run_input.requested_by,
         )
         admission: Admission | None = None
+        self._joining, self._joining_since = run_input.workspace, workflow.now()
         if join == "in-start":
             started: Started = await workflow.execute_local_activity(
                 names.RUN_START,
@@ -412,7 +435,7 @@ class GovernedRun:
 
     async def _finish(self, state: RunState, reason: str, answer: str | None = None) -> RunReport:
         m = self._memory
-        self._state = state
+        self._state, self._end_reason = state, reason
         self._tick()
         for approval_id in list(self._desk_.pending):
             self._desk_.close(approval_id, state.value)
@@ -484,14 +507,7 @@ class GovernedRun:
         elif m.context.control_store:
             self._publish_before_waiting()
             request.spend = self._spend_hold(request.step)
-            decision = await workflow.execute_activity(
-                names.MODEL_DECIDE,
-                request,
-                result_type=ModelDecision,
-                start_to_close_timeout=MODEL_TIMEOUT,
-                retry_policy=MODEL_RETRY,
-                summary=f"step {request.step}: {spec.name}",
-            )
+            decision = await self._call_model(request)
             if decision.spend_refusal is not None:
                 raise budget.refused_by_workspace(decision.spend_refusal)
             m.dearest_model_call_usd = max(m.dearest_model_call_usd, decision.cost_usd)
@@ -500,14 +516,7 @@ class GovernedRun:
             reservation = await self._reserve_spend(request.step)
             cost = 0.0
             try:
-                decision = await workflow.execute_activity(
-                    names.MODEL_DECIDE,
-                    request,
-                    result_type=ModelDecision,
-                    start_to_close_timeout=MODEL_TIMEOUT,
-                    retry_policy=MODEL_RETRY,
-                    summary=f"step {request.step}: {spec.name}",
-                )
+                decision = await self._call_model(request)
                 cost = decision.cost_usd
             finally:
                 if reservation is not None:
@@ -551,6 +560,65 @@ class GovernedRun:
                     )
                 )
         return decision
+
+    async def _call_model(self, request: ModelRequest) -> ModelDecision:
+        """A paid model's call. Since MODEL_RETRIES_SEEN the run retries a failed attempt itself
+        (the server's retry policy, attempt by attempt), so that each failure is recorded and the
+        run says it is retrying instead of looking busy."""
+        summary = f"step {request.step}: ask {self._model_name()}"
+        if not workflow.patched(MODEL_RETRIES_SEEN):
+            served: ModelDecision = await workflow.execute_activity(
+                names.MODEL_DECIDE,
+                request,
+                result_type=ModelDecision,
+                start_to_close_timeout=MODEL_TIMEOUT,
+                retry_policy=MODEL_RETRY,
+                summary=f"step {request.step}: {request.model_name}",
+            )
+            return served
+        attempts = MODEL_RETRY.maximum_attempts
+        delay = MODEL_RETRY.initial_interval
+        since: datetime | None = None
+        attempt = 1
+        while True:
+            try:
+                decision: ModelDecision = await workflow.execute_activity(
+                    names.MODEL_DECIDE,
+                    request,
+                    result_type=ModelDecision,
+                    start_to_close_timeout=MODEL_TIMEOUT,
+                    retry_policy=ONE_ATTEMPT,
+                    summary=summary if attempt == 1 else f"{summary} (attempt {attempt} of {attempts})",
+                )
+            except ActivityError as e:
+                cause = e.cause if e.cause is not None else e
+                final = isinstance(cause, ApplicationError) and cause.non_retryable
+                # A run retrying a broken model still ends when its wall-clock budget does.
+                out_of_time = (
+                    remaining(self._memory.input.budget, self._used_now()).wall_clock_s <= delay.total_seconds()
+                )
+                if final or attempt >= attempts or out_of_time:
+                    self._model_hold = None
+                    raise
+                error = bounded(str(cause), 300)
+                now = workflow.now()
+                since = since or now
+                next_at = now + delay
+                self._memory.last_error = f"model {self._model_name()}: attempt {attempt} of {attempts} failed: {error}"
+                self._model_hold = holds.model_retry(self._model_name(), attempt, attempts, error, since, next_at)
+                self._record(
+                    "model_retry",
+                    outcome="retrying",
+                    message=f"attempt {attempt} of {attempts} failed: {error}; next attempt at {holds.at(next_at)}",
+                    data={"attempt": attempt, "attempts": attempts, "next_attempt_at": next_at.isoformat()},
+                )
+                self._publish_before_waiting()
+                await workflow.sleep(delay, summary=f"model failed; attempt {attempt + 1} of {attempts} next")
+                delay = min(delay * MODEL_RETRY.backoff_coefficient, MODEL_RETRY.maximum_interval or delay)
+                attempt += 1
+                continue
+            self._model_hold = None
+            return decision
 
     def _bounded_decision(self, decision: ModelDecision) -> tuple[ModelDecision, int]:
         """The decision as the run considers it: at most MAX_CALLS_PER_STEP calls (and how many
@@ -715,6 +783,8 @@ class GovernedRun:
             prepare_activity_name(call.tool),
             self._call_input(call, index, step, key=key),
             result_type=PrepareOutcome,
+            # A write's preview (its key names it), or a read's check of its arguments.
+            summary=f"{'preview' if key else 'check'} {call.tool}({summarize(call.args)})",
             **LOCAL,
         )
         return outcome
@@ -731,11 +801,13 @@ class GovernedRun:
                     )
                     return self._refuse(record, call, decision)
                 # A call people already approved is held, not dropped, until safe mode ends.
+                self._safe_hold = (record.tool, workflow.now())
                 self._publish_before_waiting()
                 if gated:
                     await self._hold_until(lambda: not self._switches.safe_mode)
                 else:
                     await workflow.wait_condition(lambda: not self._switches.safe_mode)
+                self._safe_hold = None
                 await self._wait_while_paused()
             outcome = await self._start_call(record, call, entry, gated)
             if outcome is None:
@@ -754,11 +826,13 @@ class GovernedRun:
             self._adopt(held.switches)
             return
         self._held = f"the control store cannot be read ({bounded(held.error, 200)}); the call waits for it"
+        self._held_since = self._held_since or workflow.now()
+        self._held_retry_at = workflow.now() + HOLD_RETRY
         m.last_error = self._held
         self._record("workspace_switch", outcome="control_unreachable", message=self._held)
         self._publish_before_waiting()
         await workflow.sleep(HOLD_RETRY, summary="control store unreadable: try again")
-        self._held = None
+        self._held = self._held_since = self._held_retry_at = None
 
     async def _start_call(
         self, record: CallRecord, call: ProposedCall, entry: CatalogEntry, gated: bool
@@ -774,7 +848,9 @@ class GovernedRun:
             execute_activity_name(call.tool),
             call_input,
             result_type=ExecuteOutcome,
-            **({} if entry.effect is Effect.READ else {"summary": f"{call.tool}({summarize(record.args)})"}),
+            summary=f"read {call.tool}({summarize(record.args)})"
+            if entry.effect is Effect.READ
+            else f"{call.tool}({summarize(record.args)})",
             **(LOCAL if entry.effect is Effect.READ else WRITE),
         )
         try:
@@ -913,15 +989,18 @@ class GovernedRun:
             index=record.index,
             approval_id=approval_id,
             rule=decision.rule,
-            message=f"{decision.approvals_required} approval(s) of {', '.join(decision.approver_roles)} "
-            f"within {decision.timeout_s}s",
+            message=self._approval_terms(decision, pending, wait_s),
             data={"diff": [c.model_dump(mode="json") for c in record.diff]},
         )
-        self._set_state(RunState.AWAITING_APPROVAL)
+        self._set_state(
+            RunState.PAUSED if self._paused_now() and workflow.patched(PAUSED_WINS) else RunState.AWAITING_APPROVAL
+        )
         try:
             if escalate_s is None:
                 await workflow.wait_condition(
-                    lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s)
+                    lambda: approval_id in desk.resolutions,
+                    timeout=timedelta(seconds=wait_s),
+                    timeout_summary=f"{approval_id}: no decision by now counts as denied",
                 )
             else:
                 await self._wait_with_escalation(pending, escalate_s, wait_s, tier.escalate_to or "")
@@ -960,7 +1039,9 @@ class GovernedRun:
         approval_id = pending.approval_id
         try:
             await workflow.wait_condition(
-                lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=escalate_s)
+                lambda: approval_id in desk.resolutions,
+                timeout=timedelta(seconds=escalate_s),
+                timeout_summary=f"{approval_id}: escalate to {role}",
             )
             return
         except TimeoutError:
@@ -975,7 +1056,9 @@ class GovernedRun:
             f"(roles: {', '.join(pending.approver_roles)}); denied at {pending.deadline.isoformat()}",
         )
         await workflow.wait_condition(
-            lambda: approval_id in desk.resolutions, timeout=timedelta(seconds=wait_s - escalate_s)
+            lambda: approval_id in desk.resolutions,
+            timeout=timedelta(seconds=wait_s - escalate_s),
+            timeout_summary=f"{approval_id}: no decision by now counts as denied",
         )
 
     def decide_update(self, args: Sequence[Any]) -> DecideResult:
@@ -999,14 +1082,20 @@ class GovernedRun:
             )
         else:
             result = self._desk.vote(parsed, workflow.now())
-        if result.accepted:
+        if result.accepted and not isinstance(parsed, str):
             how = f"via {via}" + (", signed" if result.signed else "")
+            if result.still_needed:
+                how += f"; {result.still_needed} more needed"
             self._record(
                 "approval_vote",
                 approval_id=result.approval_id,
                 actor=result.approver,
-                outcome=(parsed.decision if not isinstance(parsed, str) else None),
-                message=f"{how}; {result.still_needed} more needed" if result.still_needed else how,
+                outcome=parsed.decision,
+                # The approver's words belong to the record as much as the vote: show, audit.
+                message=f"{how}; {'comment' if parsed.decision == 'approve' else 'reason'}: {parsed.comment}"
+                if parsed.comment
+                else how,
+                data={"comment": parsed.comment} if parsed.comment else None,
             )
         else:
             self._refuse_vote(result.approval_id, result.approver, result.reason or "refused", shown_args(args), via)
@@ -1131,9 +1220,12 @@ class GovernedRun:
             if pausing:
                 m.pauses += 1
         m.paused_by = signal.by if pausing else None
+        m.paused_at, m.pause_reason = (workflow.now(), bounded(signal.reason, 200)) if pausing else (None, "")
         self._record("paused" if pausing else "resumed", actor=signal.by, message=signal.reason)
-        if self._state in (RunState.RUNNING, RunState.PAUSED):
+        if self._state in (RunState.RUNNING, RunState.PAUSED) and not workflow.patched(PAUSED_WINS):
             self._set_state(RunState.PAUSED if pausing else RunState.RUNNING)
+        else:
+            self._publish_pause_state()
 
     def _resume_refusal(self, signal: PauseSignal) -> str | None:
         """Why this person may not lift the run's pause, or None. Resuming loosens the run: the
@@ -1213,10 +1305,11 @@ class GovernedRun:
             )
         except FailureError as e:
             self._held = f"the control store cannot be read ({bounded(str(e), 200)}); the run waits for it"
+            self._held_since = self._held_since or workflow.now()
             m.last_error = self._held
             self._verify_pending = True
             return
-        self._held = None
+        self._held = self._held_since = None
         self._adopt(truth)
 
     def _adopt(self, truth: Switches) -> None:
@@ -1271,10 +1364,26 @@ class GovernedRun:
         self._acks.append(asyncio.create_task(self._ack(switches.generation)))
 
     def _publish_pause_state(self) -> None:
-        m = self._memory
-        if self._state in (RunState.RUNNING, RunState.PAUSED):
-            paused = m.paused_by is not None or self._switches.paused
+        self._note_switch_times()
+        paused = self._paused_now()
+        if self._desk_.pending and self._state in (RunState.AWAITING_APPROVAL, RunState.PAUSED):
+            if self._state is RunState.AWAITING_APPROVAL and paused and workflow.patched(PAUSED_WINS):
+                # A paused run is reported paused, also while it waits for votes (which count).
+                self._set_state(RunState.PAUSED)
+            elif self._state is RunState.PAUSED and not paused:
+                self._set_state(RunState.AWAITING_APPROVAL)
+        elif self._state in (RunState.RUNNING, RunState.PAUSED):
             self._set_state(RunState.PAUSED if paused else RunState.RUNNING)
+
+    def _paused_now(self) -> bool:
+        return self._memory.paused_by is not None or self._switches.paused
+
+    def _note_switch_times(self) -> None:
+        """Since when the kill switch has held this run, for the `held` answer."""
+        if not self._switches.paused:
+            self._kill_since = None
+        elif self._kill_since is None:
+            self._kill_since = workflow.now()
 
     async def _ack(self, generation: int) -> None:
         # A switch can arrive before the run has started; the ack waits for it.
@@ -1311,6 +1420,43 @@ class GovernedRun:
             requested_by=m.input.requested_by,
             refused_messages=m.refused_messages,
             refused_by_reason=m.refused_by_reason,
+            held=self.hold(),
+        )
+
+    def hold(self) -> Hold | None:
+        """What holds the run now, if anything (see `workflows.holds`)."""
+        if self._m is None or self._desk is None or self._state in FINAL_STATES:
+            return None
+        # No clock here: the flight recorder reads this outside any workflow, after a replay.
+        m, now = self._m, self._m.started_at
+        found: list[Hold] = []
+        if self._switches.paused:
+            found.append(
+                holds.kill_switch(m.input.workspace, self._switches.by, self._kill_since or now, self._switches.reason)
+            )
+        if m.paused_by is not None:
+            found.append(holds.paused(m.paused_by, m.paused_at or m.started_at, m.pause_reason))
+        if self._held is not None:
+            found.append(holds.control_store(self._held, self._held_since or now, self._held_retry_at))
+        if self._safe_hold is not None:
+            found.append(holds.safe_mode(m.input.workspace, *self._safe_hold))
+        found += [holds.approval(p, self._desk.may_approve(p), self._workflow_id) for p in self._desk.pending.values()]
+        if self._model_hold is not None:
+            found.append(self._model_hold)
+        return holds.first(found)
+
+    def current_details(self) -> str:
+        """The Temporal Web UI's "current details" of this run, rendered when someone looks."""
+        if self._m is None:
+            return "**starting**: pinning the policy and joining the workspace's control plane"
+        return render_details(
+            state=self._state,
+            workspace=self._m.input.workspace,
+            goal=self._m.input.goal,
+            hold=self.hold(),
+            pending=list(self._desk.pending.values()) if self._desk else [],
+            last_error=self._m.last_error,
+            end_reason=self._end_reason,
         )
 
     def timeline(self) -> list[TimelineEntry]:
@@ -1318,16 +1464,26 @@ class GovernedRun:
 
     # ---- helpers ----------------------------------------------------------------------------
 
+    def _starting_message(self) -> str:
+        """What a run that has not started yet says it is doing, and what may hold it."""
+        if self._joining is None:
+            return "the run is starting; ask again in a moment"
+        return (
+            f"the run is starting: it pins its policy and joins workspace {self._joining}'s control plane "
+            f"(since {holds.at(self._joining_since or workflow.now())}); if it stays so, the worker cannot reach "
+            "the control store or the control workflow, and its log says which"
+        )
+
     @property
     def _memory(self) -> RunMemory:
         if self._m is None:
-            raise ApplicationError("the run is starting; ask again in a moment", type=errors.NOT_STARTED)
+            raise ApplicationError(self._starting_message(), type=errors.NOT_STARTED)
         return self._m
 
     @property
     def _desk_(self) -> ApprovalDesk:
         if self._desk is None:
-            raise ApplicationError("the run is starting; ask again in a moment", type=errors.NOT_STARTED)
+            raise ApplicationError(self._starting_message(), type=errors.NOT_STARTED)
         return self._desk
 
     @property
@@ -1475,7 +1631,22 @@ class GovernedRun:
             state=self._state,
             memory=None if self._m is None else self._m.model_copy(deep=True),
             pending_approvals=list(self._desk.pending.values()) if self._desk else [],
+            held=self.hold(),
         )
+
+    def _approval_terms(self, decision: Decision, pending: PendingApproval, wait_s: float) -> str:
+        """The approval's terms with its real deadline: the tier's timeout, or the end of the run's
+        wall-clock budget when that comes first (then the run ends at that instant)."""
+        terms = (
+            f"{decision.approvals_required} approval(s) of {', '.join(decision.approver_roles)} "
+            f"by {holds.at(pending.deadline)}"
+        )
+        if wait_s < decision.timeout_s:
+            return terms + (
+                f": the run's wall-clock budget ends then, before the tier's {decision.timeout_s}s, "
+                "and the run ends with it"
+            )
+        return terms + f" (the tier's {decision.timeout_s}s); no decision by then counts as denied"
 
     def _run_facts(self) -> RunFacts:
         m = self._memory

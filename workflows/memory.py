@@ -14,6 +14,7 @@ from contracts.models import (
     CallRecord,
     CallStatus,
     Effect,
+    Hold,
     Mode,
     PendingApproval,
     RefusedVote,
@@ -57,6 +58,9 @@ class RunMemory(BaseModel):
     refused_by_reason: dict[str, int] = Field(default_factory=dict)
     decided_approvals: dict[str, str] = Field(default_factory=dict)
     paused_by: str | None = None
+    # When the pause began and why, for the `held` answer.
+    paused_at: datetime | None = None
+    pause_reason: str = ""
     # How many times the run was paused: a signed resume names the pause it lifts.
     pauses: int = 0
     last_error: str | None = None
@@ -141,3 +145,4 @@ class RunSnapshot(BaseModel):
     state: RunState
     memory: RunMemory | None
     pending_approvals: list[PendingApproval] = Field(default_factory=list)
+    held: Hold | None = None

@@ -109,6 +109,7 @@ class UndoRun:
             },
             id=child_id,
             result_type=RunReport,
+            static_summary=f"Undo of {plan.run_id}: {len(plan.steps)} compensation(s), newest first",
             # The compensation run points back at the run it undoes, for `airlock show`.
             search_attributes=TypedSearchAttributes([SearchAttributePair(UNDO_OF, plan.run_id)]),
         )

@@ -120,6 +120,10 @@ async def test_undo_restores_the_prior_rows_and_a_second_undo_is_a_no_op(
     assert status == 0 and f"undo-{handle.id}.compensations" in out
     child = runs.client.get_workflow_handle(f"undo-{handle.id}.compensations")
     pending = await runs.pending(child)
+    # What the Temporal Web UI lists them by.
+    undo_run = runs.client.get_workflow_handle(f"undo-{handle.id}")
+    assert await (await undo_run.describe()).static_summary() == f"Undo of {handle.id}, asked by its requester"
+    assert await (await child.describe()).static_summary() == f"Undo of {handle.id}: 3 compensation(s), newest first"
     assert pending.pending_approvals[0].tool == "payments.void_refund"
     await child.signal("approve", {"approval_id": pending.pending_approvals[0].approval_id, "approver": "u_bob"})
     undo_report = await runs.client.get_workflow_handle(f"undo-{handle.id}", result_type=UndoReport).result()

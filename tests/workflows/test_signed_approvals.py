@@ -178,7 +178,7 @@ async def test_airlock_approve_signs_with_the_local_key(
     report = await handle.result()
     timeline = await handle.query("timeline", result_type=list[TimelineEntry])
     [vote_entry] = [e for e in timeline if e.kind == "approval_vote"]
-    assert vote_entry.actor == "u_bob" and vote_entry.message == "via update, signed"
+    assert vote_entry.actor == "u_bob" and vote_entry.message == "via update, signed; comment: ok"
     assert "orders[ORD-1001].refunded_usd: 0.00 -> 120.00" in text
     assert "approve by u_bob counted (signed)" in text
     assert report.calls[1].status is CallStatus.EXECUTED

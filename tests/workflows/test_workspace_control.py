@@ -24,7 +24,7 @@ from contracts.workspace_io import (
     control_workflow_id,
 )
 from runtime.settings import Settings
-from tests.conftest import AirlockCli, Runs, call, count_rows, ready_view, switch
+from tests.conftest import READ, AirlockCli, Runs, call, count_rows, ready_view, switch
 from tools.backoffice.db import refunds
 from worker import build_worker
 
@@ -223,6 +223,40 @@ async def test_a_run_is_told_of_a_switch_it_did_not_read_before_registering(
     assert report.state is RunState.COMPLETED and report.calls[0].status is CallStatus.EXECUTED
 
 
+async def test_a_run_that_cannot_join_its_workspace_says_what_it_waits_for(
+    client: Client, settings: Settings, tmp_path: Any
+) -> None:
+    """A run whose worker cannot read the control store as it starts answers `status` with what
+    it is doing and what may hold it, not only "starting"; it starts once the store reads."""
+    from sqlalchemy import create_engine, text
+    from temporalio.client import WorkflowQueryFailedError
+
+    from activities.control_store import metadata
+
+    store = str(tmp_path / "unreadable-at-start.db")
+    own = settings.model_copy(update={"control_db": store})
+    async with build_worker(client, own):
+        engine = create_engine(f"sqlite:///{store}")
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE airlock_workspace_switches"))
+        runs = Runs(client, own)
+        handle = await runs.start(script=[READ])
+        message = ""
+        for _ in range(100):
+            try:
+                await runs.status(handle)
+            except WorkflowQueryFailedError as e:
+                message = str(e)
+                if "joins workspace" in message:
+                    break
+            await asyncio.sleep(0.05)
+        assert "the run is starting: it pins its policy and joins workspace acme's control plane" in message
+        assert "the worker cannot reach the control store or the control workflow" in message
+        metadata.create_all(engine)
+        report = await asyncio.wait_for(handle.result(), 60)
+        assert report.state.value == "completed"
+
+
 async def test_a_write_waits_while_the_control_store_cannot_be_read_and_runs_once_it_can(
     client: Client, settings: Settings, db: Engine, tmp_path: Any
 ) -> None:
@@ -246,6 +280,8 @@ async def test_a_write_waits_while_the_control_store_cannot_be_read_and_runs_onc
         await handle.signal("approve", {"approval_id": approval, "approver": "u_bob"})
         status = await runs.wait_for(handle, lambda s: "control store cannot be read" in (s.last_error or ""))
         assert "OperationalError" in (status.last_error or "")
+        assert status.held is not None and status.held.kind == "control_store"
+        assert status.held.released_by.startswith("the control store (AIRLOCK_CONTROL_DB) answering again")
         await asyncio.sleep(0.5)
         assert count_rows(db, refunds) == 0
         await assert_not_stuck(client, handle)
