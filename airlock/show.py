@@ -61,6 +61,9 @@ class FlightRecord(BaseModel):
     mode: str
     model: str
     policy_hash: str
+    # The run's own scope, when its input narrowed its agent's capabilities or added rules.
+    capabilities: list[str] | None = None
+    run_rules: list[str] = Field(default_factory=list)
     # An open run: what holds it, and the calls waiting for votes (as `status` answers).
     held: Hold | None = None
     pending_approvals: list[PendingApproval] = Field(default_factory=list)
@@ -88,6 +91,8 @@ def flight_record(rec: Recording) -> FlightRecord:
         mode=m.mode.value,
         model=spec.provider if not spec.name else f"{spec.provider}:{spec.name}",
         policy_hash=m.context.policy_hash,
+        capabilities=m.input.capabilities,
+        run_rules=[f"run.{r.id} ({r.effect} {r.tool})" for r in m.input.rules],
         held=rec.held,
         pending_approvals=rec.pending_approvals,
         who_approved=[
@@ -181,6 +186,8 @@ def render(record: FlightRecord) -> str:
         f"  workspace {record.workspace}, agent {record.agent}, requested by "
         f"{record.requested_by}, mode {record.mode}, model {record.model}",
         f"  policy {record.policy_hash}",
+        *([f"  scope: only {', '.join(record.capabilities) or 'no tool'}"] if record.capabilities is not None else []),
+        *([f"  run rules: {', '.join(record.run_rules)}"] if record.run_rules else []),
         "",
         "Timeline",
     ]

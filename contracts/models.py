@@ -13,6 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+# Re-exported: where they have always been imported from.
+from contracts.kinds import Effect as Effect
+from contracts.kinds import Mode as Mode
+from contracts.kinds import Outcome as Outcome
+from contracts.kinds import Tier as Tier
+from contracts.policy import RunRule
+
 
 class Strict(BaseModel):
     """Input a person or a model wrote: unknown keys are an error, not silently dropped."""
@@ -35,18 +42,6 @@ Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
 
 
 # --- run input -------------------------------------------------------------------------------
-
-
-class Mode(StrEnum):
-    """How much the agent may do on its own, least to most."""
-
-    SUGGEST = "suggest"
-    APPROVE = "approve"
-    AUTO = "auto"
-
-    @property
-    def rank(self) -> int:
-        return list(Mode).index(self)
 
 
 class ScriptedCall(Strict):
@@ -87,6 +82,10 @@ class RunInput(Strict):
     # A run continues as new after this many steps, carrying its state, so that no single
     # history grows large; the server's own suggestion also triggers it.
     steps_per_history: int = Field(default=200, ge=1, le=10_000)
+    # Task scope: the run may call only these of its agent's capabilities (None: all of them),
+    # and its own rules may deny or demand approval for more. A run narrows, never widens.
+    capabilities: list[Name] | None = Field(default=None, max_length=200)
+    rules: list[RunRule] = Field(default_factory=list, max_length=50)
 
 
 # --- signals and updates --------------------------------------------------------------------
@@ -147,25 +146,6 @@ class RunState(StrEnum):
 
 
 FINAL_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.BUDGET_EXHAUSTED, RunState.STOPPED})
-
-
-class Effect(StrEnum):
-    READ = "read"
-    WRITE = "write"
-    EXTERNAL = "external"
-
-
-class Tier(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-
-class Outcome(StrEnum):
-    ALLOW = "allow"
-    APPROVE = "needs_approval"
-    DENY = "deny"
 
 
 class Decision(Record):

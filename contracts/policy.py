@@ -25,7 +25,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from contracts.models import Mode, Tier
+from contracts.kinds import Mode, Tier
 
 
 class Frozen(BaseModel):
@@ -135,6 +135,14 @@ class Rule(Frozen):
     reason: str = ""
     # Limit a rule to some workspaces; by default it applies in all of them.
     workspaces: list[str] | None = None
+
+
+class RunRule(Rule):
+    """A rule a run's input brings for one tool (`RunInput.rules`). It can only narrow what the
+    policy allows: no `auto`, so it never lifts a wait for approval."""
+
+    tool: str = Field(min_length=1, max_length=200)
+    effect: Literal["deny", "require_approval"]
 
 
 class ToolPolicy(Frozen):

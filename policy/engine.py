@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.models import Decision, Effect, Mode, Outcome, Tier
-from contracts.policy import Condition, Policy, Rule
+from contracts.policy import Condition, Policy, Rule, RunRule
 from policy.switches import safe_mode_forbids
 
 _MISSING = object()
@@ -32,6 +32,9 @@ class CallContext(BaseModel):
     tier: Tier
     args: dict[str, JsonValue] = Field(default_factory=dict)
     facts: dict[str, JsonValue] = Field(default_factory=dict)
+    # The run's own scope (`RunInput.capabilities` and `rules`): it only narrows.
+    run_capabilities: frozenset[str] | None = None
+    run_rules: tuple[RunRule, ...] = ()
 
 
 def effective_mode(policy: Policy, workspace: str, requested: Mode, requested_by: str | None = None) -> Mode:
@@ -51,12 +54,19 @@ def effective_mode(policy: Policy, workspace: str, requested: Mode, requested_by
     return requested if requested.rank <= cap.rank else cap
 
 
-def may_start(policy: Policy, workspace: str, agent: str, requested_by: str) -> str | None:
+def may_start(
+    policy: Policy, workspace: str, agent: str, requested_by: str, capabilities: list[str] | None = None
+) -> str | None:
     """Why a run cannot start, or None when it may."""
     if workspace not in policy.workspaces:
         return f"workspace: {workspace!r} is not defined in the policy"
     if agent not in policy.agents:
         return f"agent: {agent!r} is not defined in the policy"
+    # A run's scope narrows its agent's capabilities; naming one the agent lacks is a mistake
+    # (or an attempt to widen), refused before anything runs.
+    beyond = [t for t in capabilities or [] if t not in policy.agents[agent].capabilities]
+    if beyond:
+        return f"capabilities: {', '.join(map(repr, beyond))} not among agent {agent!r}'s capabilities"
     if not policy.roles_of(requested_by) & set(policy.requester_roles):
         return (
             f"requested_by: {requested_by!r} holds no role allowed to start runs ({', '.join(policy.requester_roles)})"
@@ -172,12 +182,21 @@ def decide(policy: Policy, call: CallContext, *, safe_mode: bool = False) -> Dec
             "agent.capabilities",
             f"agent {call.agent!r} has no capability for {call.tool}",
         )
+    if call.run_capabilities is not None and call.tool not in call.run_capabilities:
+        return verdict(
+            Outcome.DENY,
+            "run.capabilities",
+            f"this run may call only {', '.join(sorted(call.run_capabilities)) or 'no tool'}",
+        )
     if (workspace.safe_mode or safe_mode) and safe_mode_forbids(call.effect):
         return verdict(Outcome.DENY, "workspace.safe_mode", "safe_mode")
 
     tool_policy = policy.tools.get(call.tool)
+    # The run's own rules join the policy's under ids of their own (`run.ID`); they deny or
+    # demand approval, so they can make a decision stricter and never looser.
+    run_rules = [r.model_copy(update={"id": f"run.{r.id}"}) for r in call.run_rules if r.tool == call.tool]
     rules = sorted(
-        (r for r in (tool_policy.rules if tool_policy else []) if _applies(r, call.workspace)),
+        [*(r for r in (tool_policy.rules if tool_policy else []) if _applies(r, call.workspace)), *run_rules],
         key=lambda r: r.id,
     )
     matched = [r for r in rules if matches(r.when, call, lifts=r.effect == "auto")]

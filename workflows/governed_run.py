@@ -364,7 +364,9 @@ class GovernedRun:
             context = await workflow.execute_local_activity(
                 names.RUN_PIN_CONTEXT, result_type=RunContext, summary="pin policy and tools", **LOCAL
             )
-        refusal = may_start(context.policy, run_input.workspace, run_input.agent, run_input.requested_by)
+        refusal = may_start(
+            context.policy, run_input.workspace, run_input.agent, run_input.requested_by, run_input.capabilities
+        )
         if refusal:
             raise ApplicationError(
                 f"run refused by policy {context.policy_hash}: {refusal}",
@@ -416,6 +418,8 @@ class GovernedRun:
                 "mode": m.mode.value,
                 "policy_hash": context.policy_hash,
                 "model": self._model_name(),
+                **({"capabilities": run_input.capabilities} if run_input.capabilities is not None else {}),
+                **({"rules": [r.id for r in run_input.rules]} if run_input.rules else {}),
             },
         )
         return m
@@ -1505,7 +1509,11 @@ class GovernedRun:
     def _capabilities(self) -> list[str]:
         m = self._memory
         agent = m.context.policy.agents.get(m.input.agent)
-        return [t for t in (agent.capabilities if agent else []) if t in self._catalog]
+        scope = m.input.capabilities
+        # What the model is offered: the agent's capabilities, narrowed to the run's scope.
+        return [
+            t for t in (agent.capabilities if agent else []) if t in self._catalog and (scope is None or t in scope)
+        ]
 
     def _tags(self) -> dict[str, str]:
         m = self._memory

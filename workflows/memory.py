@@ -104,6 +104,8 @@ class RunMemory(BaseModel):
             tier=entry.tier,
             args=args,
             facts=facts or {},
+            run_capabilities=None if self.input.capabilities is None else frozenset(self.input.capabilities),
+            run_rules=tuple(self.input.rules),
         )
 
     def executed_writes(self) -> list[CallRecord]:
