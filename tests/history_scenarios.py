@@ -202,6 +202,18 @@ async def paused_awaiting(runs: Runs) -> WorkflowHandle[Any, Any]:
     return handle
 
 
+async def fresh_facts(runs: Runs) -> WorkflowHandle[Any, Any]:
+    """Approved on facts that changed before the call ran: decided again, approved again, run."""
+    handle = await runs.start(mode="approve", script=[REFUND_120])
+    first = (await runs.pending(handle)).pending_approvals[0].approval_id
+    small = call("payments.create_refund", order_id="ORD-1001", amount_usd=20, reason="goodwill")
+    await (await runs.start(mode="auto", script=[small])).result()
+    await handle.signal("approve", {"approval_id": first, "approver": "u_bob"})
+    second = await runs.wait_for(handle, lambda s: any(p.approval_id != first for p in s.pending_approvals))
+    await handle.signal("approve", {"approval_id": second.pending_approvals[0].approval_id, "approver": "u_carol"})
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "approved": approved,
     "denied": denied,
@@ -212,6 +224,7 @@ SCENARIOS: dict[str, Scenario] = {
     "workspace_control": workspace_control,
     "undo": undo,
     "paused_awaiting": paused_awaiting,
+    "fresh_facts": fresh_facts,
 }
 
 

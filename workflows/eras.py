@@ -43,6 +43,9 @@ PAUSED_WINS = "paused-wins"
 # attempt is recorded (timeline `model_retry`, `last_error`, `held`) before the next, so that a
 # run retrying a broken model does not look like a run that is working.
 MODEL_RETRIES_SEEN = "model-retries-seen"
+# Since this patch a call approved after a wait is previewed again just before it runs; if the
+# facts its decision used changed, it is decided again, and the approval does not carry over.
+FRESH_FACTS = "fresh-facts"
 WORKSPACE_JOIN_LOCAL = "workspace-join-local"
 WORKSPACE_CONTROL = "workspace-control"
 

@@ -97,7 +97,7 @@ with workflow.unsafe.imports_passed_through():
         control_workflow_id,
         parse_signal,
     )
-    from policy.engine import decide, effective_mode, may_start
+    from policy.engine import CallContext, decide, effective_mode, may_start
     from policy.switches import held_by
     from workflows import budget, holds
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
@@ -105,7 +105,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.current_details import render_details
     from workflows.ending import RunEnded
     from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally
-    from workflows.eras import BOUNDED_STEP, MODEL_RETRIES_SEEN, PAUSED_WINS, Join, start_era
+    from workflows.eras import BOUNDED_STEP, FRESH_FACTS, MODEL_RETRIES_SEEN, PAUSED_WINS, Join, start_era
     from workflows.memory import RunMemory, RunSnapshot
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
     from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
@@ -174,6 +174,8 @@ HOLD_RETRY = timedelta(seconds=5)
 
 
 MAX_CALLS_PER_STEP = 32
+# How many times one call may be approved and then find its facts changed before it runs.
+MAX_APPROVAL_ROUNDS = 3
 MAX_TIMELINE = 2000
 # A model's final answer, kept in the report and the timeline, is cut to this many characters.
 ANSWER_CHARS = 64_000
@@ -189,6 +191,10 @@ def _parse_pause(payload: Any) -> PauseSignal | Refusal:
 def approval_id_for(step: int, index: int, tool: str, args: dict[str, Any]) -> str:
     """Names the exact call: a vote for these arguments cannot be applied to others."""
     return f"apr-{step}-{index}-{call_hash(tool, args)[:10]}"
+
+
+def _shown_fact(value: Any) -> str:
+    return "(none)" if value is None else bounded(value if isinstance(value, str) else canonical_json(value), 80)
 
 
 def _tighter(known: Switches, claim: Switches) -> Switches:
@@ -768,13 +774,90 @@ class GovernedRun:
             return self._refuse(record, call, decision)
         record.decision = decision
         self._record_decision(record, decision)
-        if decision.outcome is Outcome.APPROVE:
-            approved = await self._await_approval(record, call, decision)
+        rounds = 0
+        while decision.outcome is Outcome.APPROVE:
+            rounds += 1
+            approved = await self._await_approval(record, call, decision, rounds)
             if not approved:
                 return
             await self._wait_while_paused()
             self._check_budget("tool_call", counting_this_call=True)
+            if not workflow.patched(FRESH_FACTS):
+                break
+            fresh = await self._decide_again(record, call, entry, context, key, decision, rounds)
+            if fresh is None:
+                return
+            if fresh is decision:  # the facts held: the approval stands
+                break
+            # Decided again on changed facts: allowed now, or another round of approval.
+            decision = fresh
         await self._execute(record, call, entry)
+
+    async def _decide_again(
+        self,
+        record: CallRecord,
+        call: ProposedCall,
+        entry: CatalogEntry,
+        context: CallContext,
+        key: str | None,
+        approved: Decision,
+        rounds: int,
+    ) -> Decision | None:
+        """A call approved after a wait is previewed again just before it runs. If the facts its
+        decision used have changed (a balance, what is left refundable, a recipient), it is decided
+        again on the fresh ones, and an approval given for the old facts does not carry over: a call
+        that still needs approval waits for a new one. Returns the decision to act on (`approved`
+        itself when nothing changed), or None when the call will not run (recorded)."""
+        try:
+            prepared = await self._prepare(call, record.index, record.step, key)
+        except FailureError as e:
+            self._tool_unavailable(record, call, e)
+            return None
+        if isinstance(prepared, Rejected):
+            self._reject_invalid(record, call, prepared.error)
+            return None
+        if isinstance(prepared, AlreadyExecuted):
+            self._record_from_ledger(record, call, entry, prepared, key)
+            return None
+        if prepared.facts == record.facts:
+            return approved
+        changed = ", ".join(
+            f"{name}: {_shown_fact(record.facts.get(name))} → {_shown_fact(prepared.facts.get(name))}"
+            for name in sorted(set(record.facts) | set(prepared.facts))
+            if record.facts.get(name) != prepared.facts.get(name)
+        )
+        record.args, record.diff, record.facts = prepared.args, prepared.diff, prepared.facts
+        decision = decide(
+            self._memory.context.policy,
+            context.model_copy(update={"args": prepared.args, "facts": prepared.facts}),
+            safe_mode=self._switches.safe_mode,
+        )
+        if decision.outcome is Outcome.APPROVE and rounds >= MAX_APPROVAL_ROUNDS:
+            decision = decision.model_copy(
+                update={
+                    "outcome": Outcome.DENY,
+                    "rule": "facts.unsettled",
+                    "reason": f"the facts changed after each of {rounds} approvals; the call is not run",
+                }
+            )
+        self._record(
+            "decision",
+            tool=record.tool,
+            index=record.index,
+            rule=decision.rule,
+            outcome=decision.outcome.value,
+            message=bounded(
+                f"decided again before running: the facts changed since the approval ({changed})"
+                + ("; the approval given does not carry over" if decision.outcome is Outcome.APPROVE else ""),
+                MESSAGE_CHARS,
+            ),
+        )
+        if decision.outcome is Outcome.DENY:
+            record.decision, record.status, record.error = decision, CallStatus.DENIED, decision.reason
+            self._tell_agent(call, f"the policy refused the call (rule {decision.rule}): {decision.reason}")
+            return None
+        record.decision = decision
+        return decision
 
     async def _prepare(
         self, call: ProposedCall, index: int, step: int, key: str | None
@@ -953,9 +1036,15 @@ class GovernedRun:
 
     # ---- approvals --------------------------------------------------------------------------
 
-    async def _await_approval(self, record: CallRecord, call: ProposedCall, decision: Decision) -> bool:
+    async def _await_approval(
+        self, record: CallRecord, call: ProposedCall, decision: Decision, rounds: int = 1
+    ) -> bool:
         m = self._memory
         approval_id = approval_id_for(record.step, record.index, call.tool, record.args)
+        if rounds > 1:
+            # A new approval for the same call, decided again on changed facts: votes for the
+            # earlier one (and signatures over its id) do not count here.
+            approval_id += f"-r{rounds}"
         record.approval_id, record.status = approval_id, CallStatus.AWAITING_APPROVAL
         wall_left = remaining(m.input.budget, m.used).wall_clock_s
         wait_s = min(decision.timeout_s, wall_left)
