@@ -20,6 +20,7 @@ from contracts.activity_io import ExecuteOutcome, Held, PrepareOutcome, ToolCall
 from contracts.models import Effect
 from contracts.names import execute_activity_name, prepare_activity_name
 from policy.switches import held_by
+from tools.base import Caller
 from tools.registry import ToolRegistry
 from tools.runner import ToolRunner
 from tools.secret_guard import ToolSecrets
@@ -52,6 +53,10 @@ def tool_activities(
 
 
 R = TypeVar("R")
+
+
+def _caller(call: ToolCallInput) -> Caller:
+    return Caller(workspace=call.workspace, requested_by=call.requested_by, agent=call.agent)
 
 
 def _guarded(secrets: ToolSecrets | None, call: ToolCallInput, run: Callable[[], R]) -> R:
@@ -92,7 +97,9 @@ def _prepare_for(
             outcome = _guarded(
                 secrets,
                 call,
-                lambda: runner.prepare(name, call.args, call.workflow_id, call.step, call.idempotency_key),
+                lambda: runner.prepare(
+                    name, call.args, call.workflow_id, call.step, call.idempotency_key, _caller(call)
+                ),
             )
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info("tool.prepared", outcome=outcome.kind)
@@ -122,7 +129,9 @@ def _execute_for(
             outcome = _guarded(
                 secrets,
                 call,
-                lambda: runner.execute(name, call.args, call.idempotency_key or "", call.workflow_id, call.step),
+                lambda: runner.execute(
+                    name, call.args, call.idempotency_key or "", call.workflow_id, call.step, _caller(call)
+                ),
             )
             span.set_attribute("airlock.outcome", outcome.kind)
             log.info(

@@ -53,6 +53,9 @@ class ToolCallInput(BaseModel):
     tool: str
     args: dict[str, JsonValue]
     idempotency_key: str | None = None
+    # Whom the call is for, from the run's input: tools scope their data by it (`tools.Caller`).
+    requested_by: str = ""
+    agent: str = ""
     # Checked against the workspace's switches in the control store before the call starts (runs
     # since the `switch-gate` patch; earlier runs know no `Held` outcome).
     gate: bool = False

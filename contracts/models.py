@@ -241,6 +241,12 @@ class PendingApproval(Record):
     # When the tier's escalation adds a role, and which.
     escalates_at: datetime | None = None
     escalated_to: str | None = None
+    # Whose resource it is (the tier's `owner_fact`): only this person's vote counts. Set with
+    # `owner_required` when the tier binds approval to the owner; None then means nobody's counts.
+    owner: str | None = None
+    owner_required: bool = False
+    # The requester may approve their own run's call with a signed vote (`self_approval: signed`).
+    self_approval_signed: bool = False
     # Who may approve it now (filled in by the `status` query): the approval inbox, per run.
     may_approve: list[str] = Field(default_factory=list)
 

@@ -79,6 +79,12 @@ class TierRule(Frozen):
     # `escalate_to`; at `timeout_s` it counts as denied.
     escalate_after_s: int | None = Field(None, ge=1)
     escalate_to: str | None = None
+    # Whose resource it is: the approval belongs to the person a previewed fact names (the
+    # account's holder, say). Only their vote counts; when the preview names nobody, nobody's does.
+    owner_fact: str | None = Field(None, min_length=1)
+    # May the person a run acts for approve their own run's call of this tier? Never (the
+    # default), or with step-up: a vote signed with one of their keys (`airlock approve` signs).
+    self_approval: Literal["never", "signed"] = "never"
 
     @model_validator(mode="after")
     def _escalation(self) -> Self:

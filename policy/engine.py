@@ -235,12 +235,25 @@ def vote_refusal(
     required_role: str | None,
     approvals_still_needed: int,
     earlier_voters: list[str],
+    owner_required: bool = False,
+    owner: str | None = None,
+    self_approval_signed: bool = False,
+    signed: bool = False,
 ) -> str | None:
-    """Why this person's vote on a pending call does not count, or None when it does."""
+    """Why this person's vote on a pending call does not count, or None when it does.
+
+    `owner_required`: the tier binds approval to the resource's owner (`owner`, from a previewed
+    fact; None counts nobody's vote). `self_approval_signed`: the requester may approve their own
+    run's call when the vote is `signed` (verified) with their key."""
     if approver not in policy.people:
         return f"{approver!r} is not a person in the policy"
-    if approver == requested_by:
-        return f"self-approval: {approver} requested this run"
+    if owner_required and owner is None:
+        return "this approval belongs to the resource's owner, and the preview named none"
+    if owner_required and approver != owner:
+        return f"{approver} does not own this resource: only {owner} may approve it"
+    if approver == requested_by and not (self_approval_signed and signed):
+        step_up = "; this tier accepts it with a vote signed by their key" if self_approval_signed else ""
+        return f"self-approval: {approver} requested this run{step_up}"
     roles = policy.roles_of(approver)
     if not roles & set(approver_roles):
         return f"{approver} lacks the role this tier needs (one of: {', '.join(approver_roles)})"

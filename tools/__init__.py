@@ -6,11 +6,12 @@ See docs/tools.md. The names below are the public API; where they are defined is
 """
 
 from contracts.models import Compensation, Effect, FieldChange, Tier
-from tools.base import Preview, Tool, ToolArgs, ToolContext, ToolError, ToolOutput
+from tools.base import Caller, Preview, Tool, ToolArgs, ToolContext, ToolError, ToolOutput
 from tools.registry import ToolRegistry, load_registry
 from tools.secrets import Secret, secret_change
 
 __all__ = [
+    "Caller",
     "Compensation",
     "Effect",
     "FieldChange",

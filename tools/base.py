@@ -92,6 +92,17 @@ class ToolError(Exception):
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Whom a call is made for, from the run's own input and never from the model's arguments:
+    a tool scopes its data by these (the requester's own accounts, say), not by an argument a
+    prompt injection could rewrite."""
+
+    workspace: str = ""
+    requested_by: str = ""
+    agent: str = ""
+
+
+@dataclass(frozen=True)
 class ToolContext:
     """What a tool gets to work with. `conn` is inside the transaction that also records the call."""
 
@@ -99,6 +110,7 @@ class ToolContext:
     workflow_id: str = ""
     step: int = 0
     idempotency_key: str | None = None
+    caller: Caller = field(default_factory=Caller)
 
     @property
     def writing(self) -> bool:

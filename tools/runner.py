@@ -21,7 +21,7 @@ from contracts.models import Effect
 from contracts.validation import describe_validation_error
 from tools import blobs
 from tools.backoffice.db import WRITE_LOCK, tool_calls
-from tools.base import Preview, Tool, ToolContext, ToolError
+from tools.base import Caller, Preview, Tool, ToolContext, ToolError
 from tools.db_errors import database_errors
 from tools.registry import ToolRegistry
 
@@ -40,17 +40,25 @@ class ToolRunner:
             return Rejected(error=describe_validation_error(e), reason="invalid_arguments")
 
     def prepare(
-        self, name: str, raw: dict[str, Any], workflow_id: str, step: int, key: str | None = None
+        self,
+        name: str,
+        raw: dict[str, Any],
+        workflow_id: str,
+        step: int,
+        key: str | None = None,
+        caller: Caller | None = None,
     ) -> Prepared | Rejected | AlreadyExecuted:
         with database_errors(name):
-            return self._prepare(name, raw, workflow_id, step, key)
+            return self._prepare(name, raw, workflow_id, step, key, caller or Caller())
 
-    def execute(self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int) -> Executed | Rejected:
+    def execute(
+        self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int, caller: Caller | None = None
+    ) -> Executed | Rejected:
         with database_errors(name):
-            return self._execute(name, args, key, workflow_id, step)
+            return self._execute(name, args, key, workflow_id, step, caller or Caller())
 
     def _prepare(
-        self, name: str, raw: dict[str, Any], workflow_id: str, step: int, key: str | None
+        self, name: str, raw: dict[str, Any], workflow_id: str, step: int, key: str | None, caller: Caller
     ) -> Prepared | Rejected | AlreadyExecuted:
         if name not in self.registry:
             return Rejected(error=f"unknown tool {name!r}", reason="unknown_tool")
@@ -71,12 +79,14 @@ class ToolRunner:
             return Prepared(args=args)
         try:
             with self.engine.connect() as conn, conn.begin():
-                preview = tool.preview(ToolContext(conn, workflow_id, step), parsed)
+                preview = tool.preview(ToolContext(conn, workflow_id, step, caller=caller), parsed)
         except ToolError as e:
             return Rejected(error=str(e), reason="tool_error")
         return Prepared(args=args, diff=preview.diff, facts=preview.facts)
 
-    def _execute(self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int) -> Executed | Rejected:
+    def _execute(
+        self, name: str, args: dict[str, Any], key: str, workflow_id: str, step: int, caller: Caller
+    ) -> Executed | Rejected:
         tool = self.registry.get(name)
         parsed = self._parse(tool, args)
         if isinstance(parsed, Rejected):
@@ -84,20 +94,20 @@ class ToolRunner:
         if tool.effect is Effect.READ:
             try:
                 with self.engine.connect() as conn, conn.begin():
-                    out = tool.execute(ToolContext(conn, workflow_id, step), parsed)
+                    out = tool.execute(ToolContext(conn, workflow_id, step, caller=caller), parsed)
                     result = blobs.maybe_store(conn, out.model_dump(mode="json"), self.blob_threshold)
             except ToolError as e:
                 return Rejected(error=str(e), reason="tool_error")
             return Executed(result=result)
-        return self._execute_once(tool, parsed, key, workflow_id, step)
+        return self._execute_once(tool, parsed, key, workflow_id, step, caller)
 
     def _execute_once(
-        self, tool: Tool[Any, Any], parsed: BaseModel, key: str, workflow_id: str, step: int
+        self, tool: Tool[Any, Any], parsed: BaseModel, key: str, workflow_id: str, step: int, caller: Caller
     ) -> Executed | Rejected:
         digest = call_hash(tool.name, parsed.model_dump(mode="json"))
         for _ in range(2):
             try:
-                return self._write(tool, parsed, key, digest, workflow_id, step)
+                return self._write(tool, parsed, key, digest, workflow_id, step, caller)
             except IntegrityError:
                 # A concurrent attempt with the same key committed first; the ledger now
                 # holds its result, which the second pass returns.
@@ -112,7 +122,14 @@ class ToolRunner:
         return None if done is None else _replayed(done, tool, digest, key)
 
     def _write(
-        self, tool: Tool[Any, Any], parsed: BaseModel, key: str, digest: str, workflow_id: str, step: int
+        self,
+        tool: Tool[Any, Any],
+        parsed: BaseModel,
+        key: str,
+        digest: str,
+        workflow_id: str,
+        step: int,
+        caller: Caller,
     ) -> Executed | Rejected:
         with self.engine.connect() as c:
             conn = c.execution_options(**{WRITE_LOCK: True})
@@ -124,7 +141,7 @@ class ToolRunner:
                     ).first()
                     if done is not None:
                         return _replayed(done, tool, digest, key, keep_facts=False)
-                    ctx = ToolContext(conn, workflow_id, step, key)
+                    ctx = ToolContext(conn, workflow_id, step, key, caller)
                     # Inside the write's transaction, before the write: the true "before" values.
                     preview = tool.preview(ctx, parsed) if tool.preview else Preview()
                     out = tool.execute(ctx, parsed)

@@ -90,6 +90,7 @@ class ApprovalDesk:
         if (binding := self._binding_refusal(request, approval)) is not None:
             return refuse(binding)
         earlier = [v.approver for v in approval.votes]
+        signed = self._signature_checked(request)
         refusal = vote_refusal(
             self._policy,
             approver=request.approver,
@@ -98,10 +99,13 @@ class ApprovalDesk:
             required_role=approval.required_role if request.decision == "approve" else None,
             approvals_still_needed=approval.approvals_still_needed,
             earlier_voters=earlier,
+            owner_required=approval.owner_required,
+            owner=approval.owner,
+            self_approval_signed=approval.self_approval_signed,
+            signed=signed,
         )
         if refusal:
             return refuse(refusal)
-        signed = self._signature_checked(request)
         approval.votes.append(
             Vote(
                 approver=request.approver,
@@ -128,7 +132,8 @@ class ApprovalDesk:
         )
 
     def may_approve(self, approval: PendingApproval) -> list[str]:
-        """The people whose approval would count now."""
+        """The people whose approval would count now (the requester, where the tier allows it,
+        with a signed vote)."""
         return [
             person
             for person in self._policy.people
@@ -140,6 +145,10 @@ class ApprovalDesk:
                 required_role=approval.required_role,
                 approvals_still_needed=approval.approvals_still_needed,
                 earlier_voters=[v.approver for v in approval.votes],
+                owner_required=approval.owner_required,
+                owner=approval.owner,
+                self_approval_signed=approval.self_approval_signed,
+                signed=True,
             )
             is None
         ]

@@ -1072,6 +1072,11 @@ class GovernedRun:
         )
         if escalate_s is not None:
             pending.escalates_at = now + timedelta(seconds=escalate_s)
+        if tier.owner_fact is not None:
+            # Whose resource it is, as the preview says: only that person's vote counts.
+            owner = record.facts.get(tier.owner_fact)
+            pending.owner_required, pending.owner = True, owner if isinstance(owner, str) and owner else None
+        pending.self_approval_signed = tier.self_approval == "signed"
         # The call's record shares the vote list, so votes counted before a stop are reported.
         record.votes = pending.votes
         desk = self._desk_
@@ -1627,6 +1632,8 @@ class GovernedRun:
             tool=call.tool,
             args=call.args if args is None else args,
             idempotency_key=key,
+            requested_by=self._memory.input.requested_by,
+            agent=self._memory.input.agent,
         )
 
     def _used_now(self) -> Any:
