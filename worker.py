@@ -171,6 +171,8 @@ def build_worker(
     registry = load_registry(settings.tool_module_list)
     engine = connect(settings.db)
     create_schema(engine)
+    for setup in registry.schemas:
+        setup(engine)
     runner = ToolRunner(registry, engine, settings.blob_threshold)
     secrets = ToolSecrets(registry, load_keyring(settings))
     store = ControlStore.open(settings.control_db)

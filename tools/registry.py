@@ -1,10 +1,14 @@
-"""Tools found by name. Modules are named in configuration and each exposes `TOOLS`."""
+"""Tools found by name. Modules are named in configuration and each exposes `TOOLS`, and may
+expose `create_schema(engine)`: the tables it keeps in the back-office database, which the worker
+creates when it starts (idempotently, like `tools.backoffice.db.create_schema`)."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+
+from sqlalchemy import Engine
 
 from contracts.catalog import CatalogEntry
 from tools.base import Tool
@@ -12,8 +16,13 @@ from tools.base import Tool
 DEFAULT_MODULES: tuple[str, ...] = ("tools.backoffice",)
 
 
+SchemaSetup = Callable[[Engine], None]
+
+
 class ToolRegistry:
-    def __init__(self, tools: Iterable[Tool[Any, Any]]) -> None:
+    def __init__(self, tools: Iterable[Tool[Any, Any]], schemas: Sequence[SchemaSetup] = ()) -> None:
+        # What each tool module keeps in the database, created by the worker as it starts.
+        self.schemas = list(schemas)
         self._tools: dict[str, Tool[Any, Any]] = {}
         for tool in tools:
             if tool.name in self._tools:
@@ -51,10 +60,16 @@ class ToolRegistry:
 
 def load_registry(modules: Sequence[str] = DEFAULT_MODULES) -> ToolRegistry:
     tools: list[Tool[Any, Any]] = []
+    schemas: list[SchemaSetup] = []
     for module_name in modules:
         module = importlib.import_module(module_name)
         found = getattr(module, "TOOLS", None)
         if not isinstance(found, list) or not all(isinstance(t, Tool) for t in found):
             raise ValueError(f"tool module {module_name!r} must define TOOLS: list[Tool]")
         tools.extend(found)
-    return ToolRegistry(tools)
+        setup = getattr(module, "create_schema", None)
+        if setup is not None:
+            if not callable(setup):
+                raise ValueError(f"tool module {module_name!r}: create_schema must be a function of the engine")
+            schemas.append(setup)
+    return ToolRegistry(tools, schemas)
