@@ -3,25 +3,31 @@
 Nothing runs and nothing is written. Every recorded call is decided again with the new policy,
 using the arguments and previewed facts recorded when it ran. A new model is asked, step by step,
 what it would propose given the recorded conversation (recorded tool results, not live tools).
-A recorded human approval counts again only for the very same call (same tool, same arguments)
-and only when those approvers would satisfy the new policy's tier; it is never reused for a
-call whose arguments differ.
+
+A recorded vote counts again only for the very same call (same tool, same arguments), and only
+as the new policy would have counted it when it was cast: the new policy's approval for the call
+is opened (`workflows.approvals.approval_terms`: roles, required role, the resource's owner,
+self-approval with step-up, signed votes, escalation, timeout) and each recorded vote is put to
+the same desk the run uses, in the order and at the instant it was cast, its signature checked
+against the new policy's keys. A vote the new policy would refuse is not counted, and the
+comparison says why.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, JsonValue
 
 from activities.model_decide import ModelProvider
 from contracts.model_io import ModelRequest, TranscriptItem
-from contracts.models import CallRecord, CallStatus, Decision, Outcome
+from contracts.models import CallRecord, CallStatus, DecideRequest, Decision, Outcome
 from contracts.policy import Policy
-from policy.engine import decide, vote_refusal
+from policy.engine import decide
 from recorder.flight_recorder import Recording
+from workflows.approvals import ApprovalDesk, RunBinding, approval_terms
 
 
 class Verdict(BaseModel):
@@ -72,26 +78,61 @@ def recorded_verdict(call: CallRecord) -> Verdict:
     return Verdict(label="needs approval", rule=d.rule)
 
 
-def _approved_by_recorded_votes(policy: Policy, call: CallRecord, decision: Decision, requested_by: str) -> bool:
+class Recount(BaseModel):
+    """The recorded votes on one call, counted as the new policy would have counted them."""
+
+    resolution: Literal["approved", "denied"] | None
+    counted: list[str]
+    refused: list[str]
+
+
+def recount_votes(policy: Policy, rec: Recording, call: CallRecord, decision: Decision) -> Recount:
+    m = rec.memory
+    approval_id = call.approval_id or ""
+    opened = next(
+        (e.at for e in m.timeline if e.kind == "approval_requested" and e.approval_id == approval_id),
+        min(v.at for v in call.votes),
+    )
+    pending = approval_terms(
+        policy,
+        decision,
+        call,
+        approval_id=approval_id,
+        workspace=m.input.workspace,
+        requested_at=opened,
+        wait_s=decision.timeout_s,
+    )
+    desk = ApprovalDesk(
+        policy, m.input.requested_by, {}, RunBinding(workflow_id=rec.workflow_id, run_id=rec.chain_run_id)
+    )
+    desk.open(pending)
+    tier = policy.tiers[decision.tier]
     counted: list[str] = []
-    for vote in call.votes:
-        if vote.decision != "approve":
-            continue
-        still_needed = decision.approvals_required - len(counted)
-        if still_needed <= 0:
+    refused: list[str] = []
+    for vote in sorted(call.votes, key=lambda v: v.at):
+        if approval_id in desk.resolutions:
             break
-        refusal = vote_refusal(
-            policy,
-            approver=vote.approver,
-            requested_by=requested_by,
-            approver_roles=decision.approver_roles,
-            required_role=decision.required_role,
-            approvals_still_needed=still_needed,
-            earlier_voters=counted,
+        if vote.at > pending.deadline:
+            refused.append(f"{vote.approver}'s vote came after the new tier's {decision.timeout_s}s timeout")
+            continue
+        if pending.escalates_at is not None and vote.at >= pending.escalates_at and tier.escalate_to:
+            desk.escalate(approval_id, tier.escalate_to)
+        result = desk.vote(
+            DecideRequest(
+                approval_id=approval_id,
+                approver=vote.approver,
+                decision=vote.decision,
+                comment=vote.comment,
+                signature=vote.signature,
+            ),
+            vote.at,
         )
-        if refusal is None:
+        if result.accepted:
             counted.append(vote.approver)
-    return len(counted) >= decision.approvals_required
+        else:
+            refused.append(f"{vote.approver}'s {vote.decision} does not count: {result.reason}")
+    resolution = desk.resolutions.get(approval_id)
+    return Recount(resolution=resolution[0] if resolution else None, counted=counted, refused=refused)
 
 
 def new_verdict(policy: Policy, rec: Recording, call: CallRecord, *, reuse_votes: bool) -> tuple[Verdict, str]:
@@ -106,14 +147,18 @@ def new_verdict(policy: Policy, rec: Recording, call: CallRecord, *, reuse_votes
     if decision.outcome is Outcome.ALLOW:
         return Verdict(label="allowed", rule=decision.rule), ""
     if reuse_votes and call.votes:
-        if any(v.decision == "deny" for v in call.votes):
-            return Verdict(label="refused by approver", rule=decision.rule), "the recorded denial stands"
-        if _approved_by_recorded_votes(policy, call, decision, m.input.requested_by):
-            names = ", ".join(v.approver for v in call.votes if v.decision == "approve")
-            return Verdict(label="approved", rule=decision.rule), f"recorded approval by {names} satisfies the new tier"
+        recount = recount_votes(policy, rec, call, decision)
+        refused = "".join(f"; {reason}" for reason in recount.refused)
+        if recount.resolution == "denied":
+            return Verdict(label="refused by approver", rule=decision.rule), f"the recorded denial stands{refused}"
+        if recount.resolution == "approved":
+            names = ", ".join(recount.counted)
+            return Verdict(label="approved", rule=decision.rule), (
+                f"recorded approval by {names} satisfies the new tier{refused}"
+            )
         return Verdict(label="needs approval", rule=decision.rule), (
             f"recorded votes do not satisfy tier {decision.tier.value} "
-            f"({decision.approvals_required} of {', '.join(decision.approver_roles)})"
+            f"({decision.approvals_required} of {', '.join(decision.approver_roles)}){refused}"
         )
     return Verdict(label="needs approval", rule=decision.rule), decision.reason
 

@@ -54,6 +54,8 @@ class Recording(BaseModel):
     held: Hold | None = None
     closed: bool
     undone_by: list[str] = Field(default_factory=list)
+    # The first run of the workflow's continue-as-new chain: what signed votes name.
+    chain_run_id: str = ""
 
     @property
     def calls(self) -> list[CallRecord]:
@@ -122,7 +124,15 @@ async def reconstruct(history: WorkflowHistory) -> Recording:
         pending_approvals=snapshot.pending_approvals,
         held=None if _closed(history) else snapshot.held,
         closed=_closed(history),
+        chain_run_id=_first_run_id(history),
     )
+
+
+def _first_run_id(history: WorkflowHistory) -> str:
+    first = history.events[0] if history.events else None
+    if first is None or not first.HasField("workflow_execution_started_event_attributes"):
+        return ""
+    return first.workflow_execution_started_event_attributes.first_execution_run_id
 
 
 def resolve_blobs(rec: Recording, engine: Engine) -> Recording:

@@ -7,12 +7,13 @@ that does not count changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
-from contracts.models import DecideRequest, PendingApproval, Vote
+from contracts.hashing import call_hash
+from contracts.models import CallRecord, DecideRequest, Decision, PendingApproval, Vote
 from contracts.policy import Policy
 from contracts.signing import verifies, vote_message
 from contracts.validation import describe_validation_error
@@ -51,6 +52,51 @@ def parse_vote(payload: Any, decision: Literal["approve", "deny"] | None) -> Dec
         return DecideRequest.model_validate(body)
     except ValidationError as e:
         return "malformed payload: " + describe_validation_error(e)
+
+
+def approval_terms(
+    policy: Policy,
+    decision: Decision,
+    record: CallRecord,
+    *,
+    approval_id: str,
+    workspace: str,
+    requested_at: datetime,
+    wait_s: float,
+) -> PendingApproval:
+    """The approval a call needs under `policy`: who may vote (roles, required role, the
+    resource's owner from the previewed facts, self-approval with step-up), whether votes must be
+    signed, and when it escalates and expires. The run opens it; counterfactual replay opens the
+    one a new policy would have asked for and counts the recorded votes against it."""
+    tier = policy.tiers[decision.tier]
+    pending = PendingApproval(
+        approval_id=approval_id,
+        step=record.step,
+        index=record.index,
+        tool=record.tool,
+        args=record.args,
+        tier=decision.tier,
+        approvals_required=decision.approvals_required,
+        approvals_still_needed=decision.approvals_required,
+        approver_roles=list(decision.approver_roles),
+        required_role=decision.required_role,
+        diff=record.diff,
+        requested_at=requested_at,
+        deadline=requested_at + timedelta(seconds=wait_s),
+        call_hash=call_hash(record.tool, record.args),
+        signed_votes_required=policy.workspaces[workspace].signed_approvals,
+        self_approval_signed=tier.self_approval == "signed",
+    )
+    if tier.escalate_after_s is not None and tier.escalate_after_s < wait_s:
+        pending.escalates_at = requested_at + timedelta(seconds=tier.escalate_after_s)
+    if tier.owner_fact is not None:
+        # Whose resource it is, as the preview says: only that person's vote counts.
+        pending.owner_required, pending.owner = True, _owner(record.facts.get(tier.owner_fact))
+    return pending
+
+
+def _owner(fact: JsonValue) -> str | None:
+    return fact if isinstance(fact, str) and fact else None
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ with workflow.unsafe.imports_passed_through():
     from policy.engine import CallContext, decide, effective_mode, may_start
     from policy.switches import held_by
     from workflows import budget, holds
-    from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, parse_vote
+    from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, approval_terms, parse_vote
     from workflows.budget import remaining
     from workflows.current_details import render_details
     from workflows.ending import RunEnded
@@ -1048,35 +1048,17 @@ class GovernedRun:
         record.approval_id, record.status = approval_id, CallStatus.AWAITING_APPROVAL
         wall_left = remaining(m.input.budget, m.used).wall_clock_s
         wait_s = min(decision.timeout_s, wall_left)
-        now = workflow.now()
-        pending = PendingApproval(
+        pending = approval_terms(
+            m.context.policy,
+            decision,
+            record,
             approval_id=approval_id,
-            step=record.step,
-            index=record.index,
-            tool=call.tool,
-            args=record.args,
-            tier=decision.tier,
-            approvals_required=decision.approvals_required,
-            approvals_still_needed=decision.approvals_required,
-            approver_roles=decision.approver_roles,
-            required_role=decision.required_role,
-            diff=record.diff,
-            requested_at=now,
-            deadline=now + timedelta(seconds=wait_s),
-            call_hash=call_hash(call.tool, record.args),
-            signed_votes_required=m.context.policy.workspaces[m.input.workspace].signed_approvals,
+            workspace=m.input.workspace,
+            requested_at=workflow.now(),
+            wait_s=wait_s,
         )
         tier = m.context.policy.tiers[decision.tier]
-        escalate_s = (
-            tier.escalate_after_s if tier.escalate_after_s is not None and tier.escalate_after_s < wait_s else None
-        )
-        if escalate_s is not None:
-            pending.escalates_at = now + timedelta(seconds=escalate_s)
-        if tier.owner_fact is not None:
-            # Whose resource it is, as the preview says: only that person's vote counts.
-            owner = record.facts.get(tier.owner_fact)
-            pending.owner_required, pending.owner = True, owner if isinstance(owner, str) and owner else None
-        pending.self_approval_signed = tier.self_approval == "signed"
+        escalate_s = tier.escalate_after_s if pending.escalates_at is not None else None
         # The call's record shares the vote list, so votes counted before a stop are reported.
         record.votes = pending.votes
         desk = self._desk_
