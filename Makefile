@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test check chaos bench install bytecode worker clean
+.PHONY: demo demo-reset test check chaos bench install bytecode worker clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,14 @@ bench: $(BENCH_STAMP) bytecode
 # The fault suites in full (the test command runs a short version of each).
 chaos: bytecode
 	$(BIN)/python -m chaos.run
+
+# Forget the demo's state (back-office data, histories, switches, the secrets key), keeping the
+# virtualenv. Refused while a dev server still answers, since it holds .airlock/temporal.db open.
+demo-reset:
+	@$(PYTHON) -c "import socket, sys; s = socket.socket(); s.settimeout(0.5); \
+	sys.exit('make demo-reset: a Temporal server answers on 127.0.0.1:7233; stop make demo first' \
+	if s.connect_ex(('127.0.0.1', 7233)) == 0 else 0)"
+	rm -rf .airlock
 
 clean:
 	rm -rf $(VENV) .airlock .pytest_cache

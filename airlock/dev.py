@@ -184,7 +184,7 @@ def _print_report(report: RunReport) -> None:
 async def _follow_demo(client: Client, settings: Settings, tctl: str, ui: str) -> None:
     refund = demo_refund(settings)
     if refund is None:
-        print("the demo orders are fully refunded; `make clean` resets the demo data", flush=True)
+        print("the demo orders are fully refunded; `make demo-reset` resets the demo data", flush=True)
         return
     order_id, amount = refund
     workflow_id = f"refund-{order_id.lower()}-{uuid.uuid4().hex[:6]}"

@@ -131,13 +131,15 @@ def test_invalid_arguments_name_each_problem(runner: ToolRunner) -> None:
 
 def test_a_team_adds_a_tool_by_naming_its_module(tmp_path: Path) -> None:
     """`AIRLOCK_TOOL_MODULES` loads a team's module beside the back office; no Airlock code changes."""
-    settings = Settings(tool_modules="tools.backoffice, tests.example_tools.loyalty")
+    settings = Settings(tool_modules="tools.backoffice, tools.examples.loyalty")
     registry = load_registry(settings.tool_module_list)
     assert "loyalty.balance" in registry and "payments.create_refund" in registry
     engine = connect(str(tmp_path / "bo.db"))
     create_schema(engine)
+    for setup in registry.schemas:
+        setup(engine)
     out = ToolRunner(registry, engine).execute("loyalty.balance", {"customer_id": "C-100"}, "", "wf", 1)
-    assert isinstance(out, Executed) and out.result == {"customer_id": "C-100", "points": 500}
+    assert isinstance(out, Executed) and out.result == {"customer_id": "C-100", "points": 1200}
 
 
 def test_a_module_without_tools_is_refused() -> None:
