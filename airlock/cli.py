@@ -381,6 +381,9 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
             )
             if status.held is not None and status.held.kind != "approval":
                 print(f"  the run is {status.state.value}: {status.held.waiting_for}; votes still count", file=out)
+            if p.reason:
+                # Why it needs approval: the rule, tier or windowed limit (with its counter).
+                print(f"  why: {p.reason}", file=out)
             print(f"  args: {json.dumps(p.args)}", file=out)
             for d in p.diff:
                 print(f"  {d}", file=out)
