@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from contracts.models import Effect, Mode, Outcome, Tier
 from contracts.policy import WindowLimit
@@ -269,3 +270,21 @@ def test_a_policy_with_limits_parses_and_hashes_them() -> None:
         1,
     )
     assert parse_policy(with_limit).content_hash() != parse_policy(text).content_hash()
+
+
+def test_the_documented_limits_load_and_name_what_their_tools_take(tmp_path: Path) -> None:
+    """The examples in docs/policy.md ("Windowed limits") are a valid policy's limits, and each
+    names an argument its tool takes."""
+    doc = (Path(__file__).parents[2] / "docs" / "policy.md").read_text()
+    section = doc.split("## Windowed limits", 1)[1]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    path = policy_file(tmp_path / "documented.yaml", **example)
+    registry = load_registry(["tools.backoffice", "tools.examples.banking", "tools.examples.messaging"])
+    policy = load_policy(path)
+    assert {tool for tool, tp in policy.tools.items() if tp.limits} == {
+        "payments.create_refund",
+        "bank.add_payee",
+        "chat.post_message",
+    }
+    findings = [f.message for f in check(policy, registry.catalog(), registry.shapes()) if "limits" in f.message]
+    assert findings == []
