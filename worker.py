@@ -26,6 +26,8 @@ from temporalio.worker import Interceptor, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.control_store import ControlStore, SpendLedger, SwitchGate
+from activities.limit_ledger import LimitLedger
+from activities.limits import LimitActivities
 from activities.model_decide import ModelActivities, ModelProvider
 from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities, RunStartActivities
@@ -176,6 +178,9 @@ def build_worker(
     runner = ToolRunner(registry, engine, settings.blob_threshold)
     secrets = ToolSecrets(registry, load_keyring(settings))
     store = ControlStore.open(settings.control_db)
+    ledger = LimitLedger(store.engine)
+    ledger.create_schema()
+    limits = LimitActivities(ledger)
     model = ModelActivities(openai or openai_provider(settings, registry), engine, SpendLedger(store.engine), secrets)
     context = RunContextActivities(
         policy, registry, settings.default_model, control_events_per_history=settings.control_events_per_history
@@ -199,6 +204,8 @@ def build_worker(
             workspace.switches,
             workspace.store_switches,
             workspace.closed_runs,
+            limits.reserve,
+            limits.settle,
             UndoActivities(client).plan,
             *tool_activities(registry, runner, gate, secrets),
         ],

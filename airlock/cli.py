@@ -381,6 +381,9 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
             )
             if status.held is not None and status.held.kind != "approval":
                 print(f"  the run is {status.state.value}: {status.held.waiting_for}; votes still count", file=out)
+            if p.reason:
+                # Why it needs approval: the rule, tier or windowed limit (with its counter).
+                print(f"  why: {p.reason}", file=out)
             print(f"  args: {json.dumps(p.args)}", file=out)
             for d in p.diff:
                 print(f"  {d}", file=out)
@@ -472,7 +475,7 @@ async def policy_command(args: argparse.Namespace, out: TextIO) -> int:
     except (ImportError, ValueError) as e:
         raise CommandError(f"policy check: the tool modules do not load ({modules}): {e}") from None
     catalog = registry.catalog()
-    findings = check(policy, catalog)
+    findings = check(policy, catalog, registry.shapes())
     for finding in findings:
         print(f"{args.file}: {finding.level}: {finding.message}", file=out)
     errors = sum(f.level == "error" for f in findings)

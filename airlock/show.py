@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from contracts.models import CallRecord, CallStatus, Effect, Hold, PendingApproval, StepCost, TimelineEntry
+from policy.limits import counter_text
 from recorder.flight_recorder import Recording
 from workflows.holds import at
 
@@ -146,6 +147,13 @@ def _approval_outcome(call: CallRecord, rec: Recording) -> str:
     return "approved, not run yet"
 
 
+def _counted(call: CallRecord, held: bool) -> str:
+    """Where a call's charge stands: counted (it ran), still held, or never counted (released)."""
+    if not held:
+        return "not counted"
+    return "counted" if call.status is CallStatus.EXECUTED else "held"
+
+
 def _vote(shown: str, comment: str) -> str:
     return f"{shown}: {json.dumps(comment, ensure_ascii=False)}" if comment else shown
 
@@ -201,8 +209,12 @@ def render(record: FlightRecord) -> str:
     for p in record.pending_approvals:
         out.append(
             f"  {p.approval_id} waits for {p.approvals_still_needed} more of {' or '.join(p.approver_roles)} "
-            f"by {at(p.deadline)}"
+            f"by {at(p.deadline)}" + (f" — {p.rule}: {p.reason}" if p.reason and p.reason != p.rule else "")
         )
+    limited = [(c, counter) for c in record.calls for counter in c.limits]
+    if limited:
+        out += ["", "Windowed limits"]
+        out += [f"  step {c.step} {c.tool}#{c.index}: {counter_text(n)} ({_counted(c, n.held)})" for c, n in limited]
     out += ["", "What changed"]
     for c in record.what_changed:
         out.append(f"  step {c.step} {c.tool}  key {c.idempotency_key}")

@@ -19,6 +19,7 @@ from contracts.kinds import Mode as Mode
 from contracts.kinds import Outcome as Outcome
 from contracts.kinds import Tier as Tier
 from contracts.policy import RunRule
+from contracts.policy_limits import CounterSeen
 
 
 class Strict(BaseModel):
@@ -218,6 +219,10 @@ class CallRecord(Record):
     facts: dict[str, JsonValue] = Field(default_factory=dict)
     result: JsonValue = None
     compensation: Compensation | None = None
+    # The windowed limits that counted the call, each counter as the call found it, and whether
+    # its charges are held in the control store and not settled yet (docs/policy.md).
+    limits: list[CounterSeen] = Field(default_factory=list)
+    limits_open: bool = False
 
 
 class PendingApproval(Record):
@@ -249,6 +254,9 @@ class PendingApproval(Record):
     self_approval_signed: bool = False
     # Who may approve it now (filled in by the `status` query): the approval inbox, per run.
     may_approve: list[str] = Field(default_factory=list)
+    # The rule (or windowed limit) that sent the call for approval, and why.
+    rule: str | None = None
+    reason: str | None = None
 
 
 TimelineKind = Literal[

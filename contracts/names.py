@@ -19,6 +19,9 @@ WORKSPACE_REGISTER: Final = "workspace.register"
 WORKSPACE_JOIN: Final = "workspace.join"
 WORKSPACE_LIVE_RUNS: Final = "workspace.live_runs"
 WORKSPACE_CLOSED_RUNS: Final = "workspace.closed_runs"
+# Windowed limits' counters in the control store: hold a call's charges, settle them after it.
+LIMITS_RESERVE: Final = "limits.reserve"
+LIMITS_SETTLE: Final = "limits.settle"
 
 
 def prepare_activity_name(tool: str) -> str:

@@ -26,6 +26,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from contracts.kinds import Mode, Tier
+from contracts.policy_limits import MAX_WINDOW_S, WINDOW_UNITS_S, Per
 
 
 class Frozen(BaseModel):
@@ -151,9 +152,62 @@ class RunRule(Rule):
     effect: Literal["deny", "require_approval"]
 
 
+class WindowLimit(Frozen):
+    """What a tool's calls may add up to over a sliding window, per requester, agent or workspace
+    (docs/policy.md, "Windowed limits"). Exactly one of `sum` (an argument, dotted path), `sum_fact`
+    (a previewed fact) and `count: true` (each call counts 1).
+
+    A call that would take the counter past `max` is denied, or sent for approval (by the tier it
+    names, else the call's own); the counter lives in the workspace's control store."""
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    sum: str | None = Field(None, min_length=1)
+    sum_fact: str | None = Field(None, min_length=1)
+    count: Literal[True] | None = None
+    per: Per = "requester"
+    # A number and a unit: s, m, h, d or w (30m, 1h, 1d, 7d, 1w). Sliding: a call counts what the
+    # counter took in the `window` just before it.
+    window: str = Field(pattern=r"^[1-9][0-9]{0,5}[smhdw]$")
+    max: Decimal = Field(ge=0, allow_inf_nan=False)
+    effect: Literal["deny", "require_approval"]
+    # For `require_approval`: the tier whose approvers decide (its approvals, roles, timeout);
+    # the call's own tier when not given, and never lower than it.
+    tier: Tier | None = None
+    reason: str = ""
+    # What the counter counts in, for people: USD, payees, messages (`calls` for `count`).
+    unit: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+    # Which calls count; every call of the tool by default.
+    when: Condition | None = None
+    workspaces: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_measure(self) -> Self:
+        measures = [k for k in ("sum", "sum_fact", "count") if getattr(self, k) is not None]
+        if len(measures) != 1:
+            raise ValueError(
+                f"limit {self.id} needs exactly one of sum (an argument), sum_fact (a fact) or count: true; "
+                f"got {', '.join(measures) or 'none'}"
+            )
+        if self.seconds > MAX_WINDOW_S:
+            raise ValueError(f"limit {self.id}: a window is at most {MAX_WINDOW_S // 86_400}d; got {self.window}")
+        if self.tier is not None and self.effect != "require_approval":
+            raise ValueError(f"limit {self.id}: tier goes with effect require_approval, not {self.effect}")
+        return self
+
+    @property
+    def seconds(self) -> int:
+        return int(self.window[:-1]) * WINDOW_UNITS_S[self.window[-1]]
+
+    @property
+    def shown_unit(self) -> str:
+        return self.unit or ("calls" if self.count else "")
+
+
 class ToolPolicy(Frozen):
     tier: Tier | None = None
     rules: list[Rule] = Field(default_factory=list)
+    # Counters over a window (docs/policy.md, "Windowed limits").
+    limits: list[WindowLimit] = Field(default_factory=list)
 
 
 class Policy(Frozen):
@@ -171,12 +225,15 @@ class Policy(Frozen):
         missing = [t.value for t in Tier if t not in self.tiers]
         if missing:
             raise ValueError(f"tiers must define every risk tier; missing {missing}")
-        ids = [r.id for tp in self.tools.values() for r in tp.rules]
+        ids = [r.id for tp in self.tools.values() for r in tp.rules] + [
+            limit.id for tp in self.tools.values() for limit in tp.limits
+        ]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"rule ids must be unique; repeated: {dupes}")
         for tool, tp in self.tools.items():
-            for rule in tp.rules:
+            scoped: list[Rule | WindowLimit] = [*tp.rules, *tp.limits]
+            for rule in scoped:
                 for ws in rule.workspaces or []:
                     if ws not in self.workspaces:
                         raise ValueError(f"rule {rule.id} of {tool} names unknown workspace {ws!r}")

@@ -4,14 +4,14 @@ in, findings out (`airlock policy check FILE`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel
 
 from contracts.catalog import CatalogEntry
 from contracts.models import Tier
-from contracts.policy import Policy
+from contracts.policy import Policy, WindowLimit
 from policy.engine import tool_tier
 
 
@@ -22,8 +22,19 @@ class Finding(BaseModel):
     message: str
 
 
-def check(policy: Policy, catalog: Sequence[CatalogEntry]) -> list[Finding]:
-    """Every finding, errors first, each message naming the agent, tool or tier at fault."""
+class ToolShape(BaseModel):
+    """What a limit may count on a tool: its arguments (dotted paths into nested objects) and the
+    facts its preview gives (None when the tool does not name them)."""
+
+    args: frozenset[str]
+    facts: frozenset[str] | None = None
+
+
+def check(
+    policy: Policy, catalog: Sequence[CatalogEntry], shapes: Mapping[str, ToolShape] | None = None
+) -> list[Finding]:
+    """Every finding, errors first, each message naming the agent, tool or tier at fault. With
+    `shapes`, each windowed limit's argument or fact is looked up on its tool."""
     tools = {entry.name: entry for entry in catalog}
     roles_held = {role for person in policy.people.values() for role in person.roles}
     findings: list[Finding] = []
@@ -70,6 +81,46 @@ def check(policy: Policy, catalog: Sequence[CatalogEntry]) -> list[Finding]:
                 f"so no call of {', '.join(used_by)} can be approved"
             )
 
+    for tool, tool_policy in sorted(policy.tools.items()):
+        shape = (shapes or {}).get(tool)
+        for limit in tool_policy.limits:
+            if shape is not None:
+                _check_limit_fields(tool, limit, shape, error, warning)
+            if (
+                limit.tier is not None
+                and tool in tools
+                and list(Tier).index(limit.tier) < list(Tier).index(tool_tier(policy, tool, tools[tool].tier))
+            ):
+                warning(
+                    f"tools.{tool}.limits.{limit.id}.tier: {limit.tier.value} is below the tool's own tier; "
+                    "the call's tier decides its approval"
+                )
+
     for tool in sorted(set(tools) - callable_tools):
         warning(f"{tool}: no agent has it among its capabilities")
     return sorted(findings, key=lambda f: f.level != "error")
+
+
+def _check_limit_fields(
+    tool: str,
+    limit: WindowLimit,
+    shape: ToolShape,
+    error: Callable[[str], None],
+    warning: Callable[[str], None],
+) -> None:
+    where = f"tools.{tool}.limits.{limit.id}"
+    if limit.sum is not None and limit.sum not in shape.args:
+        error(f"{where}.sum: {tool} has no argument {limit.sum}; arguments: {', '.join(sorted(shape.args)) or 'none'}")
+    if limit.sum_fact is not None:
+        if shape.facts is None:
+            warning(
+                f"{where}.sum_fact: {tool} does not name the facts its preview gives; {limit.sum_fact} is unchecked"
+            )
+        elif limit.sum_fact not in shape.facts:
+            error(
+                f"{where}.sum_fact: {tool}'s preview gives no fact {limit.sum_fact}; "
+                f"facts: {', '.join(sorted(shape.facts)) or 'none'}"
+            )
+    arg = limit.when.arg if limit.when is not None else None
+    if arg is not None and arg not in shape.args:
+        error(f"{where}.when.arg: {tool} has no argument {arg}; arguments: {', '.join(sorted(shape.args)) or 'none'}")

@@ -214,6 +214,46 @@ async def fresh_facts(runs: Runs) -> WorkflowHandle[Any, Any]:
     return handle
 
 
+async def windowed_limits(runs: Runs) -> WorkflowHandle[Any, Any]:
+    """Windowed limits: two refunds held and committed under a 100 USD a day limit, a third past
+    it sent for approval and held once approved, a fourth denied by a count limit."""
+    suffix = uuid.uuid4().hex[:8]
+    limits = [
+        {
+            "id": f"refunds.daily-{suffix}",
+            "sum": "amount_usd",
+            "unit": "USD",
+            "window": "1d",
+            "max": 100,
+            "effect": "require_approval",
+        },
+        {
+            "id": f"refunds.hourly-{suffix}",
+            "count": True,
+            "per": "workspace",
+            "window": "1h",
+            "max": 3,
+            "effect": "deny",
+        },
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = policy_file(Path(tmp) / "limits.yaml", tools={"payments.create_refund": {"limits": limits}})
+        settings = runs.settings.model_copy(
+            update={"policy_path": path, "task_queue": runs.settings.task_queue + "-limits"}
+        )
+        async with build_worker(runs.client, settings):
+            own = Runs(runs.client, settings)
+            refunds = [
+                call("payments.create_refund", order_id="ORD-1001", amount_usd=amount, reason="goodwill")
+                for amount in (40, 40, 30, 10)
+            ]
+            handle = await own.start(mode="auto", script=refunds)
+            pending = (await own.pending(handle)).pending_approvals[0]
+            await handle.signal("approve", {"approval_id": pending.approval_id, "approver": "u_bob"})
+            await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "approved": approved,
     "denied": denied,
@@ -225,6 +265,7 @@ SCENARIOS: dict[str, Scenario] = {
     "undo": undo,
     "paused_awaiting": paused_awaiting,
     "fresh_facts": fresh_facts,
+    "windowed_limits": windowed_limits,
 }
 
 

@@ -149,6 +149,8 @@ class Tool(Generic[In, Out]):
     compensate: Callable[[In, Out, Preview], Compensation] | None = None
     # Named here so the policy reviewer and the report can say why a write cannot be undone.
     irreversible: str | None = None
+    # The facts its preview gives, by name: `airlock policy check` looks a limit's `sum_fact` up here.
+    facts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if (self.compensate is None) != (self.compensation_tool is None):
@@ -165,7 +167,21 @@ class Tool(Generic[In, Out]):
     def json_schema(self) -> dict[str, Any]:
         return self.input_model.model_json_schema()
 
+    def arg_paths(self) -> frozenset[str]:
+        """Every argument a policy may name, nested objects' fields as dotted paths."""
+        return frozenset(_paths(self.input_model, ""))
+
     def undo_for(self, args: In, output: Out, preview: Preview) -> Compensation:
         if self.compensate is not None:
             return self.compensate(args, output, preview)
         return Compensation(note=self.irreversible or "nothing to undo")
+
+
+def _paths(model: type[BaseModel], prefix: str) -> list[str]:
+    found = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        found.append(path)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            found += _paths(info.annotation, f"{path}.")
+    return found

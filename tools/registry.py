@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from contracts.catalog import CatalogEntry
+from policy.check import ToolShape
 from tools.base import Tool
 
 DEFAULT_MODULES: tuple[str, ...] = ("tools.backoffice",)
@@ -56,6 +57,13 @@ class ToolRegistry:
             )
             for t in self._tools.values()
         ]
+
+    def shapes(self) -> dict[str, ToolShape]:
+        """Each tool's arguments and named facts, for `airlock policy check`."""
+        return {
+            t.name: ToolShape(args=t.arg_paths(), facts=None if t.facts is None else frozenset(t.facts))
+            for t in self._tools.values()
+        }
 
 
 def load_registry(modules: Sequence[str] = DEFAULT_MODULES) -> ToolRegistry:

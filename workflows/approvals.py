@@ -86,6 +86,10 @@ def approval_terms(
         call_hash=call_hash(record.tool, record.args),
         signed_votes_required=policy.workspaces[workspace].signed_approvals,
         self_approval_signed=tier.self_approval == "signed",
+        # What sent the call here (a rule, a tier, a windowed limit with its counter), for the
+        # approver: `status`, the inbox and `show` say it.
+        rule=decision.rule,
+        reason=decision.reason,
     )
     if tier.escalate_after_s is not None and tier.escalate_after_s < wait_s:
         pending.escalates_at = requested_at + timedelta(seconds=tier.escalate_after_s)

@@ -46,6 +46,10 @@ MODEL_RETRIES_SEEN = "model-retries-seen"
 # Since this patch a call approved after a wait is previewed again just before it runs; if the
 # facts its decision used changed, it is decided again, and the approval does not carry over.
 FRESH_FACTS = "fresh-facts"
+# Since this patch a call that a windowed limit counts holds its charges in the control store
+# after it is decided (`limits.reserve`) and settles them after it ran or did not
+# (`limits.settle`). Only runs whose pinned policy has limits for the call's tool reach it.
+WINDOWED_LIMITS = "windowed-limits"
 WORKSPACE_JOIN_LOCAL = "workspace-join-local"
 WORKSPACE_CONTROL = "workspace-control"
 

@@ -81,6 +81,8 @@ with workflow.unsafe.imports_passed_through():
         summarize,
     )
     from contracts.names import execute_activity_name, prepare_activity_name
+    from contracts.policy import WindowLimit
+    from contracts.policy_limits import LimitsHeld, ReserveLimits, SettleLimits
     from contracts.signing import resume_message, verifies
     from contracts.undo_io import UNDO_AGENT, compensation_run_id
     from contracts.validation import describe_validation_error
@@ -98,6 +100,7 @@ with workflow.unsafe.imports_passed_through():
         parse_signal,
     )
     from policy.engine import CallContext, decide, effective_mode, may_start
+    from policy.limits import charges, counter_text, limits_for, seen, verdict
     from policy.switches import held_by
     from workflows import budget, holds
     from workflows.approvals import ApprovalDesk, RunBinding, VoteResult, approval_terms, parse_vote
@@ -105,7 +108,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.current_details import render_details
     from workflows.ending import RunEnded
     from workflows.entry import NAME_CHARS, Refusal, bounded, decode, shown_args, single, tally
-    from workflows.eras import BOUNDED_STEP, FRESH_FACTS, MODEL_RETRIES_SEEN, PAUSED_WINS, Join, start_era
+    from workflows.eras import (
+        BOUNDED_STEP,
+        FRESH_FACTS,
+        MODEL_RETRIES_SEEN,
+        PAUSED_WINS,
+        WINDOWED_LIMITS,
+        Join,
+        start_era,
+    )
     from workflows.memory import RunMemory, RunSnapshot
     from workflows.search_attributes import COST, PENDING, STATE, WORKSPACE
     from workflows.sizes import fit_checkpoint, fit_report, fit_timeline
@@ -162,6 +173,8 @@ QUERY_BYTES = 1_500_000
 CHECKPOINT_BYTES = 1_500_000
 # The rule a call's record names when its write was found in the idempotency ledger.
 LEDGER_RULE = "ledger.already_executed"
+# How a call's failure begins when its activity gave up: the write may have committed.
+UNAVAILABLE = "tool unavailable after retries"
 # After this many consecutive failures of a tool's activity the run stops calling it for a while.
 BREAKER_FAILURES = 3
 BREAKER_COOLDOWN = timedelta(minutes=5)
@@ -452,6 +465,9 @@ class GovernedRun:
         for call in m.calls:
             if call.status is CallStatus.AWAITING_APPROVAL:
                 call.status, call.error = CallStatus.STOPPED, reason
+        if any(c.limits_open for c in m.calls):
+            # A call the run's end interrupted (waiting for votes, say) did not run.
+            await self._settle_limits([c for c in m.calls if c.limits_open])
         self._record("run_finished", outcome=state.value, message=reason)
         await self._settle_acks()
         if m.signs_off:
@@ -714,6 +730,13 @@ class GovernedRun:
 
     async def _govern(self, call: ProposedCall, index: int) -> None:
         m = self._memory
+        before = len(m.calls)
+        await self._govern_call(call, index)
+        # The call ran, or will not: its windowed limits' charges are committed or released.
+        await self._settle_limits([r for r in m.calls[before:] if r.limits_open])
+
+    async def _govern_call(self, call: ProposedCall, index: int) -> None:
+        m = self._memory
         await self._wait_while_paused()
         step = m.used.steps
         m.used.tool_calls += 1
@@ -763,15 +786,23 @@ class GovernedRun:
         if isinstance(prepared, Rejected):
             return self._reject_invalid(record, call, prepared.error)
         if isinstance(prepared, AlreadyExecuted):
+            # Its charges may be held from the attempt that committed it (a worker killed before
+            # its report): committed now, under the same key.
+            record.limits_open = self._tool_has_limits(call.tool)
             return self._record_from_ledger(record, call, entry, prepared, key)
         record.args, record.diff, record.facts = prepared.args, prepared.diff, prepared.facts
-        decision = decide(
-            m.context.policy,
-            context.model_copy(update={"args": prepared.args, "facts": prepared.facts}),
-            safe_mode=self._switches.safe_mode,
-        )
+        decided_on = context.model_copy(update={"args": prepared.args, "facts": prepared.facts})
+        decision = decide(m.context.policy, decided_on, safe_mode=self._switches.safe_mode)
         if decision.outcome is Outcome.DENY:
             return self._refuse(record, call, decision)
+        limited = self._limits(decided_on)
+        if limited:
+            checked = await self._hold_limits(record, call, decided_on, limited, decision)
+            if checked is None:
+                return None
+            decision = checked
+            if decision.outcome is Outcome.DENY:
+                return self._refuse(record, call, decision)
         record.decision = decision
         self._record_decision(record, decision)
         rounds = 0
@@ -791,7 +822,106 @@ class GovernedRun:
                 break
             # Decided again on changed facts: allowed now, or another round of approval.
             decision = fresh
+        if rounds:
+            # Approved by a person: the limits' charges are held whatever the counters say now,
+            # at the amounts the call runs with, so the counters reflect it.
+            approved_on = context.model_copy(update={"args": record.args, "facts": record.facts})
+            limited = self._limits(approved_on)
+            if limited and await self._hold_limits(record, call, approved_on, limited, decision, force=True) is None:
+                return
         await self._execute(record, call, entry)
+
+    # ---- windowed limits ------------------------------------------------------------------------
+
+    def _tool_has_limits(self, tool: str) -> bool:
+        m = self._memory
+        tool_policy = m.context.policy.tools.get(tool)
+        return bool(
+            m.context.control_store and tool_policy and tool_policy.limits and workflow.patched(WINDOWED_LIMITS)
+        )
+
+    def _limits(self, call: CallContext) -> list[WindowLimit]:
+        """The windowed limits that count this call (docs/policy.md). They live in the control
+        store; runs pinned before it had none."""
+        m = self._memory
+        if not m.context.control_store:
+            return []
+        limits = limits_for(m.context.policy, call)
+        return limits if limits and workflow.patched(WINDOWED_LIMITS) else []
+
+    async def _hold_limits(
+        self,
+        record: CallRecord,
+        call: ProposedCall,
+        context: CallContext,
+        limits: list[WindowLimit],
+        decision: Decision,
+        force: bool = False,
+    ) -> Decision | None:
+        """Holds what the call adds to each limit's counter, checked against the limit's max in one
+        transaction of the control store (all or none). Returns the decision with the counters
+        taken into account, or None when the store could not be reached (the call fails: no call
+        passes a limit unchecked)."""
+        m = self._memory
+        to_hold = charges(limits, context)
+        held: LimitsHeld | None = None
+        if to_hold:
+            request = ReserveLimits(
+                workspace=m.input.workspace,
+                call_key=self._idempotency_key(record.step, record.index),
+                run_id=self._workflow_id,
+                tool=call.tool,
+                charges=to_hold,
+                force=force,
+            )
+            try:
+                held = await workflow.execute_local_activity(
+                    names.LIMITS_RESERVE,
+                    request,
+                    result_type=LimitsHeld,
+                    summary=f"{'hold (approved)' if force else 'check and hold'} limits "
+                    f"{', '.join(c.limit for c in to_hold)}",
+                    **LOCAL,
+                )
+            except FailureError as e:
+                self._fail(record, call, f"the control store could not hold the call's windowed limits: {e}")
+                return None
+            record.limits_open = record.limits_open or held.held
+        record.limits = seen(limits, context, held)
+        return decision if force else verdict(m.context.policy, decision, limits, record.limits)
+
+    async def _settle_limits(self, records: list[CallRecord]) -> None:
+        """Commits the charges of calls that ran, releases those of calls that did not. A call
+        whose activity gave up may have committed: its charges stay held and count until their
+        window has passed (fail closed)."""
+        executed: list[str] = []
+        released: list[str] = []
+        for record in records:
+            record.limits_open = False
+            key = self._idempotency_key(record.step, record.index)
+            if record.status is CallStatus.EXECUTED:
+                executed.append(key)
+            elif not (
+                record.status is CallStatus.FAILED
+                and record.idempotency_key is not None
+                and (record.error or "").startswith(UNAVAILABLE)
+            ):
+                released.append(key)
+                record.limits = [c.model_copy(update={"held": False}) for c in record.limits]
+        for keys, ran in ((executed, True), (released, False)):
+            if not keys:
+                continue
+            try:
+                await workflow.execute_local_activity(
+                    names.LIMITS_SETTLE,
+                    SettleLimits(workspace=self._memory.input.workspace, call_keys=keys, executed=ran),
+                    result_type=int,
+                    summary=f"{'commit' if ran else 'release'} windowed limits of {len(keys)} call(s)",
+                    **LOCAL,
+                )
+            except FailureError as e:
+                # Left held: they count until their window has passed.
+                workflow.logger.warning("windowed limits not settled: %s", e)
 
     async def _decide_again(
         self,
@@ -987,7 +1117,7 @@ class GovernedRun:
         note = ""
         if record.idempotency_key:
             note = f"; if it committed, the ledger holds its result under {record.idempotency_key}"
-        self._fail(record, call, f"tool unavailable after retries: {cause}{note}")
+        self._fail(record, call, f"{UNAVAILABLE}: {cause}{note}")
         if failures >= BREAKER_FAILURES:
             until = workflow.now() + BREAKER_COOLDOWN
             m.open_circuits[call.tool] = until
@@ -1658,7 +1788,12 @@ class GovernedRun:
             rule=decision.rule,
             outcome=decision.outcome.value,
             message=decision.reason,
+            data=self._counters_seen(record) if record.limits else None,
         )
+
+    def _counters_seen(self, record: CallRecord) -> dict[str, Any]:
+        """The windowed limits' counters as the call found them, for the timeline."""
+        return {"limits": [counter_text(c) + ("" if c.held else " (not held)") for c in record.limits]}
 
     def _tell_agent(
         self, call: ProposedCall, content: Any, role: Literal["airlock", "tool_result"] = "airlock"

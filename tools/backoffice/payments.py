@@ -151,6 +151,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=create_refund,
         preview=preview_refund,
+        facts=("order_total_usd", "refundable_usd"),
         compensation_tool="payments.void_refund",
         compensate=void_created,
     ),
@@ -172,6 +173,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=void_refund,
         preview=preview_void,
+        facts=("amount_usd",),
         irreversible="a voided refund is not reissued automatically",
     ),
 ]
