@@ -1,7 +1,8 @@
 """Airlock's worker: wires the client, the AgentRun workflow and its activities together.
 
-Configuration comes from the environment (see `runtime.settings`); a policy file with an error
-stops the worker before it takes any task, with the line and the reason.
+Configuration comes from the environment (see `runtime.settings`). A policy file or a tool module
+that does not load, or a Temporal server that does not answer, stops the worker before it takes
+any task, in one line naming the file, the module or the address (`runtime.exits`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import asyncio
 import concurrent.futures
 import gc
 import signal
-import sys
 from datetime import timedelta
 
 import structlog
@@ -36,11 +36,12 @@ from activities.workspace import WorkspaceActivities
 from policy import PolicyError, load_policy
 from recorder.undo_plan import UndoActivities
 from runtime.binaries import binary
+from runtime.connection import connect_client
 from runtime.converter import data_converter
+from runtime.exits import ExitError, ExitStatus, StartupError, exit_process, say
 from runtime.logging import configure_logging
 from runtime.sealing import Keyring
 from runtime.settings import TOOL_THREADS, Settings
-from runtime.tracing import configure_telemetry
 from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
@@ -85,14 +86,7 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
-async def connect_client(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.namespace,
-        data_converter=data_converter,
-        # Spans for workflows and activities, replay-safe; OTLP export when the environment asks.
-        plugins=[configure_telemetry().plugin()],
-    )
+__all__ = ["SANDBOX", "build_worker", "connect_client", "preflight", "register_search_attributes", "serve"]
 
 
 async def start_local_server(log_level: str = "error") -> WorkflowEnvironment:
@@ -148,7 +142,7 @@ def load_keyring(settings: Settings) -> Keyring:
     try:
         keyring = Keyring.load(inline, settings.secrets_key_file)
     except ValueError as e:
-        raise SystemExit(f"airlock: refusing to start, the secrets key: {e}") from None
+        raise StartupError(f"refusing to start, the secrets key: {e}") from None
     if created:
         # Fine on one machine; several workers must share one key (docs/secrets.md).
         log.warning("secrets.development_key_created", path=str(settings.secrets_key_file), key_id=keyring.current)
@@ -226,14 +220,41 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def run_worker(settings: Settings | None = None) -> None:
-    settings = settings or Settings()
-    configure_logging(settings.log_level)
+def preflight(settings: Settings) -> None:
+    """What the worker loads before it takes a task, loaded once before anything starts (a client,
+    a dev server): a policy or a tool module that does not load is `StartupError`, one line naming
+    the file or the module. `airlock worker` and `airlock dev` both call it."""
     try:
         load_policy(settings.policy_path)
     except PolicyError as e:
-        print(f"airlock: refusing to start, the policy has errors:\n{e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        problems = str(e).splitlines()
+        more = f" (and {len(problems) - 1} more; `airlock policy check {settings.policy_path}` lists them)"
+        raise StartupError(
+            f"refusing to start, the policy does not load: {problems[0]}{more if len(problems) > 1 else ''}"
+        ) from None
+    for module in settings.tool_module_list:
+        try:
+            load_registry([module])
+        except Exception as e:  # any error of its own import: a missing name, a syntax error
+            raise StartupError(
+                f"refusing to start, tool module {module!r} (AIRLOCK_TOOL_MODULES) does not load: "
+                f"{type(e).__name__}: {_first_line(e)}"
+            ) from None
+    try:
+        load_registry(settings.tool_module_list)
+    except ValueError as e:  # each loads, together they do not: a tool defined twice
+        raise StartupError(f"refusing to start, the tool modules (AIRLOCK_TOOL_MODULES): {e}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    preflight(settings)
     client = await connect_client(settings)
     await register_search_attributes(client)
     worker = build_worker(client, settings)
@@ -254,8 +275,20 @@ async def run_worker(settings: Settings | None = None) -> None:
     log.info("worker.stopped")
 
 
+def serve() -> int:
+    """Runs the worker until SIGINT or SIGTERM, which is its normal end (status 0, after draining);
+    the exit status otherwise (docs/cli.md)."""
+    try:
+        asyncio.run(run_worker())
+    except ExitError as e:
+        return say(e)
+    except KeyboardInterrupt:  # before the signal handlers are installed
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.OK
+
+
 def main() -> None:
-    asyncio.run(run_worker())
+    exit_process(serve())
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@
                                          a vote on the exact call shown, signed with PERSON's key
     airlock keys new --as PERSON         create PERSON's signing key; prints the policy line
 
-Exit status: 0 on success, 1 when a replay is not deterministic or a command fails, 2 on bad
-usage or input.
+Exit status (docs/cli.md; `runtime.exits.ExitStatus`): 0 success; 1 the operation ran and said no
+(a refused vote or switch, policy check errors, a history that does not replay); 2 bad usage or
+unknown input (a run, workspace, person or file that does not exist); 3 Temporal cannot be reached;
+130 interrupted (Ctrl-C). A mistake is said in one line, `airlock: ...`, on stderr.
 """
 
 from __future__ import annotations
@@ -30,31 +32,76 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from runtime.exits import ExitError, ExitStatus, exit_process, say
 from runtime.settings import Settings
 
+OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = (
+    ExitStatus.OK,
+    ExitStatus.REFUSED,
+    ExitStatus.USAGE,
+    ExitStatus.UNREACHABLE,
+    ExitStatus.INTERRUPTED,
+)
 
-class CommandError(Exception):
-    """A failure to report in one line, with its exit status."""
 
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
+class CommandError(ExitError):
+    """A command's failure, said in one line; REFUSED unless told otherwise."""
 
 
 async def _client(settings: Settings) -> Any:
-    from worker import connect_client
+    """A Temporal client; `TemporalUnreachable` (exit 3) when no server answers within 5 s."""
+    from runtime.connection import connect_client
+
+    return await connect_client(settings)
+
+
+async def _known_run(client: Any, settings: Settings, run_id: str) -> None:
+    """Says in one line when no workflow has this id, before a command acts on it."""
+    from temporalio.service import RPCError, RPCStatusCode
 
     try:
-        return await connect_client(settings)
-    except Exception as e:
-        raise CommandError(f"cannot reach Temporal at {settings.temporal_address}: {e}") from None
+        await client.get_workflow_handle(run_id).describe()
+    except RPCError as e:
+        if e.status is RPCStatusCode.NOT_FOUND:
+            raise CommandError(f"no run named {run_id} in namespace {settings.namespace}", USAGE) from None
+        raise
+
+
+def _policy(settings: Settings) -> Any:
+    """This machine's policy (AIRLOCK_POLICY), which names the workspaces and people there are."""
+    from policy import PolicyError, load_policy
+
+    try:
+        return load_policy(settings.policy_path)
+    except PolicyError as e:
+        raise CommandError(f"the policy does not load: {str(e).splitlines()[0]}", USAGE) from None
+
+
+def _known_workspace(settings: Settings, name: str) -> None:
+    policy = _policy(settings)
+    if name not in policy.workspaces:
+        known = ", ".join(sorted(policy.workspaces)) or "none"
+        raise CommandError(
+            f"no workspace named {name!r} in the policy {settings.policy_path} (its workspaces: {known})", USAGE
+        )
+
+
+def _known_person(settings: Settings, person: str) -> None:
+    if person not in _policy(settings).people:
+        raise CommandError(f"no person named {person!r} in the policy {settings.policy_path}", USAGE)
+
+
+def _history_files(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.is_file():
+            hint = f" (a run id? `airlock show {path}` reads a run from Temporal)" if not path.suffix else ""
+            raise CommandError(f"no history file {path}{hint}", USAGE)
 
 
 # ---- show -----------------------------------------------------------------------------------
@@ -66,15 +113,19 @@ async def show(args: argparse.Namespace, out: TextIO) -> int:
 
     try:
         if args.history:
+            _history_files(args.history)
             rec = merge([await reconstruct(load_history(path)) for path in args.history])
         else:
-            rec = await record_of(await _client(Settings()), args.run_id)
+            settings = Settings()
+            client = await _client(settings)
+            await _known_run(client, settings, args.run_id)
+            rec = await record_of(client, args.run_id)
     except ReplayFailed as e:
         raise CommandError(str(e)) from None
     _resolve(rec)
     record = flight_record(rec)
     print(record.model_dump_json(indent=2) if args.json else render(record), file=out)
-    return 0
+    return OK
 
 
 def _resolve(rec: Any) -> None:
@@ -93,6 +144,7 @@ async def replay(args: argparse.Namespace, out: TextIO) -> int:
     from recorder.flight_recorder import ReplayFailed, load_history
     from recorder.flight_recorder import replay as replay_history
 
+    _history_files(args.histories)
     if args.policy or args.model:
         return await counterfactual(args, out)
     failures = 0
@@ -104,7 +156,7 @@ async def replay(args: argparse.Namespace, out: TextIO) -> int:
             failures += 1
             print(f"NOT deterministic  {path}\n  {e}", file=out)
     print(f"{len(args.histories) - failures} of {len(args.histories)} histories replay", file=out)
-    return 1 if failures else 0
+    return REFUSED if failures else OK
 
 
 async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
@@ -117,7 +169,7 @@ async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
         rec = merge([await reconstruct(load_history(path)) for path in args.histories])
         policy = load_policy(args.policy) if args.policy else rec.memory.context.policy
     except PolicyError as e:
-        raise CommandError(f"the new policy has errors:\n{e}", 2) from None
+        raise CommandError(f"the new policy has errors:\n{e}", USAGE) from None
     except ReplayFailed as e:
         raise CommandError(str(e)) from None
     _resolve(rec)
@@ -127,12 +179,12 @@ async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
     else:
         result = cf.under_policy(rec, policy)
     print(result.model_dump_json(indent=2) if args.json else cf.render(result), file=out)
-    return 0
+    return OK
 
 
 def _provider(name: str) -> Any:
     if name != "openai":
-        raise CommandError(f"--model: unknown provider {name!r}; counterfactual models: openai", 2)
+        raise CommandError(f"--model: unknown provider {name!r}; counterfactual models: openai", USAGE)
     from activities.openai_provider import OpenAIProvider
     from tools.registry import load_registry
 
@@ -152,6 +204,8 @@ async def undo(args: argparse.Namespace, out: TextIO) -> int:
 
     settings = Settings()
     client = await _client(settings)
+    # An undo of a run that does not exist would start, and fail, an UndoRun of its own.
+    await _known_run(client, settings, args.run_id)
     undo_id = f"undo-{args.run_id}"
     existing = client.get_workflow_handle(undo_id, result_type=UndoReport)
     with contextlib.suppress(Exception):
@@ -161,7 +215,7 @@ async def undo(args: argparse.Namespace, out: TextIO) -> int:
             if report.state == "completed":
                 print(f"{args.run_id} is already undone by {undo_id}; nothing more to do.", file=out)
                 _print_undo(report, out)
-                return 0
+                return OK
     payload: dict[str, Any] = {"run_id": args.run_id, "mode": args.mode}
     if args.as_person:
         payload["requested_by"] = args.as_person
@@ -184,13 +238,13 @@ async def undo(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     if not args.wait:
-        return 0
+        return OK
     try:
         report = await handle.result()
     except WorkflowFailureError as e:
         raise CommandError(f"{undo_id} failed: {e.cause}") from None
     _print_undo(report, out)
-    return 0 if report.state == "completed" else 1
+    return OK if report.state == "completed" else REFUSED
 
 
 def _print_undo(report: Any, out: TextIO) -> None:
@@ -205,25 +259,35 @@ def _print_undo(report: Any, out: TextIO) -> None:
 
 
 async def workspace(args: argparse.Namespace, out: TextIO) -> int:
-    from temporalio.client import WithStartWorkflowOperation
+    from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
     from temporalio.common import WorkflowIDConflictPolicy
 
     from contracts.signing import sign, switch_message
     from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 
     settings = Settings()
+    # Before anything is started: a control workflow for a workspace its policy does not know
+    # would start, fail on its first task and stay behind as a failed workflow.
+    _known_workspace(settings, args.name)
     client = await _client(settings)
     control_id = control_workflow_id(args.name)
 
     async def ask(query: str, result_type: type[Any]) -> Any:
+        from temporalio.service import RPCError, RPCStatusCode
+
         try:
             return await client.get_workflow_handle(control_id).query(query, result_type=result_type)
-        except Exception as e:
-            raise CommandError(f"no control workflow for workspace {args.name!r} yet ({e})") from None
+        except RPCError as e:
+            if e.status is RPCStatusCode.NOT_FOUND:
+                raise CommandError(
+                    f"workspace {args.name!r} has no control workflow yet: no run has joined it and no switch "
+                    "was thrown (its switches are off)"
+                ) from None
+            raise CommandError(f"{control_id} does not answer `{query}`: {e}") from None
 
     if args.workspace_command == "status":
         print((await ask("state", WorkspaceView)).model_dump_json(indent=2), file=out)
-        return 0
+        return OK
     if args.workspace_command == "spend":
         # Model spend lives in the control store, where the model calls' own activities hold and
         # settle it (the control workflow's own ledger serves runs pinned before it).
@@ -231,7 +295,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
 
         ledger = SpendLedger(ControlStore.open(settings.control_db).engine)
         _print_spend(await asyncio.to_thread(ledger.view, args.name), out, as_json=args.json)
-        return 0
+        return OK
     switch, on = {
         "pause": ("kill_switch", True),
         "resume": ("kill_switch", False),
@@ -261,12 +325,15 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
             workspace=args.name, switch=switch, on=on, by=args.by, generation=view.switches.generation + 1
         )
         body["signature"] = sign(key, message)
-    result: SwitchResult = await client.execute_update_with_start_workflow(
-        "switch",
-        body,
-        start_workflow_operation=start,
-        result_type=SwitchResult,
-    )
+    try:
+        result: SwitchResult = await client.execute_update_with_start_workflow(
+            "switch",
+            body,
+            start_workflow_operation=start,
+            result_type=SwitchResult,
+        )
+    except WorkflowUpdateFailedError as e:
+        raise CommandError(f"{control_id} failed the switch: {e.cause or e}") from None
     if not result.accepted:
         raise CommandError(f"refused: {result.reason}")
     print(
@@ -274,7 +341,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         f"{result.runs_notified} runs notified; `airlock workspace status {args.name}` shows their acknowledgements",
         file=out,
     )
-    return 0
+    return OK
 
 
 def _switch_key(settings: Settings, person: str) -> Any:
@@ -331,6 +398,7 @@ async def _vote(args: argparse.Namespace, decision: Any, out: TextIO) -> int:
 
     settings = Settings()
     client = await _client(settings)
+    await _known_run(client, settings, args.run_id)
     try:
         return await vote(client, settings, args, decision, out)
     except VoteError as e:
@@ -352,9 +420,13 @@ async def keys(args: argparse.Namespace, out: TextIO) -> int:
 async def inbox(args: argparse.Namespace, out: TextIO) -> int:
     """What this person may approve now, across runs, each with its diff."""
     from contracts.models import Status
-
-    client = await _client(Settings())
     from workflows.holds import at
+
+    settings = Settings()
+    _known_person(settings, args.as_person)
+    if args.workspace:
+        _known_workspace(settings, args.workspace)
+    client = await _client(settings)
 
     # Pending approvals, not the state: a paused run's votes still count, and it says paused.
     query = 'WorkflowType="AgentRun" AND ExecutionStatus="Running" AND AirlockPendingApprovals > 0'
@@ -397,7 +469,7 @@ async def inbox(args: argparse.Namespace, out: TextIO) -> int:
             signed = " (signed votes required)" if p.signed_votes_required else ""
             print(f"  airlock approve {wf.id} {p.approval_id} --as {args.as_person}{signed}", file=out)
     print(f"{shown} approval(s) {args.as_person} may give", file=out)
-    return 0
+    return OK
 
 
 # ---- audit export ---------------------------------------------------------------------------
@@ -407,7 +479,7 @@ def _parse_time(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise CommandError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-01 or 2026-11-01T08:00:00Z)", 2) from None
+        raise CommandError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-01 or 2026-11-01T08:00:00Z)", USAGE) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -418,9 +490,11 @@ async def audit_export(args: argparse.Namespace, out: TextIO) -> int:
     since = _parse_time(args.since)
     until = _parse_time(args.until) if args.until else None
     query = ['WorkflowType="AgentRun"', f'StartTime >= "{since.isoformat()}"']
+    settings = Settings()
     if args.workspace:
+        _known_workspace(settings, args.workspace)
         query.append(f'AirlockWorkspace="{args.workspace}"')
-    client = await _client(Settings())
+    client = await _client(settings)
     target = open(args.output, "w", encoding="utf-8") if args.output else out  # noqa: SIM115
     count = 0
     try:
@@ -448,7 +522,7 @@ async def audit_export(args: argparse.Namespace, out: TextIO) -> int:
         if target is not out:
             target.close()
     print(f"{count} audit events", file=sys.stderr)
-    return 0
+    return OK
 
 
 # ---- secrets --------------------------------------------------------------------------------
@@ -463,12 +537,12 @@ async def policy_command(args: argparse.Namespace, out: TextIO) -> int:
     from policy.check import check
     from tools.registry import load_registry
 
+    if not args.file.is_file():
+        raise CommandError(f"policy check: no policy file {args.file}", USAGE)
     try:
         policy = load_policy(args.file)
     except PolicyError as e:
         raise CommandError(f"policy check: {e}") from None
-    except OSError as e:
-        raise CommandError(f"policy check: cannot read {args.file}: {e.strerror}") from None
     modules = args.tools if args.tools is not None else Settings().tool_modules
     try:
         registry = load_registry([m.strip() for m in modules.split(",") if m.strip()])
@@ -485,7 +559,7 @@ async def policy_command(args: argparse.Namespace, out: TextIO) -> int:
         f"{len(policy.agents)} agent(s), {len(catalog)} tool(s) in the catalogue",
         file=out,
     )
-    return 1 if errors else 0
+    return REFUSED if errors else OK
 
 
 async def secrets_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -495,21 +569,21 @@ async def secrets_command(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.secrets_command == "new-key":
         print(new_key(), file=out)
-        return 0
+        return OK
     settings = Settings()
     try:
         inline = settings.secrets_key.get_secret_value() if settings.secrets_key else None
         keyring = Keyring.load(inline, settings.secrets_key_file)
     except ValueError as e:
-        raise CommandError(f"AIRLOCK_SECRETS_KEY: {e}", 2) from None
+        raise CommandError(f"AIRLOCK_SECRETS_KEY: {e}", USAGE) from None
     # Never from the command line: arguments end up in shell histories and process lists.
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     value = text.removesuffix("\n")
     if not value or len(value) > MAX_SECRET_CHARS:
-        raise CommandError(f"the value to seal must be 1 to {MAX_SECRET_CHARS} characters", 2)
+        raise CommandError(f"the value to seal must be 1 to {MAX_SECRET_CHARS} characters", USAGE)
     with sealing(keyring, args.workspace) as sealer:
         print(json.dumps(sealer.seal(value)), file=out)
-    return 0
+    return OK
 
 
 # ---- entry point ----------------------------------------------------------------------------
@@ -627,39 +701,42 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, i
 
 
 def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    """Runs one command and returns its exit status; a mistake is one line on stderr, never a
+    traceback (docs/cli.md)."""
     args = parser().parse_args(argv)
     if args.command == "worker":
-        from worker import main as worker_main
+        from worker import serve
 
-        worker_main()
-        return 0
-    if args.command == "dev":
-        from airlock.dev import dev
-
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(dev(Settings(), with_demo=not args.no_demo))
-        return 0
+        return serve()
     if args.command == "show" and not (args.run_id or args.history):
-        print("airlock show: give a RUN_ID or --history FILE", file=sys.stderr)
-        return 2
+        return say(CommandError("airlock show: give a RUN_ID or --history FILE", USAGE))
     try:
+        if args.command == "dev":
+            from airlock.dev import dev
+
+            # Ctrl-C once it runs stops the worker and the server: its normal end, status 0.
+            asyncio.run(dev(Settings(), with_demo=not args.no_demo))
+            return OK
         return asyncio.run(COMMANDS[args.command](args, out))
-    except CommandError as e:
-        print(f"airlock: {e}", file=sys.stderr)
-        return e.status
+    except ExitError as e:
+        return say(e)
+    except KeyboardInterrupt:
+        print("airlock: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as e:
+        from temporalio.service import RPCError, RPCStatusCode
+
+        if not isinstance(e, RPCError):
+            raise
+        address = Settings().temporal_address
+        if e.status is RPCStatusCode.UNAVAILABLE:
+            return say(CommandError(f"lost Temporal at {address}: {e}", UNREACHABLE))
+        # Temporal said no to a request the command made; its message is the one line to read.
+        return say(CommandError(f"Temporal at {address} refused the request: {e}"))
 
 
 def main() -> None:
-    from runtime.tracing import flush_telemetry
-
-    status = run()
-    flush_telemetry()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The Temporal client's native threads can outlive the event loop; finalizing the interpreter
-    # under them has aborted the process after the command had done its work, so that its exit
-    # status said it failed. Everything is flushed: skip the finalization.
-    os._exit(status)
+    exit_process(run())
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """`airlock dev`: a local Temporal dev server (Web UI on), a worker, and a demo run that waits
-for approval, with the commands that drive it printed ready to paste."""
+for approval, with the commands that drive it printed ready to paste.
+
+Before it starts anything it loads the policy and the tool modules (as `airlock worker` does), and
+checks the ports: a Temporal server already at TEMPORAL_ADDRESS is used; anything else holding
+that port or the Web UI's is named (pid and process name) instead of waited for."""
 
 from __future__ import annotations
 
@@ -19,9 +23,15 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 
+from airlock import ports
 from contracts.models import RunReport, Status
 from runtime.binaries import binary
+from runtime.connection import connect_client
+from runtime.exits import ExitError, ExitStatus, TemporalUnreachable
 from runtime.settings import Settings
+
+# How long a dev server this command started may take to answer.
+SERVER_START_TIMEOUT_S = 30.0
 
 
 def demo_script(order_id: str = "ORD-1001", amount: Decimal = Decimal(120)) -> list[dict[str, Any]]:
@@ -72,7 +82,7 @@ def temporal_binary() -> str:
     try:
         return binary("temporal")
     except RuntimeError as e:
-        raise SystemExit(f"airlock: {e}") from None
+        raise ExitError(str(e), ExitStatus.USAGE) from None
 
 
 def _shown(binary: str) -> str:
@@ -85,32 +95,111 @@ def _shown(binary: str) -> str:
     return binary
 
 
-async def _connect(settings: Settings, attempts: int = 1) -> Client:
-    from worker import connect_client
-
-    for attempt in range(attempts):
-        try:
-            return await connect_client(settings)
-        except Exception:
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.25)
-    raise AssertionError("unreachable")
-
-
-def _start_dev_server(settings: Settings, state_dir: Path) -> subprocess.Popen[bytes]:
+def _address(settings: Settings) -> tuple[str, int]:
     host, _, port = settings.temporal_address.rpartition(":")
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port or "7233")
+    except ValueError:
+        raise ExitError(f"TEMPORAL_ADDRESS {settings.temporal_address!r} is not HOST:PORT", ExitStatus.USAGE) from None
+
+
+def _ui_port() -> int:
+    text = os.environ.get("AIRLOCK_UI_PORT", "8233")
+    try:
+        return int(text)
+    except ValueError:
+        raise ExitError(f"AIRLOCK_UI_PORT {text!r} is not a port number", ExitStatus.USAGE) from None
+
+
+async def _existing_or_started(settings: Settings, state_dir: Path) -> tuple[Client, subprocess.Popen[bytes] | None]:
+    """The Temporal server at TEMPORAL_ADDRESS, or a dev server started there when the port is free."""
+    host, port = _address(settings)
+    if ports.accepts(host, port):
+        try:
+            client = await connect_client(settings)
+        except TemporalUnreachable:
+            raise ExitError(
+                f"port {port} (TEMPORAL_ADDRESS {settings.temporal_address}) is held by {ports.holder(port)}, "
+                "which does not answer as a Temporal server: stop it, or set TEMPORAL_ADDRESS to a free port",
+                ExitStatus.USAGE,
+            ) from None
+        print(f"using the Temporal server already at {settings.temporal_address}", flush=True)
+        return client, None
+    ui = _ui_port()
+    for taken, what, setting in (
+        (port, "Temporal's port", "TEMPORAL_ADDRESS"),
+        (ui, "the Web UI's port", "AIRLOCK_UI_PORT"),
+    ):
+        try:
+            free = ports.bindable(host, taken)
+        except OSError as e:  # not an address of this machine: a dev server cannot start there
+            raise TemporalUnreachable(
+                f"cannot reach Temporal at {settings.temporal_address}, and cannot start a dev server there: {e.strerror}"
+            ) from None
+        if not free:
+            raise ExitError(
+                f"port {taken} ({what}) is held by {ports.holder(taken)}: stop it, or set {setting} to a free port",
+                ExitStatus.USAGE,
+            )
+    server = _start_dev_server(settings, state_dir, host, port, ui)
+    try:
+        client = await _answering(settings, server, state_dir)
+    except BaseException:  # Ctrl-C included: a server this command started never outlives it
+        _stop(server)
+        raise
+    print(f"started a Temporal dev server at {settings.temporal_address} (pid {server.pid})", flush=True)
+    return client, server
+
+
+async def _answering(settings: Settings, server: subprocess.Popen[bytes], state_dir: Path) -> Client:
+    """A client of the dev server just started, once it answers; its own last word if it exits."""
+    deadline = asyncio.get_running_loop().time() + SERVER_START_TIMEOUT_S
+    while True:
+        try:
+            return await connect_client(settings, timeout_s=2)
+        except TemporalUnreachable:
+            if server.poll() is not None:
+                raise TemporalUnreachable(
+                    f"the Temporal dev server exited at start (status {server.returncode}): "
+                    f"{_last_line(state_dir / 'temporal-server.log')}"
+                ) from None
+            if asyncio.get_running_loop().time() > deadline:
+                raise TemporalUnreachable(
+                    f"the Temporal dev server (pid {server.pid}) does not answer at {settings.temporal_address} "
+                    f"after {SERVER_START_TIMEOUT_S:g} s; see {state_dir / 'temporal-server.log'}"
+                ) from None
+            await asyncio.sleep(0.25)
+
+
+def _last_line(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:300]
+    return f"see {log}"
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def _start_dev_server(settings: Settings, state_dir: Path, host: str, port: int, ui: int) -> subprocess.Popen[bytes]:
     state_dir.mkdir(parents=True, exist_ok=True)
     command = [
         temporal_binary(),
         "server",
         "start-dev",
         "--ip",
-        host or "127.0.0.1",
+        host,
         "--port",
-        port or "7233",
+        str(port),
         "--ui-port",
-        os.environ.get("AIRLOCK_UI_PORT", "8233"),
+        str(ui),
         "--db-filename",
         str(state_dir / "temporal.db"),
         "--namespace",
@@ -212,19 +301,14 @@ async def _follow_demo(client: Client, settings: Settings, tctl: str, ui: str) -
 
 async def dev(settings: Settings, with_demo: bool) -> None:
     from runtime.logging import configure_logging
-    from worker import build_worker, freeze_startup_heap, register_search_attributes
+    from worker import build_worker, freeze_startup_heap, preflight, register_search_attributes
 
     configure_logging(os.environ.get("AIRLOCK_LOG_LEVEL", "WARNING"))
+    # What `make demo` would otherwise find out only after starting a server.
+    preflight(settings)
     state_dir = Path(".airlock")
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        client = await _connect(settings)
-        print(f"using the Temporal server already at {settings.temporal_address}", flush=True)
-    except Exception:
-        server = _start_dev_server(settings, state_dir)
-        client = await _connect(settings, attempts=120)
-        print(f"started a Temporal dev server at {settings.temporal_address} (pid {server.pid})", flush=True)
-    ui = f"http://127.0.0.1:{os.environ.get('AIRLOCK_UI_PORT', '8233')}"
+    client, server = await _existing_or_started(settings, state_dir)
+    ui = f"http://127.0.0.1:{_ui_port()}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -245,8 +329,4 @@ async def dev(settings: Settings, with_demo: bool) -> None:
             await stop.wait()
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            _stop(server)

@@ -166,12 +166,14 @@ async def test_racing_reservations_never_pass_the_daily_cap(client: Client, sett
 
 
 async def test_a_run_stops_at_the_model_call_that_would_pass_the_daily_cap(
-    client: Client, settings: Settings, tmp_path: Path, airlock_cli: AirlockCli
+    client: Client, settings: Settings, tmp_path: Path, airlock_cli: AirlockCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every paid model call holds its estimate in the control store first and settles its real
     cost after. The third call's estimate would pass the cap: it is never made, and the run ends
     `budget_exhausted` with the reason; `airlock workspace spend` attributes what was spent."""
     workspace, settings = capped(tmp_path, settings, daily_spend_usd=0.00025, model_call_estimate_usd=0.0001)
+    # The command reads the policy that names the workspace, as the worker does.
+    monkeypatch.setenv("AIRLOCK_POLICY", str(settings.policy_path))
     async with build_worker(client, settings, openai=recorded_openai_provider(settings)):
         handle = await Runs(client, settings).start(
             workspace=workspace,
