@@ -53,6 +53,8 @@ class ToolRegistry:
                 effect=t.effect,
                 compensation_tool=t.compensation_tool,
                 irreversible=t.irreversible,
+                arguments=t.argument_kinds(),
+                facts=t.fact_kinds(),
             )
             for t in self._tools.values()
         ]
