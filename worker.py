@@ -32,6 +32,7 @@ from activities.run_context import RunContextActivities, RunStartActivities
 from activities.tool_calls import tool_activities
 from activities.workspace import WorkspaceActivities
 from policy import PolicyError, load_policy
+from policy.check import require_sound_rules
 from recorder.undo_plan import UndoActivities
 from runtime.binaries import binary
 from runtime.converter import data_converter
@@ -169,6 +170,9 @@ def build_worker(
 ) -> Worker:
     policy = load_policy(settings.policy_path)
     registry = load_registry(settings.tool_module_list)
+    # A rule over an argument the tool lacks, a fact its preview never gives or a literal of
+    # another kind would fail closed on every call: refused here, as `airlock policy check` does.
+    require_sound_rules(policy, registry.catalog(), str(settings.policy_path))
     engine = connect(settings.db)
     create_schema(engine)
     for setup in registry.schemas:
@@ -223,7 +227,11 @@ async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging(settings.log_level)
     try:
-        load_policy(settings.policy_path)
+        require_sound_rules(
+            load_policy(settings.policy_path),
+            load_registry(settings.tool_module_list).catalog(),
+            str(settings.policy_path),
+        )
     except PolicyError as e:
         print(f"airlock: refusing to start, the policy has errors:\n{e}", file=sys.stderr)
         raise SystemExit(2) from None

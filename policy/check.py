@@ -9,10 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from contracts.catalog import CatalogEntry
+from contracts.catalog import CatalogEntry, kind_at
 from contracts.models import Tier
-from contracts.policy import Policy
+from contracts.policy import Condition, Policy
 from policy.engine import tool_tier
+from policy.loader import PolicyError
 
 
 class Finding(BaseModel):
@@ -41,6 +42,8 @@ def check(policy: Policy, catalog: Sequence[CatalogEntry]) -> list[Finding]:
     for tool in sorted(policy.tools):
         if tool not in tools:
             error(f"tools.{tool}: not a tool of the catalogue; its rules never apply")
+    for problem in rule_problems(policy, catalog):
+        error(problem)
 
     callable_tools = {tool for agent in policy.agents.values() for tool in agent.capabilities if tool in tools}
     tiers_in_use: dict[Tier, list[str]] = {}
@@ -73,3 +76,64 @@ def check(policy: Policy, catalog: Sequence[CatalogEntry]) -> list[Finding]:
     for tool in sorted(set(tools) - callable_tools):
         warning(f"{tool}: no agent has it among its capabilities")
     return sorted(findings, key=lambda f: f.level != "error")
+
+
+def rule_problems(policy: Policy, catalog: Sequence[CatalogEntry]) -> list[str]:
+    """Every rule of a catalogued tool whose condition cannot mean what it says, one line each:
+    what `airlock policy check` reports, and what the worker refuses to start with."""
+    tools = {entry.name: entry for entry in catalog}
+    return [
+        f"tools.{tool}: rule {rule.id}: {problem}"
+        for tool in sorted(policy.tools)
+        if tool in tools
+        for rule in policy.tools[tool].rules
+        for problem in condition_problems(rule.when, tools[tool])
+    ]
+
+
+def require_sound_rules(policy: Policy, catalog: Sequence[CatalogEntry], source: str) -> None:
+    """Refuses (PolicyError) a policy with a rule `rule_problems` finds: a worker would otherwise
+    run it, and the rule would fail closed on every call instead of deciding what it says."""
+    problems = rule_problems(policy, catalog)
+    if problems:
+        raise PolicyError("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def condition_problems(cond: Condition, entry: CatalogEntry) -> list[str]:
+    """What in a rule's condition cannot mean what it says for this tool: an argument it does not
+    have, a fact its preview does not give, a literal of another kind than the field's."""
+    if cond.operator in ("all", "any", "not"):
+        return [problem for child in cond.children() for problem in condition_problems(child, entry)]
+    if cond.operator == "always":
+        return []
+    problems: list[str] = []
+    if cond.fact is not None:
+        field, kind = f"fact {cond.fact}", entry.facts.get(cond.fact)
+        if kind is None:
+            given = ", ".join(sorted(entry.facts)) or "none"
+            problems.append(f"fact {cond.fact!r} is not among the facts {entry.name}'s preview gives ({given})")
+    else:
+        arg = cond.arg or ""
+        field, kind = f"arg {arg}", kind_at(entry.arguments, arg)
+        if kind is None:
+            known = ", ".join(a for a in sorted(entry.arguments) if not a.endswith("*")) or "none"
+            problems.append(f"arg {arg!r} is not an argument of {entry.name} ({known})")
+    wanted = cond.operand_kinds()
+    if kind is not None and kind != "any" and kind not in wanted:
+        literal = cond.literal()
+        problems.append(
+            f"{field} is {_article(kind)}, and {cond.operator} compares {' or '.join(map(_article, wanted))}"
+            + (f" ({literal!r})" if cond.operator in ("eq", "ne", "in", "not_in") else "")
+        )
+    if cond.gt_fact is not None:
+        limit = entry.facts.get(cond.gt_fact)
+        if limit is None:
+            given = ", ".join(sorted(entry.facts)) or "none"
+            problems.append(f"gt_fact {cond.gt_fact!r} is not among the facts {entry.name}'s preview gives ({given})")
+        elif limit not in ("number", "any"):
+            problems.append(f"gt_fact {cond.gt_fact} is {_article(limit)}, and gt_fact compares a number")
+    return problems
