@@ -284,9 +284,14 @@ class Condition(Frozen):
     def compiled(self, build: Callable[[Condition], T]) -> T:
         """`build(self)`, worked out once and kept with the condition: the engine's compiled test,
         so a policy read once decides without re-reading its literals."""
-        if self._test is None:
-            self._test = build(self)
-        result: T = self._test
+        # Read from the private dict itself: pydantic's `__getattr__` for a private attribute
+        # costs more than a whole simple decision, and this runs for every condition of every call.
+        private = self.__pydantic_private__
+        assert private is not None  # the model has private attributes, so pydantic sets the dict
+        test = private.get("_test")
+        if test is None:
+            test = private["_test"] = build(self)
+        result: T = test
         return result
 
     def domains(self) -> frozenset[str]:
