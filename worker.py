@@ -34,6 +34,7 @@ from activities.run_context import RunContextActivities, RunStartActivities
 from activities.tool_calls import tool_activities
 from activities.workspace import WorkspaceActivities
 from policy import PolicyError, load_policy
+from policy.check import require_sound_rules
 from recorder.undo_plan import UndoActivities
 from runtime.binaries import binary
 from runtime.connection import connect_client
@@ -165,6 +166,9 @@ def build_worker(
 ) -> Worker:
     policy = load_policy(settings.policy_path)
     registry = load_registry(settings.tool_module_list)
+    # A rule over an argument the tool lacks, a fact its preview never gives or a literal of
+    # another kind would fail closed on every call: refused here, as `airlock policy check` does.
+    require_sound_rules(policy, registry.catalog(), str(settings.policy_path))
     engine = connect(settings.db)
     create_schema(engine)
     for setup in registry.schemas:
@@ -225,7 +229,11 @@ def preflight(settings: Settings) -> None:
     a dev server): a policy or a tool module that does not load is `StartupError`, one line naming
     the file or the module. `airlock worker` and `airlock dev` both call it."""
     try:
-        load_policy(settings.policy_path)
+        require_sound_rules(
+            load_policy(settings.policy_path),
+            load_registry(settings.tool_module_list).catalog(),
+            str(settings.policy_path),
+        )
     except PolicyError as e:
         problems = str(e).splitlines()
         more = f" (and {len(problems) - 1} more; `airlock policy check {settings.policy_path}` lists them)"

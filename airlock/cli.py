@@ -549,7 +549,7 @@ async def policy_command(args: argparse.Namespace, out: TextIO) -> int:
     except (ImportError, ValueError) as e:
         raise CommandError(f"policy check: the tool modules do not load ({modules}): {e}") from None
     catalog = registry.catalog()
-    findings = check(policy, catalog, registry.shapes())
+    findings = check(policy, catalog)
     for finding in findings:
         print(f"{args.file}: {finding.level}: {finding.message}", file=out)
     errors = sum(f.level == "error" for f in findings)

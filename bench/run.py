@@ -587,6 +587,17 @@ def section_policy(a: argparse.Namespace, results: dict[str, Any]) -> None:
             f"\nStep: {step_ms:.2f} ms wall per step of a single run alone; {cpu_step_ms:.2f} ms of worker CPU per step under load (section 2)."
         )
     print(f"perf_counter_ns itself: {r['clock_overhead_ns_p50']} ns (p50), included in every figure above.")
+    # The example policies, on calls that reach every family of operator (facts, all/any,
+    # regex, presence, URL and e-mail domains, links in a long text).
+    examples = policy_timing.measure_examples(a.policy_iterations)
+    rows = [
+        [name, label, x["outcome"], x["decide_us"][0], x["decide_us"][1]]
+        for name, cases in examples["policies"].items()
+        for label, x in cases.items()
+    ]
+    print()
+    print(table(["policy", "call", "decision (rule)", "decide p50 us", "p99 us"], rows))
+    r["examples"] = examples
     results["policy"] = r
 
 

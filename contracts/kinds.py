@@ -18,7 +18,11 @@ class Mode(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Mode).index(self)
+        # A lookup, not `list(Mode).index(self)`: every decision reads it, twice.
+        return _MODE_RANK[self]
+
+
+_MODE_RANK = {mode: i for i, mode in enumerate(Mode)}
 
 
 class Effect(StrEnum):

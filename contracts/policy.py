@@ -20,13 +20,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Protocol, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+import re2
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
 
 from contracts.kinds import Mode, Tier
 from contracts.policy_limits import MAX_WINDOW_S, WINDOW_UNITS_S, Per
+from contracts.textnorm import listed_domain
+
+T = TypeVar("T")
 
 
 class Frozen(BaseModel):
@@ -100,37 +116,212 @@ class Agent(Frozen):
     capabilities: list[str] = Field(default_factory=list)
 
 
-OPERATORS = ("always", "gt", "gte", "lt", "gt_fact", "domain_not_in", "keys_not_in", "not_in")
+# The operators, as a rule writes them (`when: {arg: amount_usd, gt: 500}`), by family.
+COMPARISONS = ("eq", "ne", "in", "not_in")
+NUMBERS = ("gt", "gte", "lt", "lte", "gt_fact")
+TEXTS = ("starts_with", "ends_with", "contains", "regex")
+LENGTHS = ("len_gt", "len_lt")
+DOMAINS = ("domain_in", "domain_not_in", "url_domain_in", "url_domain_not_in", "links_outside")
+SHAPES = ("present", "keys_not_in")
+COMPOSITIONS = ("all", "any", "not")
+OPERATORS = ("always", *COMPARISONS, *NUMBERS, *TEXTS, *LENGTHS, *DOMAINS, *SHAPES, *COMPOSITIONS)
+# Python keywords and builtins are spelled with a trailing underscore in the model.
+_ATTRIBUTE = {op: f"{op}_" if op in ("in", "all", "any", "not") else op for op in OPERATORS}
+
+# How deep `all`/`any`/`not` may nest, how many conditions one list may hold, and how long a
+# pattern may be: a rule stays something a reviewer can read, and its cost stays bounded.
+MAX_DEPTH = 4
+MAX_CHILDREN = 16
+MAX_PATTERN_CHARS = 1000
+# RE2 runs in time linear in the text (no backtracking); the compiled program is bounded too.
+_RE2_MAX_MEM = 1 << 20
+
+# A literal is a typed YAML value: true is a bool, 50 a number, "50" a string, and none of them
+# equals another.
+Scalar = StrictBool | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | StrictStr
+
+
+def literal_kind(value: bool | int | float | str) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    return "string" if isinstance(value, str) else "number"
+
+
+def _regex_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False
+    # Text tests compare casefolded text; the pattern matches either case of what it names.
+    options.case_sensitive = False
+    options.max_mem = _RE2_MAX_MEM
+    return options
+
+
+class Pattern(Protocol):
+    """What the engine uses of a compiled RE2 pattern."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+def compile_pattern(pattern: str) -> Pattern:
+    """A pattern compiled by RE2, or ValueError naming why RE2 refuses it (a back-reference, a
+    look-around, a repetition past 1000: what would need backtracking, or too large a program)."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ValueError(f"regex is {len(pattern)} characters; at most {MAX_PATTERN_CHARS}")
+    try:
+        compiled: Pattern = re2.compile(pattern, _regex_options())
+        return compiled
+    except re2.error as e:
+        why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise ValueError(f"regex {pattern!r} is refused (RE2, linear time only): {why}") from None
 
 
 class Condition(Frozen):
-    """One test over a call. Exactly one operator; `arg` names the argument (dotted path)."""
+    """One test over a call: exactly one operator, over exactly one operand, `arg` (a dotted path
+    into the arguments) or `fact` (a fact the tool's preview gives). `always` takes no operand;
+    `all`, `any` and `not` combine conditions. docs/policy.md lists every operator."""
 
-    arg: str | None = None
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+    arg: str | None = Field(None, min_length=1, pattern=r"^[^.]+(\.[^.]+)*$")
+    fact: str | None = Field(None, min_length=1)
     always: bool | None = None
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    in_: list[Scalar] | None = Field(None, alias="in", min_length=1)
+    not_in: list[Scalar] | None = Field(None, min_length=1)
     gt: Decimal | None = None
     gte: Decimal | None = None
     lt: Decimal | None = None
+    lte: Decimal | None = None
     gt_fact: str | None = None
+    starts_with: str | None = Field(None, min_length=1)
+    ends_with: str | None = Field(None, min_length=1)
+    contains: str | None = Field(None, min_length=1)
+    regex: str | None = Field(None, min_length=1)
+    len_gt: int | None = Field(None, ge=0)
+    len_lt: int | None = Field(None, ge=1)
+    domain_in: list[str] | None = Field(None, min_length=1)
     domain_not_in: list[str] | None = None
+    url_domain_in: list[str] | None = Field(None, min_length=1)
+    url_domain_not_in: list[str] | None = None
+    links_outside: list[str] | None = None
+    present: bool | None = None
     keys_not_in: list[str] | None = None
-    not_in: list[str] | None = None
+    all_: list[Condition] | None = Field(None, alias="all", min_length=1, max_length=MAX_CHILDREN)
+    any_: list[Condition] | None = Field(None, alias="any", min_length=1, max_length=MAX_CHILDREN)
+    not_: Condition | None = Field(None, alias="not")
+
+    # Worked out once, when the condition is read: the normal form of its literals, its compiled
+    # pattern, how deep it nests. The engine's compiled test is kept here too (`policy.engine`).
+    _domains: frozenset[str] = PrivateAttr(default=frozenset())
+    _pattern: Pattern | None = PrivateAttr(default=None)
+    _depth: int = PrivateAttr(default=1)
+    _test: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _one_operator(self) -> Self:
-        given = [op for op in OPERATORS if getattr(self, op) is not None]
+        given = [op for op in OPERATORS if getattr(self, _ATTRIBUTE[op]) is not None]
         if len(given) != 1:
             raise ValueError(f"a condition needs exactly one of {', '.join(OPERATORS)}; got {given or 'none'}")
-        if given[0] == "always":
+        op = given[0]
+        operands = [name for name in ("arg", "fact") if getattr(self, name) is not None]
+        if op == "always":
             if self.always is not True:
                 raise ValueError("'always' can only be true")
-        elif not self.arg:
-            raise ValueError(f"'{given[0]}' needs 'arg': the argument it tests")
+            if operands:
+                raise ValueError("'always' tests no argument or fact")
+        elif op in COMPOSITIONS:
+            if operands:
+                raise ValueError(f"'{op}' combines conditions; the arg or fact goes inside them")
+            children = self.children()
+            self._depth = 1 + max(c._depth for c in children)
+            if self._depth > MAX_DEPTH:
+                raise ValueError(f"all/any/not nest {self._depth} deep; at most {MAX_DEPTH}")
+        elif len(operands) != 1:
+            raise ValueError(
+                f"'{op}' needs exactly one operand, 'arg' (an argument) or 'fact' (a previewed fact); "
+                f"got {' and '.join(operands) or 'none'}"
+            )
+        if op in ("in", "not_in"):
+            kinds = {literal_kind(v) for v in self.literal()}
+            if len(kinds) > 1:
+                raise ValueError(f"'{op}' lists values of one kind; got {', '.join(sorted(kinds))}")
+        if op == "regex" and self.regex is not None:
+            self._pattern = compile_pattern(self.regex)
+        if op in DOMAINS:
+            entries = [e for e in getattr(self, op) or []]
+            normal = [(e, listed_domain(e)) for e in entries]
+            bad = [e for e, n in normal if n is None]
+            if bad:
+                raise ValueError(f"'{op}': not a domain: {', '.join(map(repr, bad))}")
+            self._domains = frozenset(n for _, n in normal if n is not None)
         return self
+
+    def __eq__(self, other: object) -> bool:
+        # What a condition says is its fields. Pydantic would also compare the private caches,
+        # and the compiled test is a closure: a policy that has decided once would no longer
+        # equal the same policy read again.
+        if not isinstance(other, Condition):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # its lists make it unhashable anyway
 
     @property
     def operator(self) -> str:
-        return next(op for op in OPERATORS if getattr(self, op) is not None)
+        return next(op for op in OPERATORS if getattr(self, _ATTRIBUTE[op]) is not None)
+
+    def literal(self) -> Any:
+        """What the operator compares with, as written (a list for in/not_in)."""
+        return getattr(self, _ATTRIBUTE[self.operator])
+
+    def children(self) -> list[Condition]:
+        if self.not_ is not None:
+            return [self.not_]
+        return list(self.all_ or self.any_ or [])
+
+    def compiled(self, build: Callable[[Condition], T]) -> T:
+        """`build(self)`, worked out once and kept with the condition: the engine's compiled test,
+        so a policy read once decides without re-reading its literals."""
+        # Read from the private dict itself: pydantic's `__getattr__` for a private attribute
+        # costs more than a whole simple decision, and this runs for every condition of every call.
+        private = self.__pydantic_private__
+        assert private is not None  # the model has private attributes, so pydantic sets the dict
+        test = private.get("_test")
+        if test is None:
+            test = private["_test"] = build(self)
+        result: T = test
+        return result
+
+    def domains(self) -> frozenset[str]:
+        """A domain operator's list in normal form (`contracts.textnorm`)."""
+        return self._domains
+
+    def pattern(self) -> Pattern | None:
+        """The compiled RE2 pattern of a `regex` condition."""
+        return self._pattern
+
+    def operand_kinds(self) -> tuple[str, ...]:
+        """The kinds of operand this condition can compare: what `airlock policy check` holds the
+        argument's or fact's declared kind to. Empty for `always` and combinations."""
+        op = self.operator
+        if op in ("eq", "ne"):
+            return (literal_kind(self.literal()),)
+        if op in ("in", "not_in"):
+            return (literal_kind(self.literal()[0]),)
+        if op in NUMBERS:
+            return ("number",)
+        if op in TEXTS or op in DOMAINS:
+            return ("string",)
+        if op in LENGTHS:
+            return ("string", "list")
+        if op == "keys_not_in":
+            return ("object",)
+        if op == "present":
+            return ("bool", "number", "string", "list", "object")
+        return ()
 
 
 class Rule(Frozen):

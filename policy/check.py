@@ -4,15 +4,16 @@ in, findings out (`airlock policy check FILE`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel
 
-from contracts.catalog import CatalogEntry
+from contracts.catalog import CatalogEntry, kind_at
 from contracts.models import Tier
-from contracts.policy import Policy, WindowLimit
+from contracts.policy import Condition, Policy, WindowLimit
 from policy.engine import tool_tier
+from policy.loader import PolicyError
 
 
 class Finding(BaseModel):
@@ -22,19 +23,9 @@ class Finding(BaseModel):
     message: str
 
 
-class ToolShape(BaseModel):
-    """What a limit may count on a tool: its arguments (dotted paths into nested objects) and the
-    facts its preview gives (None when the tool does not name them)."""
-
-    args: frozenset[str]
-    facts: frozenset[str] | None = None
-
-
-def check(
-    policy: Policy, catalog: Sequence[CatalogEntry], shapes: Mapping[str, ToolShape] | None = None
-) -> list[Finding]:
-    """Every finding, errors first, each message naming the agent, tool or tier at fault. With
-    `shapes`, each windowed limit's argument or fact is looked up on its tool."""
+def check(policy: Policy, catalog: Sequence[CatalogEntry]) -> list[Finding]:
+    """Every finding, errors first, each message naming the agent, tool, rule, limit or tier at
+    fault."""
     tools = {entry.name: entry for entry in catalog}
     roles_held = {role for person in policy.people.values() for role in person.roles}
     findings: list[Finding] = []
@@ -52,6 +43,8 @@ def check(
     for tool in sorted(policy.tools):
         if tool not in tools:
             error(f"tools.{tool}: not a tool of the catalogue; its rules never apply")
+    for problem in rule_problems(policy, catalog):
+        error(problem)
 
     callable_tools = {tool for agent in policy.agents.values() for tool in agent.capabilities if tool in tools}
     tiers_in_use: dict[Tier, list[str]] = {}
@@ -82,10 +75,7 @@ def check(
             )
 
     for tool, tool_policy in sorted(policy.tools.items()):
-        shape = (shapes or {}).get(tool)
         for limit in tool_policy.limits:
-            if shape is not None:
-                _check_limit_fields(tool, limit, shape, error, warning)
             if (
                 limit.tier is not None
                 and tool in tools
@@ -101,26 +91,88 @@ def check(
     return sorted(findings, key=lambda f: f.level != "error")
 
 
-def _check_limit_fields(
-    tool: str,
-    limit: WindowLimit,
-    shape: ToolShape,
-    error: Callable[[str], None],
-    warning: Callable[[str], None],
-) -> None:
-    where = f"tools.{tool}.limits.{limit.id}"
-    if limit.sum is not None and limit.sum not in shape.args:
-        error(f"{where}.sum: {tool} has no argument {limit.sum}; arguments: {', '.join(sorted(shape.args)) or 'none'}")
+def limit_problems(limit: WindowLimit, entry: CatalogEntry) -> list[str]:
+    """What a windowed limit counts that its tool does not have, one line each, starting with the
+    limit's field: an argument or fact to sum that is missing or not a number, or a `when` that
+    cannot mean what it says."""
+    problems: list[str] = []
+    if limit.sum is not None:
+        kind = kind_at(entry.arguments, limit.sum)
+        if kind is None:
+            known = ", ".join(a for a in sorted(entry.arguments) if not a.endswith("*")) or "none"
+            problems.append(f"sum: {entry.name} has no argument {limit.sum}; arguments: {known}")
+        elif kind not in ("number", "any"):
+            problems.append(f"sum: {entry.name}'s argument {limit.sum} is {_article(kind)}, and sum adds numbers")
     if limit.sum_fact is not None:
-        if shape.facts is None:
-            warning(
-                f"{where}.sum_fact: {tool} does not name the facts its preview gives; {limit.sum_fact} is unchecked"
-            )
-        elif limit.sum_fact not in shape.facts:
-            error(
-                f"{where}.sum_fact: {tool}'s preview gives no fact {limit.sum_fact}; "
-                f"facts: {', '.join(sorted(shape.facts)) or 'none'}"
-            )
-    arg = limit.when.arg if limit.when is not None else None
-    if arg is not None and arg not in shape.args:
-        error(f"{where}.when.arg: {tool} has no argument {arg}; arguments: {', '.join(sorted(shape.args)) or 'none'}")
+        kind = entry.facts.get(limit.sum_fact)
+        if kind is None:
+            given = ", ".join(sorted(entry.facts)) or "none"
+            problems.append(f"sum_fact: {entry.name}'s preview gives no fact {limit.sum_fact}; facts: {given}")
+        elif kind not in ("number", "any"):
+            problems.append(f"sum_fact: {entry.name}'s fact {limit.sum_fact} is {_article(kind)}, and sum adds numbers")
+    if limit.when is not None:
+        problems.extend(f"when: {problem}" for problem in condition_problems(limit.when, entry))
+    return problems
+
+
+def rule_problems(policy: Policy, catalog: Sequence[CatalogEntry]) -> list[str]:
+    """Every rule and windowed limit of a catalogued tool that cannot mean what it says, one line
+    each: what `airlock policy check` reports, and what the worker refuses to start with."""
+    tools = {entry.name: entry for entry in catalog}
+    problems: list[str] = []
+    for tool in sorted(policy.tools):
+        if tool not in tools:
+            continue
+        for rule in policy.tools[tool].rules:
+            problems += [f"tools.{tool}: rule {rule.id}: {p}" for p in condition_problems(rule.when, tools[tool])]
+        for limit in policy.tools[tool].limits:
+            problems += [f"tools.{tool}.limits.{limit.id}.{p}" for p in limit_problems(limit, tools[tool])]
+    return problems
+
+
+def require_sound_rules(policy: Policy, catalog: Sequence[CatalogEntry], source: str) -> None:
+    """Refuses (PolicyError) a policy with a rule `rule_problems` finds: a worker would otherwise
+    run it, and the rule would fail closed on every call instead of deciding what it says."""
+    problems = rule_problems(policy, catalog)
+    if problems:
+        raise PolicyError("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def condition_problems(cond: Condition, entry: CatalogEntry) -> list[str]:
+    """What in a rule's condition cannot mean what it says for this tool: an argument it does not
+    have, a fact its preview does not give, a literal of another kind than the field's."""
+    if cond.operator in ("all", "any", "not"):
+        return [problem for child in cond.children() for problem in condition_problems(child, entry)]
+    if cond.operator == "always":
+        return []
+    problems: list[str] = []
+    if cond.fact is not None:
+        field, kind = f"fact {cond.fact}", entry.facts.get(cond.fact)
+        if kind is None:
+            given = ", ".join(sorted(entry.facts)) or "none"
+            problems.append(f"fact {cond.fact!r} is not among the facts {entry.name}'s preview gives ({given})")
+    else:
+        arg = cond.arg or ""
+        field, kind = f"arg {arg}", kind_at(entry.arguments, arg)
+        if kind is None:
+            known = ", ".join(a for a in sorted(entry.arguments) if not a.endswith("*")) or "none"
+            problems.append(f"arg {arg!r} is not an argument of {entry.name} ({known})")
+    wanted = cond.operand_kinds()
+    if kind is not None and kind != "any" and kind not in wanted:
+        literal = cond.literal()
+        problems.append(
+            f"{field} is {_article(kind)}, and {cond.operator} compares {' or '.join(map(_article, wanted))}"
+            + (f" ({literal!r})" if cond.operator in ("eq", "ne", "in", "not_in") else "")
+        )
+    if cond.gt_fact is not None:
+        limit = entry.facts.get(cond.gt_fact)
+        if limit is None:
+            given = ", ".join(sorted(entry.facts)) or "none"
+            problems.append(f"gt_fact {cond.gt_fact!r} is not among the facts {entry.name}'s preview gives ({given})")
+        elif limit not in ("number", "any"):
+            problems.append(f"gt_fact {cond.gt_fact} is {_article(limit)}, and gt_fact compares a number")
+    return problems

@@ -6,13 +6,17 @@ exactly as the original run did.
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from contracts import textnorm
+from contracts.catalog import Kind, kind_at
 from contracts.models import Decision, Effect, Mode, Outcome, Tier
-from contracts.policy import Condition, Policy, Rule, RunRule
+from contracts.policy import Condition, Policy, Rule, RunRule, literal_kind
 from policy.switches import safe_mode_forbids
 
 _MISSING = object()
@@ -32,6 +36,10 @@ class CallContext(BaseModel):
     tier: Tier
     args: dict[str, JsonValue] = Field(default_factory=dict)
     facts: dict[str, JsonValue] = Field(default_factory=dict)
+    # What the catalogue says each argument (by dotted path) and each fact is: a rule reads a
+    # `Decimal` argument, which travels as a string, as the number it is.
+    arg_kinds: dict[str, Kind] = Field(default_factory=dict)
+    fact_kinds: dict[str, Kind] = Field(default_factory=dict)
     # The run's own scope (`RunInput.capabilities` and `rules`): it only narrows.
     run_capabilities: frozenset[str] | None = None
     run_rules: tuple[RunRule, ...] = ()
@@ -89,51 +97,203 @@ def _lookup(values: dict[str, Any], path: str) -> Any:
 
 
 def _number(value: Any) -> Decimal | None:
-    if isinstance(value, bool):
+    """A number, also one written as a decimal string (how a `Decimal` travels), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         return None
     try:
-        number = Decimal(str(value))
+        number = Decimal(str(value).strip()) if isinstance(value, str) else Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
     # NaN and infinities compare by raising or by lying; either way they are not amounts.
     return number if number.is_finite() else None
 
 
-def _holds(cond: Condition, call: CallContext) -> bool | None:
-    """Whether a condition holds, or None when it cannot be evaluated (a missing argument or
-    fact, a value of the wrong kind)."""
+def _typed(kind: str, value: Any, declared: Kind | None) -> Any:
+    """`value` as a literal of `kind` compares with it, or _MISSING when it is of another kind: a
+    string is never a number (unless the catalogue declares the field a number, whose Decimal
+    travels as a string), and a bool is never a number or a string."""
+    if kind == "bool":
+        return value if isinstance(value, bool) else _MISSING
+    if kind == "string":
+        return value if isinstance(value, str) and declared != "number" else _MISSING
+    if isinstance(value, str) and declared != "number":
+        return _MISSING
+    number = _number(value)
+    return _MISSING if number is None else number
+
+
+Test = Callable[[CallContext], bool | None]
+
+
+def _operand(cond: Condition) -> Callable[[CallContext], tuple[Any, Kind | None]]:
+    """How a condition reads its operand from a call: the value (or _MISSING) and its declared kind."""
+    if cond.fact is not None:
+        fact = cond.fact
+        return lambda call: (call.facts.get(fact, _MISSING), call.fact_kinds.get(fact))
+    path = cond.arg or ""
+    if "." not in path:
+        return lambda call: (call.args.get(path, _MISSING), call.arg_kinds.get(path))
+    return lambda call: (_lookup(call.args, path), kind_at(call.arg_kinds, path))
+
+
+def _literal(value: bool | int | float | str) -> bool | Decimal | str:
+    if isinstance(value, bool | str):
+        return value
+    return Decimal(str(value))
+
+
+def _compile(cond: Condition) -> Test:
+    """A condition as a function of the call: True, False, or None when it cannot be evaluated (a
+    missing argument or fact, a value of the wrong kind, text that does not parse)."""
     op = cond.operator
     if op == "always":
-        return True
-    if cond.arg is None:  # the model validator rules it out for every other operator
-        return None
-    value = _lookup(call.args, cond.arg)
-    if value is _MISSING:
-        return None
-    if op in ("gt", "gte", "lt", "gt_fact"):
-        n = _number(value)
-        if n is None:
+        return lambda call: True
+    if op in ("all", "any", "not"):
+        return _combination(op, [child.compiled(_compile) for child in cond.children()])
+    read = _operand(cond)
+    if op == "present":
+        wanted = cond.present
+        return lambda call: (read(call)[0] is not _MISSING) == wanted
+    check = _value_test(cond)
+
+    def test(call: CallContext) -> bool | None:
+        value, declared = read(call)
+        if value is _MISSING or value is None:
             return None
-        limit: Decimal | None
-        if op == "gt_fact":
-            limit = None if cond.gt_fact is None else _number(call.facts.get(cond.gt_fact))
-            return None if limit is None else n > limit
-        limit = getattr(cond, op)
-        if limit is None:
-            return None
-        return {"gt": n > limit, "gte": n >= limit, "lt": n < limit}[op]
-    if op == "domain_not_in":
-        if not isinstance(value, str) or "@" not in value:
-            return None
-        domain = value.rsplit("@", 1)[1].lower()
-        return domain not in {d.lower().lstrip("@") for d in cond.domain_not_in or []}
+        return check(value, declared, call)
+
+    return test
+
+
+def _combination(op: str, children: list[Test]) -> Test:
+    # Three-valued (Kleene) logic: an unknown part decides only when the known parts do not, so
+    # the whole is unknown exactly when the answer depends on what could not be read, and then
+    # it fails closed like any single condition.
+    if op == "not":
+        [inner] = children
+
+        def negation(call: CallContext) -> bool | None:
+            held = inner(call)
+            return None if held is None else not held
+
+        return negation
+    decisive = op == "any"  # the value that settles the whole: True for any, False for all
+
+    def combined(call: CallContext) -> bool | None:
+        unknown = False
+        for child in children:
+            held = child(call)
+            if held is None:
+                unknown = True
+            elif held is decisive:
+                return decisive
+        return None if unknown else not decisive
+
+    return combined
+
+
+ValueTest = Callable[[Any, Kind | None, CallContext], bool | None]
+
+
+def _value_test(cond: Condition) -> ValueTest:
+    op = cond.operator
+    literal = cond.literal()
+    if op in ("eq", "ne", "in", "not_in"):
+        values = [literal] if op in ("eq", "ne") else literal
+        kind = literal_kind(values[0])
+        wanted = frozenset(_literal(v) for v in values)
+        inside = op in ("eq", "in")
+
+        def compare(value: Any, declared: Kind | None, _: CallContext) -> bool | None:
+            typed = _typed(kind, value, declared)
+            return None if typed is _MISSING else (typed in wanted) == inside
+
+        return compare
+    if op == "gt_fact":
+        fact = cond.gt_fact or ""
+
+        def above_fact(value: Any, _: Kind | None, call: CallContext) -> bool | None:
+            n, limit = _number(value), _number(call.facts.get(fact))
+            return None if n is None or limit is None else n > limit
+
+        return above_fact
+    if op in ("gt", "gte", "lt", "lte"):
+        limit = Decimal(literal)
+        orders: dict[str, Callable[[Decimal], bool]] = {
+            "gt": lambda n: n > limit,
+            "gte": lambda n: n >= limit,
+            "lt": lambda n: n < limit,
+            "lte": lambda n: n <= limit,
+        }
+        order = orders[op]
+
+        def ordered(value: Any, _: Kind | None, __: CallContext) -> bool | None:
+            n = _number(value)
+            return None if n is None else bool(order(n))
+
+        return ordered
+    if op in ("starts_with", "ends_with", "contains", "regex"):
+        needle = textnorm.text(literal)
+        pattern = cond.pattern()
+        tests: dict[str, Callable[[str], bool]] = {
+            "starts_with": lambda t: t.startswith(needle),
+            "ends_with": lambda t: t.endswith(needle),
+            "contains": lambda t: needle in t,
+            "regex": lambda t: pattern is not None and pattern.search(t) is not None,
+        }
+        in_text = tests[op]
+
+        def texts(value: Any, _: Kind | None, __: CallContext) -> bool | None:
+            return in_text(textnorm.text(value)) if isinstance(value, str) else None
+
+        return texts
+    if op in ("len_gt", "len_lt"):
+        bound = int(literal)
+        longer = op == "len_gt"
+
+        def length(value: Any, _: Kind | None, __: CallContext) -> bool | None:
+            if isinstance(value, str):
+                size = len(unicodedata.normalize("NFKC", value))
+            elif isinstance(value, list):
+                size = len(value)
+            else:
+                return None
+            return size > bound if longer else size < bound
+
+        return length
+    if op in ("domain_in", "domain_not_in", "url_domain_in", "url_domain_not_in"):
+        entries = cond.domains()
+        parse = textnorm.email_domain if op.startswith("domain") else textnorm.url_host
+        inside = not op.endswith("not_in")
+
+        def domains(value: Any, _: Kind | None, __: CallContext) -> bool | None:
+            name = parse(value) if isinstance(value, str) else None
+            return None if name is None else textnorm.covered(name, entries) == inside
+
+        return domains
+    if op == "links_outside":
+        allowed = cond.domains()
+
+        def links(value: Any, _: Kind | None, __: CallContext) -> bool | None:
+            if not isinstance(value, str):
+                return None
+            # A link whose host does not parse counts as outside: it is not one of the listed.
+            return any(h is None or not textnorm.covered(h, allowed) for h in textnorm.link_hosts(value))
+
+        return links
     if op == "keys_not_in":
-        if not isinstance(value, dict):
-            return None
-        return any(k not in (cond.keys_not_in or []) for k in value)
-    if op == "not_in":
-        return str(value) not in (cond.not_in or [])
-    return None
+        known = frozenset(literal or [])
+
+        def keys(value: Any, _: Kind | None, __: CallContext) -> bool | None:
+            return any(k not in known for k in value) if isinstance(value, dict) else None
+
+        return keys
+    raise ValueError(f"no test for operator {op!r}")  # every operator of contracts.policy has one
+
+
+def _holds(cond: Condition, call: CallContext) -> bool | None:
+    """Whether a condition holds, or None when it cannot be evaluated."""
+    return cond.compiled(_compile)(call)
 
 
 def matches(cond: Condition, call: CallContext, *, lifts: bool = False) -> bool:

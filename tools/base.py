@@ -10,7 +10,7 @@ inside the tool's own call (`tools.secrets`, docs/secrets.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
@@ -18,6 +18,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 from sqlalchemy import Connection, Select
 
+from contracts.catalog import KINDS, Kind, argument_kinds
 from contracts.models import Compensation, Effect, FieldChange, Tier
 
 # Re-exported: part of the API a tool author writes against.
@@ -126,6 +127,24 @@ class ToolContext:
         return query.with_for_update() if self.writing else query
 
 
+_FACT_TYPES: dict[type, Kind] = {
+    bool: "bool",
+    int: "number",
+    float: "number",
+    Decimal: "number",
+    str: "string",
+    list: "list",
+    dict: "object",
+}
+
+
+def fact_kind(declared: object) -> Kind | None:
+    """The kind of a declared fact type (`Decimal` is a number), or None when it names none."""
+    if isinstance(declared, type):
+        return _FACT_TYPES.get(declared)
+    return next((k for k in KINDS if k == declared), None)
+
+
 @dataclass(frozen=True)
 class Preview:
     """What a write would change, and the facts the policy needs to decide on it."""
@@ -149,10 +168,20 @@ class Tool(Generic[In, Out]):
     compensate: Callable[[In, Out, Preview], Compensation] | None = None
     # Named here so the policy reviewer and the report can say why a write cannot be undone.
     irreversible: str | None = None
-    # The facts its preview gives, by name: `airlock policy check` looks a limit's `sum_fact` up here.
-    facts: tuple[str, ...] | None = None
+    # The facts `preview` gives, each with its type (bool, int, float, Decimal, str, list, dict,
+    # or a kind's name): what `airlock policy check` holds a rule's `fact:` to, and how the
+    # engine reads the value (a Decimal fact travels as a string and is compared as a number).
+    facts: Mapping[str, type | Kind] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, declared in self.facts.items():
+            if fact_kind(declared) is None:
+                raise ValueError(
+                    f"tool {self.name}: fact {name!r} is declared as {declared!r}; "
+                    f"use bool, int, float, Decimal, str, list, dict or one of {', '.join(KINDS)}"
+                )
+        if self.facts and self.preview is None:
+            raise ValueError(f"tool {self.name}: facts are what a preview gives; this tool has no preview")
         if (self.compensate is None) != (self.compensation_tool is None):
             raise ValueError(f"tool {self.name}: compensation_tool and compensate go together")
         if self.effect is not Effect.READ and self.compensate is None and not self.irreversible:
@@ -167,21 +196,14 @@ class Tool(Generic[In, Out]):
     def json_schema(self) -> dict[str, Any]:
         return self.input_model.model_json_schema()
 
-    def arg_paths(self) -> frozenset[str]:
-        """Every argument a policy may name, nested objects' fields as dotted paths."""
-        return frozenset(_paths(self.input_model, ""))
+    def argument_kinds(self) -> dict[str, Kind]:
+        """Every argument by dotted path, with its kind, from the input model's schema."""
+        return argument_kinds(self.json_schema())
+
+    def fact_kinds(self) -> dict[str, Kind]:
+        return {name: kind for name, declared in self.facts.items() if (kind := fact_kind(declared)) is not None}
 
     def undo_for(self, args: In, output: Out, preview: Preview) -> Compensation:
         if self.compensate is not None:
             return self.compensate(args, output, preview)
         return Compensation(note=self.irreversible or "nothing to undo")
-
-
-def _paths(model: type[BaseModel], prefix: str) -> list[str]:
-    found = []
-    for name, info in model.model_fields.items():
-        path = f"{prefix}{name}"
-        found.append(path)
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            found += _paths(info.annotation, f"{path}.")
-    return found

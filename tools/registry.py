@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import Engine
 
 from contracts.catalog import CatalogEntry
-from policy.check import ToolShape
 from tools.base import Tool
 
 DEFAULT_MODULES: tuple[str, ...] = ("tools.backoffice",)
@@ -54,16 +53,11 @@ class ToolRegistry:
                 effect=t.effect,
                 compensation_tool=t.compensation_tool,
                 irreversible=t.irreversible,
+                arguments=t.argument_kinds(),
+                facts=t.fact_kinds(),
             )
             for t in self._tools.values()
         ]
-
-    def shapes(self) -> dict[str, ToolShape]:
-        """Each tool's arguments and named facts, for `airlock policy check`."""
-        return {
-            t.name: ToolShape(args=t.arg_paths(), facts=None if t.facts is None else frozenset(t.facts))
-            for t in self._tools.values()
-        }
 
 
 def load_registry(modules: Sequence[str] = DEFAULT_MODULES) -> ToolRegistry:

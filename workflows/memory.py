@@ -104,6 +104,8 @@ class RunMemory(BaseModel):
             tier=entry.tier,
             args=args,
             facts=facts or {},
+            arg_kinds=entry.arguments,
+            fact_kinds=entry.facts,
             run_capabilities=None if self.input.capabilities is None else frozenset(self.input.capabilities),
             run_rules=tuple(self.input.rules),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from pathlib import Path
 
@@ -57,24 +58,30 @@ def test_a_nan_argument_matches_a_numeric_rule_so_the_call_fails_closed(value: s
 
 
 async def test_a_run_given_a_nan_argument_waits_for_approval(
-    client: Client, settings: Settings, tmp_path: Path
+    client: Client, settings: Settings, tmp_path: Path, runs: Runs
 ) -> None:
     """End to end: the call the numeric rule catches waits for a person, and the run's workflow
-    task never fails (it once failed forever)."""
+    task never fails (it once failed forever). A worker now refuses that rule in its policy file
+    (a number compared with a string field), so the run brings it as its own rule."""
     policy = tmp_path / "p.yaml"
     policy.write_text(NAN_RULE)
-    settings = settings.model_copy(update={"policy_path": policy})
-    async with build_worker(client, settings):
-        runs = Runs(client, settings)
-        handle = await runs.start(script=[call("tickets.create_ticket", subject="NaN")])
-        try:
-            status = await runs.wait_for(handle, lambda s: bool(s.pending_approvals))
-            assert status.state is RunState.AWAITING_APPROVAL
-            assert status.pending_approvals[0].tool == "tickets.create_ticket"
-            await assert_not_stuck(client, handle)
-        finally:
-            with contextlib.suppress(Exception):
-                await handle.terminate()
+    with pytest.raises(
+        PolicyError, match=re.escape("rule ticket.numeric: arg subject is a string, and gt compares a number")
+    ):
+        build_worker(client, settings.model_copy(update={"policy_path": policy}))
+    rule = {"id": "ticket.numeric", "tool": "tickets.create_ticket", "effect": "require_approval"}
+    handle = await runs.start(
+        rules=[{**rule, "when": {"arg": "subject", "gt": 10}}],
+        script=[call("tickets.create_ticket", subject="NaN")],
+    )
+    try:
+        status = await runs.wait_for(handle, lambda s: bool(s.pending_approvals))
+        assert status.state is RunState.AWAITING_APPROVAL
+        assert status.pending_approvals[0].tool == "tickets.create_ticket"
+        await assert_not_stuck(client, handle)
+    finally:
+        with contextlib.suppress(Exception):
+            await handle.terminate()
 
 
 # --- F2: the policy loader lets non-PolicyError exceptions escape --------------------------------

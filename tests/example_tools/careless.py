@@ -41,6 +41,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=store,
         preview=preview,
+        facts={"note": str},
         irreversible="a test tool",
     )
 ]

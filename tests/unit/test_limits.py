@@ -240,7 +240,8 @@ def test_a_limit_id_may_not_repeat_a_rule_id(tmp_path: Path) -> None:
 
 
 def test_the_check_names_a_limit_counting_an_argument_or_fact_the_tool_does_not_have(tmp_path: Path) -> None:
-    """`airlock policy check`: a limit's sum, sum_fact and when.arg must name the tool's own."""
+    """`airlock policy check`: a limit's sum, sum_fact and when must name the tool's own, and what it
+    sums must be a number."""
     registry = load_registry(["tools.backoffice"])
     path = limited(
         tmp_path,
@@ -248,15 +249,18 @@ def test_the_check_names_a_limit_counting_an_argument_or_fact_the_tool_does_not_
         DAILY | {"id": "by-fact", "sum": None, "sum_fact": "refundable"},
         DAILY | {"id": "fine", "sum": None, "sum_fact": "refundable_usd", "when": {"arg": "reason", "not_in": ["x"]}},
         DAILY | {"id": "when", "when": {"arg": "order", "not_in": ["x"]}},
+        DAILY | {"id": "text", "sum": "reason"},
     )
-    errors = [f.message for f in check(load_policy(path), registry.catalog(), registry.shapes()) if f.level == "error"]
+    errors = [f.message for f in check(load_policy(path), registry.catalog()) if f.level == "error"]
     assert errors == [
         "tools.payments.create_refund.limits.refunds.daily.sum: payments.create_refund has no argument amount; "
         "arguments: amount_usd, order_id, reason",
         "tools.payments.create_refund.limits.by-fact.sum_fact: payments.create_refund's preview gives no fact "
         "refundable; facts: order_total_usd, refundable_usd",
-        "tools.payments.create_refund.limits.when.when.arg: payments.create_refund has no argument order; "
-        "arguments: amount_usd, order_id, reason",
+        "tools.payments.create_refund.limits.when.when: arg 'order' is not an argument of payments.create_refund "
+        "(amount_usd, order_id, reason)",
+        "tools.payments.create_refund.limits.text.sum: payments.create_refund's argument reason is a string, "
+        "and sum adds numbers",
     ]
 
 
@@ -286,5 +290,5 @@ def test_the_documented_limits_load_and_name_what_their_tools_take(tmp_path: Pat
         "bank.add_payee",
         "chat.post_message",
     }
-    findings = [f.message for f in check(policy, registry.catalog(), registry.shapes()) if "limits" in f.message]
+    findings = [f.message for f in check(policy, registry.catalog()) if "limits" in f.message]
     assert findings == []

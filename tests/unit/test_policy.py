@@ -334,48 +334,112 @@ def with_rules(rules: list[Rule]) -> Policy:
     return POLICY.model_copy(update={"tools": {**POLICY.tools, "payments.create_refund": ToolPolicy(rules=rules)}})
 
 
+# Conditions over every family of operator, on arguments and on facts, with literals of every
+# kind (so some compare with a field of another kind and fail closed), nested up to three deep.
+literals = st.one_of(st.booleans(), st.integers(0, 1000), st.sampled_from(["20", "ORD-1001", "true"]))
+domains = st.lists(st.sampled_from(["acme.test", "*.acme.test", "example.com", "team.example"]), min_size=1)
+leaves = st.one_of(
+    st.builds(Condition, arg=st.just("amount_usd"), gt=amounts),
+    st.builds(Condition, arg=st.just("amount_usd"), lt=amounts),
+    st.builds(Condition, arg=st.just("amount_usd"), eq=literals),
+    st.builds(Condition, arg=st.just("amount_usd"), in_=st.lists(st.integers(0, 1000), min_size=1, max_size=3)),
+    st.builds(Condition, arg=st.just("order_id"), not_in=st.lists(st.just("ORD-1001"), min_size=1, max_size=1)),
+    st.builds(Condition, fact=st.just("known_payee"), eq=literals),
+    st.builds(Condition, fact=st.just("refundable_usd"), gte=amounts),
+    st.builds(Condition, arg=st.just("amount_usd"), gt_fact=st.just("refundable_usd")),
+    st.builds(Condition, arg=st.sampled_from(["memo", "order_id"]), present=st.booleans()),
+    st.builds(Condition, arg=st.just("memo"), contains=st.sampled_from(["http", "ＩＮＶＯＩＣＥ", "rent"])),
+    st.builds(Condition, arg=st.just("memo"), starts_with=st.sampled_from(["inv", "see"])),
+    st.builds(Condition, arg=st.just("memo"), regex=st.sampled_from(["https?://", "^inv", "[0-9]{4}"])),
+    st.builds(Condition, arg=st.just("memo"), len_gt=st.integers(0, 40)),
+    st.builds(Condition, arg=st.just("memo"), links_outside=domains),
+    st.builds(Condition, arg=st.just("to"), domain_in=domains),
+    st.builds(Condition, arg=st.just("to"), domain_not_in=domains),
+    st.builds(Condition, arg=st.just("memo"), url_domain_not_in=domains),
+    st.builds(Condition, always=st.just(True)),
+)
+
+
+def _combined(children: st.SearchStrategy[Condition]) -> st.SearchStrategy[Condition]:
+    parts = st.lists(children, min_size=1, max_size=3)
+    return st.one_of(
+        children,
+        parts.map(lambda cs: Condition(all_=cs)),
+        parts.map(lambda cs: Condition(any_=cs)),
+        children.map(lambda c: Condition(not_=c)),
+    )
+
+
+conditions = _combined(_combined(leaves))
 rule_strategy = st.builds(
     Rule,
     id=st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True),
     effect=st.sampled_from(["deny", "require_approval", "auto"]),
-    when=st.one_of(
-        st.builds(Condition, arg=st.just("amount_usd"), gt=amounts),
-        st.builds(Condition, arg=st.just("amount_usd"), lt=amounts),
-        st.builds(Condition, always=st.just(True)),
+    when=conditions,
+)
+# Calls whose arguments and facts may be missing, of the declared kind, or of another kind.
+calls = st.builds(
+    lambda args, facts: {"args": args, "facts": facts},
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "amount_usd": st.one_of(amounts.map(str), st.integers(0, 1000), st.just("fifteen"), st.booleans()),
+            "order_id": st.sampled_from(["ORD-1001", "ORD-1002", 1001]),
+            "memo": st.sampled_from(
+                ["", "invoice 2291", "see https://evil.example/x", "ＳＥＥ ｈｔｔｐｓ：／／acme.test/a", "rent", 7]
+            ),
+            "to": st.sampled_from(["bob@acme.test", "x@a.acme.test", "eve@EVIL.example.", "nobody", None]),
+        },
+    ),
+    st.fixed_dictionaries(
+        {}, optional={"known_payee": st.one_of(st.booleans(), st.just("true")), "refundable_usd": amounts.map(str)}
     ),
 )
+KINDS = {
+    "arg_kinds": {"amount_usd": "number", "order_id": "string", "memo": "string", "to": "string"},
+    "fact_kinds": {"known_payee": "bool", "refundable_usd": "number"},
+}
 
 
-@settings(max_examples=200, deadline=None)
-@given(rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id), amount=amounts, mode=modes)
-def test_decisions_do_not_depend_on_rule_order(rules: list[Rule], amount: Decimal, mode: Mode) -> None:
-    call = ctx(mode=mode, args={"amount_usd": str(amount)})
-    forward = decide(with_rules(rules), call)
-    backward = decide(with_rules(list(reversed(rules))), call)
+def law_call(call: dict[str, dict[str, object]], **kw: object) -> CallContext:
+    return ctx(args=call["args"], facts=call["facts"], **KINDS, **kw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id), call=calls, mode=modes)
+def test_decisions_do_not_depend_on_rule_order(
+    rules: list[Rule], call: dict[str, dict[str, object]], mode: Mode
+) -> None:
+    """Every rule that matches is collected; which comes first in the file changes nothing."""
+    context = law_call(call, mode=mode)
+    forward = decide(with_rules(rules), context)
+    backward = decide(with_rules(list(reversed(rules))), context)
     assert forward == backward
 
 
-@settings(max_examples=200, deadline=None)
-@given(rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id), amount=amounts, mode=modes)
-def test_a_matching_deny_always_wins(rules: list[Rule], amount: Decimal, mode: Mode) -> None:
-    call = ctx(mode=mode, args={"amount_usd": str(amount)})
+@settings(max_examples=300, deadline=None)
+@given(rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id), call=calls, mode=modes)
+def test_a_matching_deny_always_wins(rules: list[Rule], call: dict[str, dict[str, object]], mode: Mode) -> None:
+    """A deny that matches decides, whatever else matches or cannot be evaluated."""
     deny = Rule(id="zz-deny", effect="deny", when=Condition(always=True))
-    assert decide(with_rules([*rules, deny]), call).outcome is Outcome.DENY
+    assert decide(with_rules([*rules, deny]), law_call(call, mode=mode)).outcome is Outcome.DENY
 
 
 STRICTNESS = {Outcome.ALLOW: 0, Outcome.APPROVE: 1, Outcome.DENY: 2}
 
 
-@settings(max_examples=200, deadline=None)
-@given(rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id), amount=amounts, mode=modes)
-def test_removing_a_rule_moves_a_decision_only_its_own_way(rules: list[Rule], amount: Decimal, mode: Mode) -> None:
+@settings(max_examples=300, deadline=None)
+@given(rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id), call=calls, mode=modes)
+def test_removing_a_rule_moves_a_decision_only_its_own_way(
+    rules: list[Rule], call: dict[str, dict[str, object]], mode: Mode
+) -> None:
     """A deny or a demand for approval only restricts, so removing one can only keep or loosen a
     decision; an `auto` rule only lifts, so removing one can only keep or tighten it (deny by
-    default lives in capabilities, not rules)."""
-    call = ctx(mode=mode, args={"amount_usd": str(amount)})
-    full = decide(with_rules(rules), call)
+    default lives in capabilities, not rules). Also when a condition cannot be evaluated."""
+    context = law_call(call, mode=mode)
+    full = decide(with_rules(rules), context)
     for i, rule in enumerate(rules):
-        fewer = decide(with_rules(rules[:i] + rules[i + 1 :]), call)
+        fewer = decide(with_rules(rules[:i] + rules[i + 1 :]), context)
         if rule.effect == "auto":
             assert STRICTNESS[fewer.outcome] >= STRICTNESS[full.outcome]
         else:
@@ -386,19 +450,20 @@ def test_removing_a_rule_moves_a_decision_only_its_own_way(rules: list[Rule], am
 @given(
     rules=st.lists(rule_strategy, max_size=6, unique_by=lambda r: r.id),
     lift=rule_strategy.map(lambda r: r.model_copy(update={"id": "zz-auto", "effect": "auto"})),
-    amount=amounts,
+    call=calls,
     mode=modes,
     tier=st.sampled_from(list(Tier)),
 )
 def test_an_auto_rule_lifts_only_approve_mode(
-    rules: list[Rule], lift: Rule, amount: Decimal, mode: Mode, tier: Tier
+    rules: list[Rule], lift: Rule, call: dict[str, dict[str, object]], mode: Mode, tier: Tier
 ) -> None:
     """Adding an `auto` rule never turns a deny into anything else, never lifts a call in suggest
     mode or of an always_approve tier, and never overrides a demand for approval: the only
-    decisions it changes are approve mode's wait and which rule an allow names."""
-    call = ctx(mode=mode, tier=tier, args={"amount_usd": str(amount)})
-    before = decide(with_rules(rules), call)
-    after = decide(with_rules([*rules, lift]), call)
+    decisions it changes are approve mode's wait and which rule an allow names. So adding an
+    allow never turns an allow into a deny."""
+    context = law_call(call, mode=mode, tier=tier)
+    before = decide(with_rules(rules), context)
+    after = decide(with_rules([*rules, lift]), context)
     if (
         before.outcome is Outcome.DENY
         or mode is Mode.SUGGEST

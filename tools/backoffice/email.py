@@ -62,7 +62,7 @@ TOOLS = [
         effect=Effect.EXTERNAL,
         execute=send_email,
         preview=preview_email,
-        facts=("recipient_domain",),
+        facts={"recipient_domain": str},
         irreversible="an email cannot be unsent",
     )
 ]

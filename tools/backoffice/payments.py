@@ -151,7 +151,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=create_refund,
         preview=preview_refund,
-        facts=("order_total_usd", "refundable_usd"),
+        facts={"order_total_usd": Decimal, "refundable_usd": Decimal},
         compensation_tool="payments.void_refund",
         compensate=void_created,
     ),
@@ -173,7 +173,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=void_refund,
         preview=preview_void,
-        facts=("amount_usd",),
+        facts={"amount_usd": Decimal},
         irreversible="a voided refund is not reissued automatically",
     ),
 ]

@@ -518,6 +518,7 @@ TOOLS = [
         effect=Effect.EXTERNAL,
         execute=pay,
         preview=preview_pay,
+        facts={"account_holder": str, "balance_usd": Decimal, "recipient_is_known_payee": bool},
         irreversible="a payment that has left the account cannot be recalled by the assistant; ask the bank",
     ),
     Tool(
@@ -529,6 +530,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=create_standing_order,
         preview=preview_standing_order,
+        facts={"account_holder": str, "balance_usd": Decimal, "recipient_is_known_payee": bool},
         compensation_tool="bank.cancel_standing_order",
         compensate=cancel_created,
     ),
@@ -541,6 +543,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=cancel_standing_order,
         preview=preview_cancel_order,
+        facts={"account_holder": str},
         irreversible="a cancelled standing order is set up again with bank.create_standing_order",
     ),
     Tool(
@@ -552,6 +555,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=add_payee,
         preview=preview_add_payee,
+        facts={"account_holder": str, "recipient_is_known_payee": bool},
         compensation_tool="bank.remove_payee",
         compensate=remove_added,
     ),
@@ -564,6 +568,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=remove_payee,
         preview=preview_remove_payee,
+        facts={"account_holder": str},
         irreversible="a removed payee is saved again with bank.add_payee",
     ),
     Tool(
@@ -575,6 +580,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=update_profile,
         preview=preview_update_profile,
+        facts={"account_holder": str},
         compensation_tool="bank.update_profile",
         compensate=restore_profile,
     ),
@@ -587,6 +593,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=change_password,
         preview=preview_password,
+        facts={"account_holder": str},
         irreversible="the old password is not kept, so it cannot be restored",
     ),
 ]

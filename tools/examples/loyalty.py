@@ -185,6 +185,8 @@ REDEEM = Tool(
     effect=Effect.WRITE,
     execute=redeem,
     preview=preview_redeem,
+    # The facts its preview gives, with their types: what a rule's `fact:` is checked against.
+    facts={"points_balance": int},
     compensation_tool="loyalty.restore",
     compensate=restore_redeemed,
 )

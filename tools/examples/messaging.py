@@ -294,6 +294,7 @@ TOOLS = [
         effect=Effect.EXTERNAL,
         execute=post_message,
         preview=preview_post,
+        facts={"channel_is_external": bool},
         compensation_tool="chat.delete_message",
         compensate=delete_posted,
     ),
@@ -306,6 +307,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=delete_message,
         preview=preview_delete,
+        facts={"channel_is_external": bool},
         irreversible="a deleted message is posted again with chat.post_message",
     ),
     Tool(
@@ -317,6 +319,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=invite_user,
         preview=preview_invite,
+        facts={"channel_is_external": bool},
         compensation_tool="chat.remove_user",
         compensate=uninvite,
     ),
@@ -329,6 +332,7 @@ TOOLS = [
         effect=Effect.WRITE,
         execute=remove_user,
         preview=preview_remove,
+        facts={"channel_is_external": bool},
         irreversible="a removed member is invited again with chat.invite_user",
     ),
 ]
