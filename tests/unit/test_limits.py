@@ -15,7 +15,7 @@ from contracts.models import Effect, Mode, Outcome, Tier
 from contracts.policy import WindowLimit
 from contracts.policy_limits import CounterSeen, CounterUse, LimitCharge, LimitsHeld
 from policy import CallContext, PolicyError, decide, load_policy, parse_policy
-from policy.check import check
+from policy.check import check, require_sound_rules
 from policy.limits import (
     charges,
     counter_text,
@@ -262,6 +262,20 @@ def test_the_check_names_a_limit_counting_an_argument_or_fact_the_tool_does_not_
         "tools.payments.create_refund.limits.text.sum: payments.create_refund's argument reason is a string, "
         "and sum adds numbers",
     ]
+
+
+def test_a_worker_refuses_a_limit_that_cannot_count_what_it_names(tmp_path: Path) -> None:
+    """What `airlock policy check` finds wrong in a limit, the worker refuses to start with: such a
+    limit would fail every call of its tool closed instead of counting."""
+    registry = load_registry(["tools.backoffice"])
+    path = limited(tmp_path, DAILY | {"sum": "reason"})
+    with pytest.raises(PolicyError) as refused:
+        require_sound_rules(load_policy(path), registry.catalog(), str(path))
+    assert str(refused.value) == (
+        f"{path}: tools.payments.create_refund.limits.refunds.daily.sum: payments.create_refund's argument "
+        "reason is a string, and sum adds numbers"
+    )
+    require_sound_rules(load_policy(limited(tmp_path, DAILY)), registry.catalog(), str(path))
 
 
 def test_a_policy_with_limits_parses_and_hashes_them() -> None:

@@ -382,3 +382,28 @@ def test_the_new_keys_round_trip_through_a_policy_and_its_hash() -> None:
     assert dumped["tools"]["payments.create_refund"]["rules"][0]["when"]["all"][1]["not"]["in"] == ["ORD-1"]
     again = type(policy).model_validate(dumped)
     assert again == policy and again.content_hash() == policy.content_hash()
+
+
+# ---- the reference ----------------------------------------------------------------------------
+
+
+def test_the_documented_operators_are_every_operator_and_each_example_reads() -> None:
+    """docs/policy.md's table of conditions names every operator the loader knows, and each of its
+    examples is a condition the loader accepts, using the operator it illustrates."""
+    from pathlib import Path
+
+    import yaml
+
+    from contracts.policy import OPERATORS
+
+    doc = (Path(__file__).parents[2] / "docs" / "policy.md").read_text()
+    table = doc.split("## Conditions", 1)[1].split("**Typed.**", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    documented: set[str] = set()
+    for row in rows:
+        names, _, example = (cell.strip() for cell in row.strip("|").split("|"))
+        ops = set(re.findall(r"`([a-z_]+)`", names))
+        documented |= ops
+        parsed = Condition.model_validate(yaml.safe_load(example.strip("`")))
+        assert parsed.operator in ops, row
+    assert documented == set(OPERATORS)
