@@ -67,6 +67,10 @@ SANDBOX = SandboxedWorkflowRunner(
         "contracts",
         # The policy engine: pure functions of a pinned policy and a call.
         "policy",
+        # What the policy's text tests normalise with (contracts.textnorm) and its patterns run
+        # on: pure, loaded once; imported lazily inside a run, they would be imported per run.
+        "idna",
+        "re2",
         # Metric instruments through temporalio's replay-safe meter provider (API only, no I/O).
         "runtime.instruments",
         # Pure arithmetic over run state (budgets, votes, sizes, message decoding), and
@@ -229,17 +233,9 @@ def preflight(settings: Settings) -> None:
     a dev server): a policy or a tool module that does not load is `StartupError`, one line naming
     the file or the module. `airlock worker` and `airlock dev` both call it."""
     try:
-        require_sound_rules(
-            load_policy(settings.policy_path),
-            load_registry(settings.tool_module_list).catalog(),
-            str(settings.policy_path),
-        )
+        policy = load_policy(settings.policy_path)
     except PolicyError as e:
-        problems = str(e).splitlines()
-        more = f" (and {len(problems) - 1} more; `airlock policy check {settings.policy_path}` lists them)"
-        raise StartupError(
-            f"refusing to start, the policy does not load: {problems[0]}{more if len(problems) > 1 else ''}"
-        ) from None
+        raise _policy_refused(e, settings) from None
     for module in settings.tool_module_list:
         try:
             load_registry([module])
@@ -249,9 +245,22 @@ def preflight(settings: Settings) -> None:
                 f"{type(e).__name__}: {_first_line(e)}"
             ) from None
     try:
-        load_registry(settings.tool_module_list)
+        registry = load_registry(settings.tool_module_list)
     except ValueError as e:  # each loads, together they do not: a tool defined twice
         raise StartupError(f"refusing to start, the tool modules (AIRLOCK_TOOL_MODULES): {e}") from None
+    try:
+        # A rule on an argument or fact the tools do not have would fail closed on every call.
+        require_sound_rules(policy, registry.catalog(), str(settings.policy_path))
+    except PolicyError as e:
+        raise _policy_refused(e, settings) from None
+
+
+def _policy_refused(error: PolicyError, settings: Settings) -> StartupError:
+    problems = str(error).splitlines()
+    more = f" (and {len(problems) - 1} more; `airlock policy check {settings.policy_path}` lists them)"
+    return StartupError(
+        f"refusing to start, the policy does not load: {problems[0]}{more if len(problems) > 1 else ''}"
+    )
 
 
 def _first_line(error: BaseException) -> str:

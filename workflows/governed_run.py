@@ -779,6 +779,9 @@ class GovernedRun:
                 )
             del m.open_circuits[call.tool]
         key = self._idempotency_key(step, index) if entry.effect is not Effect.READ else None
+        # Whether this run keeps windowed limits is asked before the preview, for the reason
+        # given at FRESH_FACTS below (the SDK remembers the answer for the rest of the run).
+        self._tool_has_limits(call.tool)
         try:
             prepared = await self._prepare(call, index, step, key)
         except FailureError as e:
@@ -811,9 +814,13 @@ class GovernedRun:
             approved = await self._await_approval(record, call, decision, rounds)
             if not approved:
                 return
+            # Asked in the task the vote came in, before the wait reads the control store: on
+            # replay a patch's answer depends on the workflow task it is asked in, and a local
+            # activity's result can reach the code one task later than it was recorded in.
+            fresh_facts = workflow.patched(FRESH_FACTS)
             await self._wait_while_paused()
             self._check_budget("tool_call", counting_this_call=True)
-            if not workflow.patched(FRESH_FACTS):
+            if not fresh_facts:
                 break
             fresh = await self._decide_again(record, call, entry, context, key, decision, rounds)
             if fresh is None:

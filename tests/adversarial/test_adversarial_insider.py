@@ -239,6 +239,7 @@ async def test_in_a_signed_workspace_a_switch_needs_an_admins_signature(
     with the admin's key and is accepted."""
     monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", vault_settings.task_queue)
     monkeypatch.setenv("AIRLOCK_KEYS_DIR", str(vault_settings.keys_dir))
+    monkeypatch.setenv("AIRLOCK_POLICY", str(vault_settings.policy_path))
     status, out = await airlock_cli("workspace", "pause", "vault", "--by", "u_carol", "--reason", "drill")
     assert status == 0, out
     handle = client.get_workflow_handle(control_workflow_id("vault"))

@@ -3,12 +3,16 @@ facts that no longer hold does not carry over."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
+from temporalio.client import Client, WorkflowHandle
 
 from contracts.models import CallStatus, RunState
-from tests.conftest import REFUND_120, Runs, call, count_rows
+from recorder.flight_recorder import fetch_history, reconstruct
+from tests.conftest import READ, REFUND_120, Runs, call, count_rows, switch
 from tools.backoffice.db import refunds
 
 
@@ -64,3 +68,34 @@ async def test_an_approved_call_the_fresh_facts_forbid_is_denied(runs: Runs, db:
     assert refused.decision is not None and refused.decision.rule == "refund.within-refundable"
     assert refused.facts["refundable_usd"] == "80.00"
     assert count_rows(db, refunds) == before
+
+
+async def _obeyed_a_switch(handle: WorkflowHandle[Any, Any]) -> None:
+    """Until the run has taken the control workflow's message that a switch changed."""
+    for _ in range(200):
+        timeline = await handle.query("timeline", result_type=list[dict[str, Any]])
+        if any(e["kind"] == "workspace_switch" for e in timeline):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the run never heard of the switch")
+
+
+@pytest.mark.parametrize("attempt", range(5))
+async def test_an_approval_that_lands_while_a_switch_is_confirmed_replays_at_every_moment(
+    runs: Runs, client: Client, clean_switches: Any, attempt: int
+) -> None:
+    """Safe mode goes on while a refund waits, then the refund is approved: the run reads the
+    control store before it goes on, and the store's answer can reach the run one workflow task
+    after the one it is recorded in. The history, fetched while the approved write is held,
+    still replays (what `airlock show` does) whichever task the answer reached it in; five runs
+    give the race its chances."""
+    handle = await runs.start(script=[READ, REFUND_120], mode="approve")
+    approval_id = (await runs.pending(handle)).pending_approvals[0].approval_id
+    await switch(client, "safe_mode", True)
+    await _obeyed_a_switch(handle)
+    await handle.signal("approve", {"approval_id": approval_id, "approver": "u_bob", "comment": "ok"})
+    await runs.wait_for(handle, lambda s: s.held is not None and s.held.kind == "safe_mode")
+    recording = await reconstruct(await fetch_history(client, handle.id))
+    assert recording.state is RunState.RUNNING
+    await switch(client, "safe_mode", False)
+    assert (await handle.result()).state is RunState.COMPLETED
