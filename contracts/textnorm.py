@@ -168,39 +168,39 @@ def link_hosts(value: str) -> set[str | None]:
     normal = text(value)
     if not any(mark in normal for mark in _LINK_MARKS):
         return set()  # most texts link nowhere, and these substring tests cost far less than the scan
-    # One key per host part, however many links share it: each is read once.
-    keys = set(_LINK.findall(_words(normal)))
-    keys.discard("")
     hosts: set[str | None] = set()
-    for key in keys:
-        scheme = _SCHEME.match(key)
-        if scheme is None and not key.startswith("www.") and not _bare_host(key[:-1]):
-            continue  # a version or a fraction before a slash (`4.2/5`), not a host
-        # Punctuation that closes a sentence or a bracket around a link is not part of it.
-        link = key.rstrip(_CLOSING)
-        url = link if scheme is not None else "http://" + link
-        # Only the scheme and the authority name the host, so the path is cut off before parsing.
-        end = _AUTHORITY_END.search(url, url.index("//") + 2)
-        authority = url if end is None else url[: end.start()]
-        hosts.add(_authority_host(authority) if len(authority) <= _CACHED_AUTHORITY else url_host(authority))
+    # One key per host part, however many links share it: each is read once.
+    for key in set(_LINK.findall(_words(normal))):
+        if key:
+            hosts.update(_cached_key_host(key) if len(key) <= _CACHED_KEY else _key_host(key))
     return hosts
 
 
-# An authority of a name (253 characters at most), a scheme, a port and a short user name; a
-# longer one is read each time, so that the cache holds no long text from an agent.
-_CACHED_AUTHORITY = 320
-
-
-@functools.lru_cache(maxsize=4096)
-def _authority_host(authority: str) -> str | None:
-    # Pure, so a cache changes no answer: a run's texts link to the same few hosts, and reading
-    # a URL costs more than the whole scan of a link.
-    return url_host(authority)
+def _key_host(key: str) -> tuple[str | None, ...]:
+    """The host a link's key names (None when it does not parse), or none for a bare name that
+    is a version or a fraction before a slash (`4.2/5`)."""
+    scheme = _SCHEME.match(key)
+    if scheme is None and not key.startswith("www.") and not _bare_host(key[:-1]):
+        return ()
+    # Punctuation that closes a sentence or a bracket around a link is not part of it.
+    link = key.rstrip(_CLOSING)
+    url = link if scheme is not None else "http://" + link
+    # Only the scheme and the authority name the host, so the path is cut off before parsing.
+    end = _AUTHORITY_END.search(url, url.index("//") + 2)
+    return (url_host(url if end is None else url[: end.start()]),)
 
 
 def _bare_host(name: str) -> bool:
     """Whether a bare name before a slash ends in a label that starts with a letter."""
     return name.rstrip(".").rsplit(".", 1)[-1][:1].isalpha()
+
+
+# A key of a name (253 characters at most), a scheme, a port and a short user name; a longer one
+# is read each time, so that the cache holds no long text from an agent.
+_CACHED_KEY = 320
+# Pure, so a cache changes no answer: a run's texts link to the same few hosts, and reading a
+# URL costs more than the whole scan of a link.
+_cached_key_host = functools.lru_cache(maxsize=4096)(_key_host)
 
 
 def covered(name: str, entries: frozenset[str]) -> bool:
