@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -129,9 +128,10 @@ def test_str_split_splits_at_exactly_the_white_space_of_the_patterns() -> None:
         "ab " * 200_000 + "/",
     ],
 )
+@pytest.mark.timeout(60)
 def test_link_hosts_reads_long_texts_in_linear_time(text: str) -> None:
     """Shapes that would be quadratic if a skip or a host part read the same stretch again from
-    every position in it take well under a second at hundreds of thousands of characters."""
-    start = time.perf_counter()
-    link_hosts(text)
-    assert time.perf_counter() - start < 2.0
+    every position in it: read in linear time they take a fraction of a second at hundreds of
+    thousands of characters; read again from every position they would take hours, and the
+    timeout fails the test. (How fast the scan is belongs to `make bench`.)"""
+    assert link_hosts(text) == set(reference_link_hosts(text))
