@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import idna
@@ -34,20 +33,70 @@ WILDCARD = "*."
 # path (`team.example`) is not counted, nor a number before a slash (`4.2/5`). The text is in its
 # normal form first, so a fullwidth colon or slash is already the ASCII one.
 #
+# A link runs from where it starts to the end of its word: the run of characters up to a
+# delimiter (white space, `<`, `>`, a quote, a backtick), so a word holds one link at most, the
+# one that starts first in it. Before the scan every delimiter becomes a space and every
+# backslash a slash (`_words`), which changes no word and no link (the URL's reading turns
+# backslashes into slashes too), and lets the patterns name one delimiter, which the regex
+# engine tests far faster than a class with `\s` in it.
+#
+# The scan reports, per link, only the part that names its host (`_KEY`), so that a text of many
+# links to a few hosts reads each host once, and the work per link stays inside the regex engine
+# (one findall) instead of a Python step per link.
+#
 # The text comes from the agent, so the scan must stay linear in its length: each alternative
 # may only start where a run of its characters starts (the look-behinds), so that a long run of
-# `a.a.a.` is read once, not once from every position in it.
-_LINK = re.compile(
-    r"(?:(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*:[/\\]{2}"
-    r"|(?<![\w.-])www\."
-    r"|(?<![\w.-])(?P<bare>[\w-]+\.[\w.-]*)(?=[/\\]))"
-    r"[^\s<>\"'`]*+"
+# `a.a.a.` is read once, not once from every position in it; every quantifier after a start is
+# possessive or cannot backtrack out of the run it is in.
+#
+# Punctuation that closes a sentence or a bracket around a link is not part of it: it is
+# stripped from the link's end.
+_CLOSING = ".,;:!?)]}"
+_C = re.escape(_CLOSING)
+# The host part of a link: up to its path, query or fragment; then one character of what follows
+# when that survives the stripping of closing punctuation: `/` or `#`, or a `?` followed (after
+# any closing punctuation) by one more character of the word. Without that witness the link ends
+# with its host part, and closing punctuation comes off the host part itself.
+_HOST_PART = rf"[^ /?#]*+(?:[/#]|\?[{_C}]*+[^ {_C}])?"
+_KEY = (
+    # A scheme and `//`. A `www.` name followed by `:` and `//` reads as a scheme too (the URL's
+    # reading takes it as one); it may also start after a `+`, where a `www.` link may start.
+    rf"(?:(?<![a-z0-9+.-])|(?<=\+)(?=www\.))[a-z][a-z0-9+.-]*+://{_HOST_PART}"
+    rf"|(?<![\w.-])www\.{_HOST_PART}"
+    # A bare host and the slash after it.
+    r"|(?<![\w.-])[\w-]++\.[\w.-]*+/"
 )
-# Every link the scan finds has one of these: a slash either way round, or `www.`.
+# Before a link, the words that cannot hold one (no `/`, no `www.`) are skipped, each with the
+# spaces after it. The skip starts only where a word starts, so that a word it cannot skip is
+# not read again from every position in it.
+_SKIP = r"(?:(?<![^ ])(?:[^ /w]*+(?:w(?!ww\.)[^ /w]*+)*+ ++)*+)?"
+# Where no link starts, the match moves on by a character, or by a run of them where none can
+# start one: a letter, digit, `.` or `-` after one of these (every look-behind refuses it), so
+# that a word full of slashes and no link is not read a character per match.
+_NO_START = r"(?:[a-z0-9.-]++|[\s\S]) *+"
+# Each match is a skip, then a link (its key in the group, the rest of its word, the spaces after
+# it) or a step on; findall gives "" for a match without a link.
+_LINK = re.compile(rf"{_SKIP}(?:({_KEY})[^ ]*+ *+|{_NO_START})?")
+# The delimiters of words but the space and the white space outside ASCII (`_words` reads those
+# apart): what `\s` matches in ASCII, and the characters that end a link in a text.
+_ASCII_DELIMITERS = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f<>\"'`"
+# Every link the scan finds has one of these: a slash (either way round) or `www.`.
 _LINK_MARKS = ("/", "\\", "www.")
 _AUTHORITY_END = re.compile(r"[/?#]")
-_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*:[/\\]{2}")
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
 _TABS_AND_NEWLINES = str.maketrans("", "", "\t\n\r")
+
+
+def _words(normal: str) -> str:
+    """The text with every delimiter of words a space, and every backslash a slash."""
+    if not normal.isascii():
+        normal = " ".join(normal.split())  # `str.split` splits at exactly the white space of `\s`
+    # Substring tests and replacements cost far less than a translation (or a regex), and most
+    # texts hold few of these, if any.
+    for delimiter in _ASCII_DELIMITERS:
+        if delimiter in normal:
+            normal = normal.replace(delimiter, " ")
+    return normal.replace("\\", "/") if "\\" in normal else normal
 
 
 def text(value: str) -> str:
@@ -114,26 +163,44 @@ def url_host(value: str) -> str | None:
     return domain(host)
 
 
-def link_hosts(value: str) -> Iterator[str | None]:
-    """The host of every link in a text, in order, None for a link whose host does not parse."""
+def link_hosts(value: str) -> set[str | None]:
+    """The host of every link in a text (each once), None for a link whose host does not parse."""
     normal = text(value)
     if not any(mark in normal for mark in _LINK_MARKS):
-        return  # most texts link nowhere, and these substring tests cost far less than the scan
-    hosts: dict[str, str | None] = {}
-    for match in _LINK.finditer(normal):
-        bare = match.group("bare")
-        if bare is not None and not bare.rstrip(".").rsplit(".", 1)[-1][:1].isalpha():
-            continue  # a version or a fraction before a slash (`4.2/5`), not a host
-        # Punctuation that closes a sentence or a bracket around a link is not part of it.
-        link = match.group(0).rstrip(".,;:!?)]}")
-        url = (link if _SCHEME.match(link) else "http://" + link).replace("\\", "/")
-        # Only the scheme and the authority name the host, so the path is cut off before parsing
-        # (as `urlsplit` would): a text of many links to a few hosts parses each host once.
-        end = _AUTHORITY_END.search(url, url.index("//") + 2)
-        authority = url if end is None else url[: end.start()]
-        if authority not in hosts:
-            hosts[authority] = url_host(authority)
-        yield hosts[authority]
+        return set()  # most texts link nowhere, and these substring tests cost far less than the scan
+    hosts: set[str | None] = set()
+    # One key per host part, however many links share it: each is read once.
+    for key in set(_LINK.findall(_words(normal))):
+        if key:
+            hosts.update(_cached_key_host(key) if len(key) <= _CACHED_KEY else _key_host(key))
+    return hosts
+
+
+def _key_host(key: str) -> tuple[str | None, ...]:
+    """The host a link's key names (None when it does not parse), or none for a bare name that
+    is a version or a fraction before a slash (`4.2/5`)."""
+    scheme = _SCHEME.match(key)
+    if scheme is None and not key.startswith("www.") and not _bare_host(key[:-1]):
+        return ()
+    # Punctuation that closes a sentence or a bracket around a link is not part of it.
+    link = key.rstrip(_CLOSING)
+    url = link if scheme is not None else "http://" + link
+    # Only the scheme and the authority name the host, so the path is cut off before parsing.
+    end = _AUTHORITY_END.search(url, url.index("//") + 2)
+    return (url_host(url if end is None else url[: end.start()]),)
+
+
+def _bare_host(name: str) -> bool:
+    """Whether a bare name before a slash ends in a label that starts with a letter."""
+    return name.rstrip(".").rsplit(".", 1)[-1][:1].isalpha()
+
+
+# A key of a name (253 characters at most), a scheme, a port and a short user name; a longer one
+# is read each time, so that the cache holds no long text from an agent.
+_CACHED_KEY = 320
+# Pure, so a cache changes no answer: a run's texts link to the same few hosts, and reading a
+# URL costs more than the whole scan of a link.
+_cached_key_host = functools.lru_cache(maxsize=4096)(_key_host)
 
 
 def covered(name: str, entries: frozenset[str]) -> bool:

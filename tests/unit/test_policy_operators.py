@@ -277,6 +277,9 @@ def test_url_domains_read_the_host_a_browser_would_open(url: str, inside: bool |
         ("sign in again at evil.example/login", True),
         ("notes at wiki.team.example/releases", False),
         ("look-alike тeam.example/login", True),
+        # Many links to the listed hosts, and one outside among them.
+        (" ".join(f"https://wiki.team.example/{i}" for i in range(200)), False),
+        (" ".join(f"https://wiki.team.example/{i}" for i in range(200)) + " (https://evil.example.)", True),
     ],
 )
 def test_links_outside_finds_any_link_to_an_unlisted_domain(text: str, outside: bool) -> None:
