@@ -87,7 +87,8 @@ def tool_tier(policy: Policy, tool: str, default: Tier) -> Tier:
     return tp.tier if tp is not None and tp.tier is not None else default
 
 
-def _lookup(values: dict[str, Any], path: str) -> Any:
+def value_at(values: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path into the arguments; a private sentinel when it is not there."""
     current: Any = values
     for part in path.split("."):
         if not isinstance(current, dict) or part not in current:
@@ -96,7 +97,7 @@ def _lookup(values: dict[str, Any], path: str) -> Any:
     return current
 
 
-def _number(value: Any) -> Decimal | None:
+def as_number(value: Any) -> Decimal | None:
     """A number, also one written as a decimal string (how a `Decimal` travels), or None."""
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         return None
@@ -118,7 +119,7 @@ def _typed(kind: str, value: Any, declared: Kind | None) -> Any:
         return value if isinstance(value, str) and declared != "number" else _MISSING
     if isinstance(value, str) and declared != "number":
         return _MISSING
-    number = _number(value)
+    number = as_number(value)
     return _MISSING if number is None else number
 
 
@@ -133,7 +134,7 @@ def _operand(cond: Condition) -> Callable[[CallContext], tuple[Any, Kind | None]
     path = cond.arg or ""
     if "." not in path:
         return lambda call: (call.args.get(path, _MISSING), call.arg_kinds.get(path))
-    return lambda call: (_lookup(call.args, path), kind_at(call.arg_kinds, path))
+    return lambda call: (value_at(call.args, path), kind_at(call.arg_kinds, path))
 
 
 def _literal(value: bool | int | float | str) -> bool | Decimal | str:
@@ -213,7 +214,7 @@ def _value_test(cond: Condition) -> ValueTest:
         fact = cond.gt_fact or ""
 
         def above_fact(value: Any, _: Kind | None, call: CallContext) -> bool | None:
-            n, limit = _number(value), _number(call.facts.get(fact))
+            n, limit = as_number(value), as_number(call.facts.get(fact))
             return None if n is None or limit is None else n > limit
 
         return above_fact
@@ -228,7 +229,7 @@ def _value_test(cond: Condition) -> ValueTest:
         order = orders[op]
 
         def ordered(value: Any, _: Kind | None, __: CallContext) -> bool | None:
-            n = _number(value)
+            n = as_number(value)
             return None if n is None else bool(order(n))
 
         return ordered

@@ -11,15 +11,14 @@ earlier than its window says.
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from contracts.models import Decision, Outcome, Tier
 from contracts.policy import Policy, WindowLimit
 from contracts.policy_limits import WHOLE_WORKSPACE, CounterSeen, LimitCharge, LimitsHeld
-from policy.engine import CallContext, matches
+from policy.engine import CallContext, as_number, matches, value_at
 
-_MISSING = object()
 # The store keeps amounts in millionths of the limit's unit, as integers: sums stay exact.
 MICRO = Decimal(1_000_000)
 
@@ -80,28 +79,14 @@ def subject(limit: WindowLimit, call: CallContext) -> str:
     return WHOLE_WORKSPACE
 
 
-def _lookup(values: dict[str, Any], path: str) -> Any:
-    current: Any = values
-    for part in path.split("."):
-        if not isinstance(current, dict) or part not in current:
-            return _MISSING
-        current = current[part]
-    return current
-
-
 def amount(limit: WindowLimit, call: CallContext) -> Decimal | None:
     """What the call adds: 1 for `count`, else the argument's or fact's value; None when that is
     missing, not a number, negative or not finite (the limit then counts the call as over)."""
     if limit.count:
         return Decimal(1)
-    value = _lookup(call.args, limit.sum) if limit.sum is not None else call.facts.get(limit.sum_fact or "", _MISSING)
-    if value is _MISSING or isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() and number >= 0 else None
+    value = value_at(call.args, limit.sum) if limit.sum is not None else call.facts.get(limit.sum_fact or "")
+    number = as_number(value)  # the engine's reading: a bool or a non-finite value is no number
+    return number if number is not None and number >= 0 else None
 
 
 def charges(limits: list[WindowLimit], call: CallContext) -> list[LimitCharge]:
