@@ -709,7 +709,7 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
         return serve()
     if args.command == "show" and not (args.run_id or args.history):
-        return say(CommandError("airlock show: give a RUN_ID or --history FILE", USAGE))
+        return say(CommandError("show: give a RUN_ID or --history FILE", USAGE))
     try:
         if args.command == "dev":
             from airlock.dev import dev
