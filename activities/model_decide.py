@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
@@ -76,7 +77,8 @@ class ModelActivities:
         with structlog.contextvars.bound_contextvars(
             run_id=request.workflow_id, workspace=request.workspace, step=request.step
         ):
-            return await self._decide(request)
+            decision = await self._decide(request)
+        return decision.model_copy(update={"decided_at": datetime.now(UTC)})
 
     async def _held_call(self, request: ModelRequest, hold: SpendHold) -> ModelDecision:
         """A paid call under the workspace's daily cap: its estimate is held in the control store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue
@@ -59,3 +60,6 @@ class ModelDecision(BaseModel):
     cost_usd: float = 0.0
     # The call was not made: its estimate would pass the workspace's daily spend cap.
     spend_refusal: str | None = None
+    # When the worker had the decision, by its clock. Recorded with the result, so a run that
+    # goes by it (`workflows.eras.PUBLISH_BY_CLOCK`) reads the same time on every replay.
+    decided_at: datetime | None = None

@@ -2,8 +2,9 @@
 changed with it, and which way a run of each era starts. Kept out of the run's loop, so that it
 reads as what a run does today; a history of any era still replays through here.
 
-Runs since PUBLISH_WHEN_SEEN start as those since START_IN_ONE do, and publish their state when
-it can be seen. Runs since START_IN_ONE join in their start activity, or under a cap in a full
+Runs since PUBLISH_BY_CLOCK start as those since PUBLISH_WHEN_SEEN do, and tell that they have
+gone on long enough to be seen by the clock their model calls recorded. Runs since PUBLISH_WHEN_SEEN start as those since
+START_IN_ONE do, and publish their state when it can be seen. Runs since START_IN_ONE join in their start activity, or under a cap in a full
 one; runs between that and CAPPED_JOIN pinned first, then joined the same way in an activity of
 its own; runs between that and `workspace-join-local` joined in a local activity; runs between
 that and `workspace-control` in a full activity; earlier runs did not join.
@@ -17,6 +18,9 @@ from temporalio import workflow
 
 # How a starting run joins its workspace's control plane (see `start_era`).
 Join = Literal["in-start", "capped-by-activity", "local", "activity"] | None
+# When a starting run first publishes its search attributes: as it starts, or when it can be seen
+# (past its first workflow task by the history's length, or by its model calls' clock).
+Publishing = Literal["at-start", "when-seen", "by-clock"]
 # Under a concurrency cap the join waits for the control workflow's admission. Since this patch
 # it waits in a full activity, with this run's workflow task closed: a local activity kept the
 # task, and its worker slot, and once a burst of starts held every slot of the worker the control
@@ -35,6 +39,13 @@ PUBLISH_WHEN_SEEN = "publish-when-seen"
 # are refused in one note to the model), and a history whose timeline passed MAX_TIMELINE entries
 # continues as new at the next step: what one step or one history records stays bounded.
 BOUNDED_STEP = "bounded-step"
+# Since this patch a run that has not published yet tells that it has been going long enough to be
+# seen by the clock its model calls recorded (`ModelDecision.decided_at`), not by the history's
+# length: the length read after a local activity is not the same in a run and in its replay (the
+# SDK may hand the activity's result to the workflow one task later than it did the first time),
+# so a publish that depended on it could be replayed as an upsert the history does not hold, or
+# the other way round. A recorded result reads the same on every replay.
+PUBLISH_BY_CLOCK = "publish-by-clock"
 # Since this patch a run that is paused (by a person or the kill switch) while it waits for votes
 # reports `paused`, not `awaiting_approval`, and publishes it; it reports `awaiting_approval`
 # again when resumed with the vote still open.
@@ -54,17 +65,19 @@ WORKSPACE_JOIN_LOCAL = "workspace-join-local"
 WORKSPACE_CONTROL = "workspace-control"
 
 
-def start_era() -> tuple[Join, bool]:
-    """How this run joins its workspace's control plane, and whether it publishes its state only
-    once it can be seen. Called once, by a run that starts afresh, before its first await."""
+def start_era() -> tuple[Join, Publishing]:
+    """How this run joins its workspace's control plane, and when it first publishes its state.
+    Called once, by a run that starts afresh, before its first await."""
+    if workflow.patched(PUBLISH_BY_CLOCK):
+        return "in-start", "by-clock"
     if workflow.patched(PUBLISH_WHEN_SEEN):
-        return "in-start", True
+        return "in-start", "when-seen"
     if workflow.patched(START_IN_ONE):
-        return "in-start", False
+        return "in-start", "at-start"
     if workflow.patched(CAPPED_JOIN):
-        return "capped-by-activity", False
+        return "capped-by-activity", "at-start"
     if workflow.patched(WORKSPACE_JOIN_LOCAL):
-        return "local", False
+        return "local", "at-start"
     if workflow.patched(WORKSPACE_CONTROL):
-        return "activity", False
-    return None, False
+        return "activity", "at-start"
+    return None, "at-start"

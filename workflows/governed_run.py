@@ -115,6 +115,7 @@ with workflow.unsafe.imports_passed_through():
         PAUSED_WINS,
         WINDOWED_LIMITS,
         Join,
+        Publishing,
         start_era,
     )
     from workflows.memory import RunMemory, RunSnapshot
@@ -184,6 +185,9 @@ ADMIN_ROLE = "admin"
 HOLD_POLL = timedelta(minutes=1)
 # A call held because the control store could not be read is tried again after this long.
 HOLD_RETRY = timedelta(seconds=5)
+# A run that has gone on this long (by its model calls' clock) without waiting publishes its
+# state, so that lists of runs show it; a shorter one publishes once, as it ends.
+PUBLISH_AFTER = timedelta(seconds=2)
 
 
 MAX_CALLS_PER_STEP = 32
@@ -274,8 +278,8 @@ class GovernedRun:
                 type=errors.FORGED_CARRIED_STATE,
                 non_retryable=True,
             )
-        join, lazy = start_era() if carried is None else (None, False)
-        m = carried or await self._start(raw, join, lazy)
+        join, publishing = start_era() if carried is None else (None, "at-start")
+        m = carried or await self._start(raw, join, publishing)
         self._m = m
         self._desk = ApprovalDesk(
             m.context.policy,
@@ -307,7 +311,8 @@ class GovernedRun:
         if m.publish_when_seen:
             # A continued run starts with the search attributes of the run before it, which
             # published them as it continued.
-            self._first_task_length = workflow.info().get_current_history_length()
+            if not m.publish_by_clock:
+                self._first_task_length = workflow.info().get_current_history_length()
         else:
             self._publish()
         steps_here = 0
@@ -316,7 +321,7 @@ class GovernedRun:
                 raise budget.refused_by_workspace(m.refused_admission)
             while True:
                 await self._wait_while_paused()
-                if self._unpublished and workflow.info().get_current_history_length() != self._first_task_length:
+                if self._unpublished and not m.publish_by_clock and self._history_grew():
                     self._publish()
                 self._check_budget("model_call")
                 if (
@@ -329,6 +334,8 @@ class GovernedRun:
                 steps_here += 1
                 m.used.steps += 1
                 decision = await self._ask_model()
+                if self._unpublished and m.publish_by_clock and self._gone_on_since_start(decision):
+                    self._publish()
                 if not decision.calls:
                     raise RunEnded(RunState.COMPLETED, "the agent finished", decision.answer)
                 for index, call in enumerate(decision.calls):
@@ -350,7 +357,20 @@ class GovernedRun:
             # The model's local activity gave up (its last failure surfaces as is).
             return await self._finish(RunState.FAILED, f"model.decide failed: {e}")
 
-    async def _start(self, raw: Any, join: Join, lazy: bool) -> RunMemory:
+    def _history_grew(self) -> bool:
+        """Before PUBLISH_BY_CLOCK: whether the history is longer than at the run's start, past
+        its first workflow task. A replay may read it at another moment than the run did, when a
+        local activity's result reached the workflow a task later (see `eras.PUBLISH_BY_CLOCK`)."""
+        return workflow.info().get_current_history_length() != self._first_task_length
+
+    @staticmethod
+    def _gone_on_since_start(decision: ModelDecision) -> bool:
+        """Since PUBLISH_BY_CLOCK: whether the model answered PUBLISH_AFTER or more after the run
+        started, by the time its recorded result holds, which every replay reads the same."""
+        decided_at = decision.decided_at
+        return decided_at is not None and decided_at - workflow.info().workflow_start_time >= PUBLISH_AFTER
+
+    async def _start(self, raw: Any, join: Join, publishing: Publishing) -> RunMemory:
         try:
             run_input = RunInput.model_validate(raw)
         except ValidationError as e:
@@ -408,7 +428,8 @@ class GovernedRun:
             context=context,
             mode=effective_mode(context.policy, run_input.workspace, run_input.mode, run_input.requested_by),
             started_at=workflow.now(),
-            publish_when_seen=lazy,
+            publish_when_seen=publishing != "at-start",
+            publish_by_clock=publishing == "by-clock",
         )
         if join is not None and admission is None:  # not joined in `run.start`
             request = registration.model_copy(

@@ -89,6 +89,9 @@ class RunMemory(BaseModel):
     # Started under the `publish-when-seen` patch: the chain's runs publish their search
     # attributes when they first wait outside their first workflow task, and when they end.
     publish_when_seen: bool = False
+    # Started under `publish-by-clock`: how long the run has gone on is told by its model calls'
+    # recorded clock, not by the history's length.
+    publish_by_clock: bool = False
 
     def call_context(
         self, entry: CatalogEntry, args: dict[str, JsonValue], facts: dict[str, JsonValue] | None = None

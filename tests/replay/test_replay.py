@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, WorkflowRunner
 
@@ -17,6 +18,7 @@ from tests.history_scenarios import HISTORIES, SCENARIOS, histories_of
 from worker import SANDBOX
 from workflows.agent_run import AgentRun
 from workflows.governed_run import GovernedRun
+from workflows.search_attributes import STATE
 from workflows.undo_run import UndoRun
 from workflows.workspace_control import WorkspaceControl
 
@@ -67,6 +69,37 @@ async def test_committed_history_replays(path: Path) -> None:
     history = load(path.read_text(), path.stem)
     result = await replay_of(history).replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+def _first_task_ended_before_the_start_result_was_used(history: WorkflowHistory) -> bool:
+    """The shape of the race: the run's start (a local activity) is recorded with the first
+    workflow task's commands, yet the run went on only in a second task, with no activity, timer
+    or signal in between: the SDK handed the activity's result to the workflow a task late."""
+    kinds = [e.event_type for e in history.events]
+    completed = kinds.index(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    scheduled = kinds.index(EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, completed)
+    between = history.events[completed + 1 : scheduled]
+    return any(e.marker_recorded_event_attributes.marker_name == "core_local_activity" for e in between)
+
+
+async def test_a_run_whose_start_result_came_a_task_late_replays() -> None:
+    """A run that met the race replays, and then publishes where it did: its state once, as it
+    ended. Before `publish-by-clock` the run read the history's length after its start and
+    replay read another one, and publishing by it replayed as an upsert the history did not hold
+    ("UpsertWorkflowSearchAttributesMachine does not handle WorkflowExecutionCompleted")."""
+    path = HISTORIES / "races" / "start-result-a-task-late.json"
+    history = load(path.read_text(), path.stem)
+    assert _first_task_ended_before_the_start_result_was_used(history)
+    upserts = [e for e in history.events if e.HasField("upsert_workflow_search_attributes_event_attributes")]
+    published = [
+        e
+        for e in upserts
+        if STATE.name in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+    assert len(published) == 1
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    result = await replay_of(history).replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None
 
 
 @pytest.mark.parametrize(("runner", "imported_afresh"), [(None, True), (SANDBOX, False)], ids=["replay", "worker"])

@@ -1,7 +1,8 @@
 """What lists of runs show: a run's search attributes, published when they can be seen.
 
 A run publishes its state (`AirlockState`, `AirlockWorkspace`, ...) when it first waits outside
-its first workflow task, or finds itself past that task, and when it ends. A run that ends within
+its first workflow task, when a model call of it answers 2 s or more after it started, and when
+it ends. A run that ends within
 its first task publishes once, its final state.
 """
 
@@ -84,7 +85,7 @@ async def test_a_run_paused_from_its_start_is_listed_as_paused(runs: Runs, clien
 
 async def test_a_run_past_its_first_task_is_listed_while_it_runs(client: Client, fault_settings: Settings) -> None:
     """Local activities longer than the workflow task end that task (the worker heartbeats it):
-    from its next step on, the run is listed as running, before it ends."""
+    once the model answers after the first 2 s, the run is listed as running, before it ends."""
     async with build_worker(client, fault_settings):
         handle = await client.start_workflow(
             "AgentRun",
