@@ -591,9 +591,12 @@ def section_policy(a: argparse.Namespace, results: dict[str, Any]) -> None:
     # regex, presence, URL and e-mail domains, links in a long text).
     examples = policy_timing.measure_examples(a.policy_iterations)
     rows = [
-        [name, label, x["outcome"], x["decide_us"][0], x["decide_us"][1]]
+        row
         for name, cases in examples["policies"].items()
-        for label, x in cases.items()
+        for row in [
+            *([name, label, x["outcome"], x["decide_us"][0], x["decide_us"][1]] for label, x in cases.items()),
+            [name, "all of the above, pooled", "", *examples["pooled"][name]],
+        ]
     ]
     print()
     print(table(["policy", "call", "decision (rule)", "decide p50 us", "p99 us"], rows))

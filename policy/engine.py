@@ -7,9 +7,10 @@ exactly as the original run did.
 from __future__ import annotations
 
 import unicodedata
+import weakref
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -309,6 +310,46 @@ def _applies(rule: Rule, workspace: str) -> bool:
     return rule.workspaces is None or workspace in rule.workspaces
 
 
+class _Planned(NamedTuple):
+    """A rule as `decide` reads it: with its compiled test, and whether it lifts."""
+
+    rule: Rule
+    test: Test
+    lifts: bool
+
+
+def _planned(rule: Rule) -> _Planned:
+    return _Planned(rule, rule.when.compiled(_compile), rule.effect == "auto")
+
+
+def _counts(planned: _Planned, call: CallContext) -> bool:
+    """`matches`, for a planned rule."""
+    holds = planned.test(call)
+    return (not planned.lifts) if holds is None else holds
+
+
+# The rules of each tool in each workspace, in the order they are decided (by id), worked out
+# once per policy object. Keyed by the object's id and dropped with it: a policy is immutable,
+# and a copy with other rules (`model_copy`) is another object, with plans of its own.
+_PLANS: dict[int, tuple[weakref.ref[Policy], dict[tuple[str, str], tuple[_Planned, ...]]]] = {}
+
+
+def _plan(policy: Policy, tool: str, workspace: str) -> tuple[_Planned, ...]:
+    key = id(policy)
+    held = _PLANS.get(key)
+    if held is None or held[0]() is not policy:
+        held = _PLANS[key] = (weakref.ref(policy, lambda _: _PLANS.pop(key, None)), {})
+    plans = held[1]
+    plan = plans.get((tool, workspace))
+    if plan is None:
+        tool_policy = policy.tools.get(tool)
+        rules = sorted(
+            (r for r in (tool_policy.rules if tool_policy else []) if _applies(r, workspace)), key=lambda r: r.id
+        )
+        plan = plans[(tool, workspace)] = tuple(map(_planned, rules))
+    return plan
+
+
 def _reason(rule: Rule) -> str:
     return rule.reason or f"rule {rule.id}"
 
@@ -352,15 +393,13 @@ def decide(policy: Policy, call: CallContext, *, safe_mode: bool = False) -> Dec
     if (workspace.safe_mode or safe_mode) and safe_mode_forbids(call.effect):
         return verdict(Outcome.DENY, "workspace.safe_mode", "safe_mode")
 
-    tool_policy = policy.tools.get(call.tool)
     # The run's own rules join the policy's under ids of their own (`run.ID`); they deny or
     # demand approval, so they can make a decision stricter and never looser.
-    run_rules = [r.model_copy(update={"id": f"run.{r.id}"}) for r in call.run_rules if r.tool == call.tool]
-    rules = sorted(
-        [*(r for r in (tool_policy.rules if tool_policy else []) if _applies(r, call.workspace)), *run_rules],
-        key=lambda r: r.id,
-    )
-    matched = [r for r in rules if matches(r.when, call, lifts=r.effect == "auto")]
+    plan = _plan(policy, call.tool, call.workspace)
+    if call.run_rules:
+        run_rules = [r.model_copy(update={"id": f"run.{r.id}"}) for r in call.run_rules if r.tool == call.tool]
+        plan = tuple(sorted([*plan, *map(_planned, run_rules)], key=lambda p: p.rule.id))
+    matched = [p.rule for p in plan if _counts(p, call)]
     denies = [r for r in matched if r.effect == "deny"]
     if denies:
         return verdict(Outcome.DENY, denies[0].id, _reason(denies[0]), [r.id for r in denies])

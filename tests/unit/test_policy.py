@@ -510,3 +510,15 @@ def test_the_kill_switch_holds_every_call_and_safe_mode_all_but_reads() -> None:
         Effect.EXTERNAL: "safe_mode",
     }
     assert {held_by(paused=False, safe_mode=False, effect=e) for e in Effect} == {None}
+
+
+def test_a_copy_with_other_rules_decides_by_its_own_rules() -> None:
+    """`decide` works out a policy's rules once and keeps them with that policy: a copy with
+    other rules (as a test or a counterfactual makes) is decided by its own, and the original,
+    decided before and after it, by the original's."""
+    call = ctx(args={"order_id": "ORD-1001", "amount_usd": "20"})
+    before = decide(POLICY, call)
+    stricter = with_rules([Rule(id="refund.never", effect="deny", when=Condition(always=True))])
+    assert decide(stricter, call).rule == "refund.never"
+    assert decide(POLICY, call) == before and before.rule != "refund.never"
+    assert decide(with_rules([]), call).rule != "refund.never"
