@@ -90,6 +90,24 @@ KEY_CHARS = 2_100
 # Refused messages kept in full (each at most REFUSAL_CHARS); the rest are only counted.
 REFUSED_MESSAGES_KEPT = 20
 REFUSAL_CHARS = 500
+# What the control workflow keeps of registered runs is carried across continue-as-new, under
+# Temporal's 2 MB per payload. Anyone who can signal it could register made-up run ids until its
+# checkpoint no longer fits, and the kill switch with it: past these, runs that the server no
+# longer lists as running are forgotten, however recent, and a registration that still finds no
+# room is refused (the run still reads the switches from the control store before every call).
+RUNS_TRACKED = 5_000
+RUN_ID_CHARS_TRACKED = 400_000
+# Since this patch a registration for another workspace is refused, and so is one that finds no
+# room under RUNS_TRACKED and RUN_ID_CHARS_TRACKED.
+VERIFIED_REGISTRATIONS = "verified-registrations"
+# Temporal lets a workflow have 2,000 signals to other workflows in flight; a switch told to every
+# run at once past that failed its workflow task, again and again. Since this patch at most
+# SIGNALS_IN_FLIGHT are sent at a time, the rest as those come back.
+BOUNDED_BROADCASTS = "bounded-broadcasts"
+SIGNALS_IN_FLIGHT = 1_000
+# A flood of registrations asks the server which runs are live once a minute at most, not once
+# per registration.
+SWEEP_EVERY = timedelta(minutes=1)
 SIGNALS = "ack, leave, register, register_batch, settle"
 UPDATES = "reserve, switch"
 QUERIES = "admission, spend, state, switches"
@@ -143,6 +161,9 @@ class WorkspaceControl:
         self._broadcasts: list[asyncio.Task[int]] = []
         # Signals refused before the state was ready, folded into it once it is.
         self._early_refusals = RefusedMessages()
+        # When registrations that found no room last had live runs sorted from finished ones.
+        self._swept_at: datetime | None = None
+        self._signal_slots = asyncio.Semaphore(SIGNALS_IN_FLIGHT)
 
     @workflow.run
     async def run(self, *args: RawValue) -> None:
@@ -245,11 +266,12 @@ class WorkspaceControl:
             await asyncio.gather(*self._broadcasts, return_exceptions=True)
             self._broadcasts = []
 
-    async def _forget_finished_runs(self) -> None:
+    async def _forget_finished_runs(self, *, recent_too: bool = False) -> None:
         """Runs sign off only under a concurrency cap (it costs each run two events and this
         workflow a task). So before a checkpoint, and before refusing a run under the cap, runs
         that visibility no longer lists as running are forgotten. Recent registrations are kept
-        whatever visibility says: it lags behind."""
+        whatever visibility says (it lags behind), unless `recent_too`: when what is tracked
+        fills its bounds, a run that just started may be forgotten rather than the state grow."""
         s = self._s
         if s is None:
             return
@@ -267,7 +289,7 @@ class WorkspaceControl:
         keep = set(live)
         recent = workflow.now() - RECENT
         for run_id in list(s.runs):
-            if run_id not in keep and s.registered_at.get(run_id, recent) < recent:
+            if run_id not in keep and (recent_too or s.registered_at.get(run_id, recent) < recent):
                 self._forget(s, run_id)
 
     async def _state(self) -> ControlState:
@@ -340,6 +362,8 @@ class WorkspaceControl:
         if (request := self._signalled("register", args, RegisterRequest)) is None:
             return
         s = await self._state()
+        if not self._for_this_workspace(s, "register", request):
+            return
         cap = request.max_concurrent_runs
         s.max_concurrent_runs = cap
         if cap is None:
@@ -360,6 +384,10 @@ class WorkspaceControl:
                 )
                 s.refused_runs = _bounded({**s.refused_runs, key: reason}, REFUSED_RUNS_KEPT)
                 return
+            if not await self._room_for(s, [request.run_id]):
+                reason = f"workspace {s.workspace}: {_no_room(s)}; start it again when runs end"
+                s.refused_runs = _bounded({**s.refused_runs, key: reason}, REFUSED_RUNS_KEPT)
+                return
             self._admit(s, request.run_id)
             s.signing_off.add(request.run_id)
 
@@ -373,6 +401,14 @@ class WorkspaceControl:
         await self._join_uncapped(s, batch.registrations)
 
     async def _join_uncapped(self, s: ControlState, requests: list[RegisterRequest]) -> None:
+        requests = [r for r in requests if self._for_this_workspace(s, "register", r)]
+        if requests and not await self._room_for(s, [r.run_id for r in requests]):
+            self._note_refusal(
+                "no room in register",
+                f"registration of {len(requests)} run(s) refused ({', '.join(bounded(r.run_id, 80) for r in requests[:3])}"
+                f"{', ...' if len(requests) > 3 else ''}): {_no_room(s)}",
+            )
+            return
         behind = []
         for request in requests:
             self._admit(s, request.run_id, acknowledged=request.read_generation)
@@ -381,6 +417,30 @@ class WorkspaceControl:
                 behind.append(request.run_id)
         if behind:
             await self._signal_runs(s, behind)
+
+    def _for_this_workspace(self, s: ControlState, name: str, request: RegisterRequest) -> bool:
+        """A registration names the workspace its run is of; one for another workspace is a
+        mistake or a forgery, refused (since VERIFIED_REGISTRATIONS) and recorded."""
+        if request.workspace == s.workspace or not workflow.patched(VERIFIED_REGISTRATIONS):
+            return True
+        self._note_refusal(
+            f"other workspace in {name}",
+            f"signal {name} refused: run {bounded(request.run_id, 80)!r} is of workspace "
+            f"{bounded(request.workspace, 80)!r}, and this is the control workflow of {s.workspace!r}",
+        )
+        return False
+
+    async def _room_for(self, s: ControlState, run_ids: list[str]) -> bool:
+        """Whether the runs not tracked yet among `run_ids` fit under RUNS_TRACKED and
+        RUN_ID_CHARS_TRACKED; if not, runs the server no longer lists as running are forgotten
+        first, however recent (at most once every SWEEP_EVERY)."""
+        new = {r for r in run_ids if r not in s.runs}
+        if _fits(s, new) or not workflow.patched(VERIFIED_REGISTRATIONS):
+            return True
+        if self._swept_at is None or workflow.now() - self._swept_at >= SWEEP_EVERY:
+            self._swept_at = workflow.now()
+            await self._forget_finished_runs(recent_too=True)
+        return _fits(s, {r for r in new if r not in s.runs})
 
     def _admit(self, s: ControlState, run_id: str, acknowledged: int | None = None) -> None:
         """`acknowledged`: the generation the run read from the memo. None: the run reads the
@@ -632,18 +692,22 @@ class WorkspaceControl:
     async def _signal_runs(self, s: ControlState, run_ids: list[str]) -> int:
         """Tells these runs the switches in force; forgets those that have ended."""
         payload = s.switches.model_dump(mode="json")
-        results = await asyncio.gather(
-            *(
-                workflow.get_external_workflow_handle(r).signal(names.RunMessages.WORKSPACE_SWITCH, payload)
-                for r in run_ids
-            ),
-            return_exceptions=True,
-        )
+        results = await asyncio.gather(*(self._signal_run(r, payload) for r in run_ids), return_exceptions=True)
         for run_id, result in zip(run_ids, results, strict=True):
             if isinstance(result, BaseException):
                 # The run has ended: forget it.
                 self._forget(s, run_id)
         return sum(not isinstance(r, BaseException) for r in results)
+
+    async def _signal_run(self, run_id: str, payload: dict[str, Any]) -> None:
+        """One run told of the switches, with at most SIGNALS_IN_FLIGHT such signals in flight. A free
+        slot is taken without waiting, so below the bound the signals go out as they always did."""
+        handle = workflow.get_external_workflow_handle(run_id)
+        if self._signal_slots.locked() and not workflow.patched(BOUNDED_BROADCASTS):
+            await handle.signal(names.RunMessages.WORKSPACE_SWITCH, payload)  # a history from before the bound
+            return
+        async with self._signal_slots:
+            await handle.signal(names.RunMessages.WORKSPACE_SWITCH, payload)
 
     def _refuse(self, s: ControlState, reason: str) -> SwitchResult:
         s.refused = [*s.refused[-(REFUSALS_KEPT - 1) :], f"{workflow.now().isoformat()} {reason}"]
@@ -665,6 +729,21 @@ class WorkspaceControl:
             max_concurrent_runs=s.max_concurrent_runs,
             refused_messages=s.refused_messages,
         )
+
+
+def _fits(s: ControlState, new: set[str]) -> bool:
+    if not new:
+        return True
+    count = len(s.runs) + len(new)
+    chars = sum(map(len, s.runs)) + sum(map(len, new))
+    return count <= RUNS_TRACKED and chars <= RUN_ID_CHARS_TRACKED
+
+
+def _no_room(s: ControlState) -> str:
+    return (
+        f"{len(s.runs)} runs are tracked, at most {RUNS_TRACKED} "
+        f"(and {RUN_ID_CHARS_TRACKED:,} characters of run ids) are kept"
+    )
 
 
 def _bounded(values: dict[str, str], kept: int) -> dict[str, str]:

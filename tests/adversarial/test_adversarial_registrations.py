@@ -1,0 +1,159 @@
+"""Registrations as a namespace insider sends them: runs of another workspace, and made-up run ids
+by the thousand.
+
+The control workflow carries the runs it tracks across continue-as-new, under Temporal's 2 MB
+per payload: if anyone who can signal it could grow that without bound, its checkpoint would stop
+fitting and the kill switch would stop with it. What it tracks stays bounded (RUNS_TRACKED runs,
+RUN_ID_CHARS_TRACKED characters of ids), made-up runs are forgotten once the server says they are
+not running, and what finds no room is refused and shown in the `state` query.
+
+The control workflow of the example policy's `sandbox` workspace is started afresh for each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from contracts.models import RunState
+from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+from tests.adversarial_support import assert_not_stuck
+from tests.conftest import CONTROL_QUEUE, Runs, ready_view
+from workflows.workspace_control import RUN_ID_CHARS_TRACKED, RUNS_TRACKED
+
+WORKSPACE = "sandbox"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def control(env: WorkflowEnvironment, control_worker: Worker) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+    handle = await env.client.start_workflow(
+        "WorkspaceControl",
+        WORKSPACE,
+        id=control_workflow_id(WORKSPACE),
+        task_queue=CONTROL_QUEUE,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+    )
+    await ready_view(handle)
+    yield handle
+
+
+async def view(control: WorkflowHandle[Any, Any]) -> WorkspaceView:
+    result: WorkspaceView = await control.query("state", result_type=WorkspaceView)
+    return result
+
+
+async def refusals(control: WorkflowHandle[Any, Any], reason: str, at_least: int) -> WorkspaceView:
+    """The state once `reason` counts `at_least` refusals."""
+    for _ in range(400):
+        state = await view(control)
+        if state.refused_messages.by_reason.get(reason, 0) >= at_least:
+            return state
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"fewer than {at_least} refusals {reason!r}: {state.refused_messages}")
+
+
+def batch(ids: list[str], workspace: str = WORKSPACE, generation: int = 0) -> dict[str, Any]:
+    """Registrations of runs that read the switches of `generation` (one behind those in force
+    is told of them at once, and forgotten when the signal finds no run)."""
+    return {"registrations": [{"workspace": workspace, "run_id": i, "read_generation": generation} for i in ids]}
+
+
+async def test_a_run_of_another_workspace_is_refused(control: WorkflowHandle[Any, Any]) -> None:
+    """A registration naming another workspace is a mistake or a forgery: it is not tracked (it
+    would be told of this workspace's switches), and the refusal names both workspaces."""
+    before = await view(control)
+    await control.signal("register", {"workspace": "acme", "run_id": "elsewhere-1", "read_generation": 0})
+    await control.signal("register_batch", batch(["elsewhere-2"], workspace="acme"))
+    after = await refusals(control, "other workspace in register", 2)
+    assert after.runs == before.runs
+    assert (
+        "run 'elsewhere-2' is of workspace 'acme', and this is the control workflow of 'sandbox'"
+        in (after.refused_messages.last[-1])
+    )
+
+
+async def test_run_ids_too_long_to_keep_are_refused(control: WorkflowHandle[Any, Any]) -> None:
+    """500 made-up run ids of 1,000 characters each (half a megabyte) would pass what the state
+    keeps of run ids: the batch is refused whole, and nothing of it is tracked."""
+    before = await view(control)
+    tag = uuid.uuid4().hex[:8]
+    ids = [f"{tag}-{i:04d}-".ljust(1000, "x") for i in range(500)]
+    assert sum(map(len, ids)) > RUN_ID_CHARS_TRACKED
+    await control.signal("register_batch", batch(ids))
+    after = await refusals(
+        control, "no room in register", before.refused_messages.by_reason.get("no room in register", 0) + 1
+    )
+    assert after.runs == before.runs
+    assert "registration of 500 run(s) refused" in after.refused_messages.last[-1]
+
+
+async def test_a_flood_of_made_up_runs_stays_bounded_and_real_runs_still_work(
+    client: Client, control: WorkflowHandle[Any, Any], runs: Runs
+) -> None:
+    """Twelve batches of 1,000 made-up run ids, sent back to back: the control workflow never
+    tracks more than RUNS_TRACKED runs, forgets the made-up ones once the server says they are not
+    running, refuses what still finds no room, and afterwards a real switch is accepted, a real
+    run registers and completes, and no workflow task of it failed."""
+    tag = uuid.uuid4().hex[:8]
+    before = await view(control)
+    generation = before.switches.generation
+    ids = [[f"fake-{tag}-{b}-{i}" for i in range(1000)] for b in range(12)]
+    sent = [control.signal("register_batch", batch(chunk, generation=generation)) for chunk in ids]
+    await asyncio.gather(*sent)
+    tracked = []
+    for _ in range(40):
+        tracked.append((await view(control)).runs)
+        await asyncio.sleep(0.05)
+    assert max(tracked) <= RUNS_TRACKED
+    after = await refusals(
+        control, "no room in register", before.refused_messages.by_reason.get("no room in register", 0) + 1
+    )
+    assert after.runs <= RUNS_TRACKED
+
+    result = await control.execute_update(
+        "switch",
+        {"switch": "safe_mode", "on": False, "by": "u_carol", "reason": "after the flood"},
+        result_type=SwitchResult,
+    )
+    assert result.accepted, result
+    report = await asyncio.wait_for((await runs.start(workspace=WORKSPACE, mode="suggest", script=[])).result(), 60)
+    assert report.state is RunState.COMPLETED
+    await assert_not_stuck(client, control)
+
+
+async def test_a_switch_reaches_thousands_of_registered_runs_without_failing_a_task(
+    client: Client, control: WorkflowHandle[Any, Any]
+) -> None:
+    """4,000 registered runs (made up, so every signal to them fails): Temporal allows a workflow
+    2,000 signals to others in flight, and a switch told to all at once failed its workflow task
+    again and again. The switch is accepted, the runs are told in turns, those that do not exist
+    are forgotten, and no workflow task failed."""
+    tag = uuid.uuid4().hex[:8]
+    before = await view(control)
+    for b in range(4):
+        ids = [f"many-{tag}-{b}-{i}" for i in range(1000)]
+        await control.signal("register_batch", batch(ids, generation=before.switches.generation))
+    for _ in range(200):
+        if (await view(control)).runs >= before.runs + 4000:
+            break
+        await asyncio.sleep(0.05)
+    assert (await view(control)).runs >= before.runs + 4000
+    for on in (True, False):
+        body = {"switch": "safe_mode", "on": on, "by": "u_carol", "reason": "drill with many runs"}
+        result = await control.execute_update("switch", body, result_type=SwitchResult)
+        assert result.accepted, result
+    for _ in range(400):
+        if (await view(control)).runs <= before.runs:
+            break
+        await asyncio.sleep(0.1)
+    assert (await view(control)).runs <= before.runs
+    await assert_not_stuck(client, control)
