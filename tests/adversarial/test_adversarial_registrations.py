@@ -21,13 +21,14 @@ import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from contracts.models import RunState
+from runtime.converter import data_converter
 from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
-from tests.adversarial_support import assert_not_stuck
+from tests.adversarial_support import assert_not_stuck, chain_histories
 from tests.conftest import CONTROL_QUEUE, Runs, ready_view
-from workflows.workspace_control import RUN_ID_CHARS_TRACKED, RUNS_TRACKED
+from workflows.workspace_control import RUN_ID_CHARS_TRACKED, RUNS_TRACKED, WorkspaceControl
 
 WORKSPACE = "sandbox"
 
@@ -59,6 +60,15 @@ async def refusals(control: WorkflowHandle[Any, Any], reason: str, at_least: int
             return state
         await asyncio.sleep(0.025)
     raise AssertionError(f"fewer than {at_least} refusals {reason!r}: {state.refused_messages}")
+
+
+async def assert_replays(client: Client, control: WorkflowHandle[Any, Any]) -> None:
+    """Every history of the control workflow's chain replays with today's code: the bounds are
+    behind patches, and what they decided is decided again."""
+    replayer = Replayer(workflows=[WorkspaceControl], data_converter=data_converter)
+    for history in await chain_histories(client, control.id, control.first_execution_run_id):
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, result.replay_failure
 
 
 def batch(ids: list[str], workspace: str = WORKSPACE, generation: int = 0) -> dict[str, Any]:
@@ -128,6 +138,7 @@ async def test_a_flood_of_made_up_runs_stays_bounded_and_real_runs_still_work(
     report = await asyncio.wait_for((await runs.start(workspace=WORKSPACE, mode="suggest", script=[])).result(), 60)
     assert report.state is RunState.COMPLETED
     await assert_not_stuck(client, control)
+    await assert_replays(client, control)
 
 
 async def test_a_switch_reaches_thousands_of_registered_runs_without_failing_a_task(
@@ -157,3 +168,4 @@ async def test_a_switch_reaches_thousands_of_registered_runs_without_failing_a_t
         await asyncio.sleep(0.1)
     assert (await view(control)).runs <= before.runs
     await assert_not_stuck(client, control)
+    await assert_replays(client, control)
