@@ -24,8 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from contracts.models import RunState
-from runtime.converter import data_converter
 from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+from runtime.converter import data_converter
 from tests.adversarial_support import assert_not_stuck, chain_histories
 from tests.conftest import CONTROL_QUEUE, Runs, ready_view
 from workflows.workspace_control import RUN_ID_CHARS_TRACKED, RUNS_TRACKED, WorkspaceControl
