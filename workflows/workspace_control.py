@@ -37,7 +37,7 @@ from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel
 
     from contracts import errors, names
     from contracts.activity_io import RunContext
@@ -65,11 +65,10 @@ with workflow.unsafe.imports_passed_through():
         registered_run_id,
         registration_key,
     )
+    from workflows.control_state import OTHER_RUNS, ControlState, Reservation, fit_checkpoint
     from workflows.entry import NAME_CHARS, Refusal, bounded, message, reason_key, shown_args, start_args, tally
 
 ADMIN_ROLE = "admin"
-# Continue as new before the history grows large; registrations and acks are small but endless.
-EVENTS_PER_HISTORY = 5_000
 RECENT = timedelta(minutes=10)
 # A workspace's name, as the control workflow's start takes it (its id is `workspace:<name>`).
 WORKSPACE_CHARS = 200
@@ -79,7 +78,6 @@ DAYS_KEPT = 7
 # Past this many runs in a day, smaller spenders are summed under one line: the ledger is
 # carried across continue-as-new and must stay small.
 RUNS_PER_DAY_KEPT = 2_000
-OTHER_RUNS = "(other runs)"
 # What one message may weigh: every control message is a few hundred bytes, a batch of 1000
 # registrations a few hundred kilobytes. What is kept of a message must stay small: the state is
 # carried across continue-as-new, under Temporal's 2 MB per payload.
@@ -105,6 +103,11 @@ VERIFIED_REGISTRATIONS = "verified-registrations"
 # SIGNALS_IN_FLIGHT are sent at a time, the rest as those come back.
 BOUNDED_BROADCASTS = "bounded-broadcasts"
 SIGNALS_IN_FLIGHT = 1_000
+# Open spend reservations are carried across continue-as-new too: one per model call in flight is
+# what runs hold, and since this patch a reservation past RESERVATIONS_OPEN is refused.
+BOUNDED_RESERVATIONS = "bounded-reservations"
+RESERVATIONS_OPEN = 5_000
+RESERVATION_CHARS_OPEN = 300_000
 # A flood of registrations asks the server which runs are live once a minute at most, not once
 # per registration.
 SWEEP_EVERY = timedelta(minutes=1)
@@ -113,38 +116,6 @@ UPDATES = "reserve, switch"
 QUERIES = "admission, spend, state, switches"
 
 Message = TypeVar("Message", bound=BaseModel)
-
-
-class Reservation(BaseModel):
-    run_id: str
-    agent: str
-    requested_by: str
-    usd: float
-    day: str
-
-
-class ControlState(BaseModel):
-    workspace: str
-    context: RunContext
-    switches: Switches = Field(default_factory=Switches)
-    switched_at: datetime | None = None
-    # run id -> the generation it has acknowledged, and when it registered
-    runs: dict[str, int] = Field(default_factory=dict)
-    registered_at: dict[str, datetime] = Field(default_factory=dict)
-    last_ack_after_s: float | None = None
-    refused: list[str] = Field(default_factory=list)
-    events_per_history: int = EVENTS_PER_HISTORY
-    # Concurrency: runs refused at registration (run id -> why), and the runs that sign off.
-    refused_runs: dict[str, str] = Field(default_factory=dict)
-    signing_off: set[str] = Field(default_factory=set)
-    max_concurrent_runs: int | None = None
-    # Spend: open reservations and the ledger of recent days (newest last).
-    reservations: dict[str, Reservation] = Field(default_factory=dict)
-    days: list[DaySpend] = Field(default_factory=list)
-    # Runs that said they ended (`leave`) while the server still listed them as running.
-    leaving: set[str] = Field(default_factory=set)
-    # Signals that could not be used.
-    refused_messages: RefusedMessages = Field(default_factory=RefusedMessages)
 
 
 @workflow.defn(name="WorkspaceControl")
@@ -228,7 +199,17 @@ class WorkspaceControl:
             await workflow.wait_condition(workflow.all_handlers_finished)
             if not self._broadcasts:
                 break
-        workflow.continue_as_new(args=[workspace, self._s])
+        checkpoint, left_out = fit_checkpoint(self._s)
+        if left_out:
+            workflow.logger.warning("workspace control: checkpoint cut to fit: left out %s", ", ".join(left_out))
+            _note(
+                checkpoint.refused_messages,
+                "checkpoint cut to fit",
+                bounded(
+                    f"{workflow.now().isoformat()} checkpoint cut to fit: left out {', '.join(left_out)}", REFUSAL_CHARS
+                ),
+            )
+        workflow.continue_as_new(args=[workspace, checkpoint])
 
     async def _recover(self, s: ControlState) -> None:
         """A control workflow that starts afresh (its first start, or after it was terminated or
@@ -518,6 +499,16 @@ class WorkspaceControl:
         if request.reservation_id in s.reservations:
             # The reserving activity was retried: granted again, held once.
             return ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved)
+        if not _room_to_reserve(s, request) and workflow.patched(BOUNDED_RESERVATIONS):
+            return ReserveResult(
+                granted=False,
+                reason=(
+                    f"workspace {s.workspace}: {len(s.reservations)} spend reservations are open; at most "
+                    f"{RESERVATIONS_OPEN} (and {RESERVATION_CHARS_OPEN:,} characters of their ids) are kept"
+                ),
+                spent_usd=today.spent_usd,
+                reserved_usd=reserved,
+            )
         today.cap_usd = request.cap_usd
         # Checked and held with no await in between: no other message can run meanwhile.
         if today.spent_usd + reserved + request.usd > request.cap_usd + 1e-12:
@@ -729,6 +720,18 @@ class WorkspaceControl:
             max_concurrent_runs=s.max_concurrent_runs,
             refused_messages=s.refused_messages,
         )
+
+
+def _reservation_chars(reservation_id: str, r: Reservation | ReserveRequest) -> int:
+    return len(reservation_id) + len(r.run_id) + len(r.agent) + len(r.requested_by)
+
+
+def _room_to_reserve(s: ControlState, request: ReserveRequest) -> bool:
+    chars = sum(_reservation_chars(k, r) for k, r in s.reservations.items())
+    return (
+        len(s.reservations) < RESERVATIONS_OPEN
+        and chars + _reservation_chars(request.reservation_id, request) <= RESERVATION_CHARS_OPEN
+    )
 
 
 def _fits(s: ControlState, new: set[str]) -> bool:

@@ -24,11 +24,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from contracts.models import RunState
-from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
+from contracts.workspace_io import ReserveResult, SwitchResult, WorkspaceView, control_workflow_id
 from runtime.converter import data_converter
 from tests.adversarial_support import assert_not_stuck, chain_histories
 from tests.conftest import CONTROL_QUEUE, Runs, ready_view
-from workflows.workspace_control import RUN_ID_CHARS_TRACKED, RUNS_TRACKED, WorkspaceControl
+from workflows.workspace_control import RESERVATION_CHARS_OPEN, RUN_ID_CHARS_TRACKED, RUNS_TRACKED, WorkspaceControl
 
 WORKSPACE = "sandbox"
 
@@ -168,4 +168,33 @@ async def test_a_switch_reaches_thousands_of_registered_runs_without_failing_a_t
         await asyncio.sleep(0.1)
     assert (await view(control)).runs <= before.runs
     await assert_not_stuck(client, control)
+    await assert_replays(client, control)
+
+
+async def test_spend_reservations_past_what_is_kept_are_refused(
+    client: Client, control: WorkflowHandle[Any, Any]
+) -> None:
+    """Open spend reservations are carried across continue-as-new too: an insider holding tiny
+    amounts under huge ids, one update after another, is refused once what is kept of their ids
+    is full, and the reservations already held stay."""
+    tag = uuid.uuid4().hex[:6]
+
+    def reserve(i: int) -> dict[str, Any]:
+        long = f"{tag}-{i:03d}-".ljust(1000, "x")
+        return {
+            "workspace": WORKSPACE,
+            "run_id": long,
+            "reservation_id": long,
+            "agent": long,
+            "requested_by": long,
+            "usd": 0.000001,
+            "cap_usd": 1_000_000.0,
+        }
+
+    fit = RESERVATION_CHARS_OPEN // 4000
+    results = [await control.execute_update("reserve", reserve(i), result_type=ReserveResult) for i in range(fit + 3)]
+    assert all(r.granted for r in results[:fit])
+    refused = results[fit:]
+    assert not any(r.granted for r in refused)
+    assert "spend reservations are open" in (refused[0].reason or "")
     await assert_replays(client, control)
