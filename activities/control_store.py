@@ -95,8 +95,8 @@ class ControlStore:
         return _switches(row)
 
     def write(self, workspace: str, switches: Switches) -> Switches:
-        """Commits `switches` if the store still holds the generation before it; raises
-        StaleGeneration with what it holds otherwise."""
+        """Commits `switches` if the store still holds the generation before it, or holds this
+        very change already; raises StaleGeneration with what it holds otherwise."""
         now = datetime.now(UTC).isoformat()
         values = dict(
             generation=switches.generation,
@@ -113,6 +113,10 @@ class ControlStore:
                     select(workspace_switches).where(workspace_switches.c.workspace == workspace).with_for_update()
                 ).first()
                 held = _switches(row)
+                if held == switches:
+                    # This very change, committed by an earlier attempt whose answer was lost (a
+                    # retried activity, a workflow task that failed after it ran): committed once.
+                    return switches
                 if held.generation != switches.generation - 1:
                     raise StaleGeneration(held)
                 if row is None:

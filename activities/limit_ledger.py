@@ -196,6 +196,34 @@ class LimitLedger:
         by_state = {state: int(total) for state, total in rows}
         return from_micro(by_state.get("committed", 0)), from_micro(by_state.get("reserved", 0))
 
+    def usage(
+        self, workspace: str, limit: str, window_s: int, now: float | None = None
+    ) -> list[tuple[str, Decimal, Decimal]]:
+        """Every counter of a limit with anything in the window ending now: its subject, and its
+        committed and reserved totals, by subject."""
+        at = self._clock() if now is None else now
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    limit_entries.c.subject,
+                    limit_entries.c.state,
+                    func.coalesce(func.sum(limit_entries.c.amount), 0),
+                )
+                .where(
+                    limit_entries.c.workspace == workspace,
+                    limit_entries.c.limit_id == limit,
+                    limit_entries.c.at > window_start(at, window_s),
+                )
+                .group_by(limit_entries.c.subject, limit_entries.c.state)
+            ).all()
+        by_subject: dict[str, dict[str, int]] = {}
+        for subject, state, total in rows:
+            by_subject.setdefault(subject, {})[state] = int(total)
+        return [
+            (subject, from_micro(totals.get("committed", 0)), from_micro(totals.get("reserved", 0)))
+            for subject, totals in sorted(by_subject.items())
+        ]
+
     def _ensure_counter(self, conn: Connection, workspace: str, charge: LimitCharge) -> None:
         key = (
             limit_counters.c.workspace == workspace,

@@ -12,6 +12,7 @@
     airlock workspace pause|resume|safe-mode-on|safe-mode-off NAME --by ADMIN [--reason R]
     airlock workspace status NAME        a workspace's switches and who acknowledged them
     airlock workspace spend NAME [--json]
+    airlock workspace limits NAME [--json]  windowed limits and their counters now
                                          model spend by day, agent, requester and run
     airlock inbox --as PERSON [--workspace W]
                                          what PERSON may approve now, across runs, with diffs
@@ -269,6 +270,10 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     # Before anything is started: a control workflow for a workspace its policy does not know
     # would start, fail on its first task and stay behind as a failed workflow.
     _known_workspace(settings, args.name)
+    if args.workspace_command == "limits":
+        # The counters live in the control store; Temporal is not asked.
+        _print_limits(await asyncio.to_thread(_limit_usage, settings, args.name), out, as_json=args.json)
+        return OK
     client = await _client(settings)
     control_id = control_workflow_id(args.name)
 
@@ -365,6 +370,69 @@ async def _asked(client: Any, workflow_id: str, query: str, result_type: type[An
             if attempt == 39:
                 raise CommandError(f"{workflow_id} does not answer `{query}`: {e}") from None
             await asyncio.sleep(0.25)
+
+
+def _limit_usage(settings: Settings, workspace: str) -> list[Any]:
+    """The windowed limits of this machine's policy that count in `workspace`, each with its
+    counters from the control store."""
+    from decimal import Decimal
+
+    from activities.limit_ledger import LimitLedger
+    from contracts.policy_limits import LimitUsage, SubjectUsage
+
+    policy = _policy(settings)
+    ledger = LimitLedger.open(settings.control_db)
+    usage = []
+    for tool, tool_policy in sorted(policy.tools.items()):
+        for limit in tool_policy.limits:
+            if limit.workspaces is not None and workspace not in limit.workspaces:
+                continue
+            measure = (
+                f"sum of {limit.sum}" if limit.sum else f"sum of fact {limit.sum_fact}" if limit.sum_fact else "calls"
+            )
+            counters = [
+                # Plain decimals (80, not 8E+1), as the policy writes them.
+                SubjectUsage(subject=subject, committed=Decimal(f"{committed:f}"), reserved=Decimal(f"{reserved:f}"))
+                for subject, committed, reserved in ledger.usage(workspace, limit.id, limit.seconds)
+            ]
+            usage.append(
+                LimitUsage(
+                    limit=limit.id,
+                    tool=tool,
+                    measure=measure,
+                    per=limit.per,
+                    window=limit.window,
+                    max=limit.max,
+                    unit=limit.shown_unit,
+                    effect=limit.effect,
+                    counters=counters,
+                )
+            )
+    return usage
+
+
+def _print_limits(usage: list[Any], out: TextIO, *, as_json: bool) -> None:
+    from policy.limits import number
+
+    if as_json:
+        print(json.dumps([u.model_dump(mode="json") for u in usage], indent=2), file=out)
+        return
+    if not usage:
+        print("no windowed limits count in this workspace (policy `limits:`)", file=out)
+    for u in usage:
+        unit = f" {u.unit}" if u.unit else ""
+        print(
+            f"{u.limit} ({u.tool}): {u.measure} per {u.per} over {u.window}, max {u.max}{unit}, then {u.effect}",
+            file=out,
+        )
+        if not u.counters:
+            print("  nothing counted in the window", file=out)
+        for c in u.counters:
+            used = c.committed + c.reserved
+            shown = (
+                f"{number(used)} of {number(u.max)}{unit} ({number(c.committed)} settled, {number(c.reserved)} held)"
+            )
+            print(f"  {c.subject}: {shown}", file=out)
 
 
 def _print_spend(spend: Any, out: TextIO, *, as_json: bool) -> None:
@@ -624,6 +692,7 @@ def parser() -> argparse.ArgumentParser:
     for name, text in [
         ("status", "switches, registered runs and acknowledgements"),
         ("spend", "model spend by day, agent, requester and run, against the daily cap"),
+        ("limits", "windowed limits of the policy and their counters in the window, by subject"),
         ("pause", "kill switch: no new tool call starts in any run of the workspace"),
         ("resume", "lift the kill switch"),
         ("safe-mode-on", "read-only: every write and external call is refused with reason safe_mode"),
@@ -631,9 +700,9 @@ def parser() -> argparse.ArgumentParser:
     ]:
         cmd = wsub.add_parser(name, help=text)
         cmd.add_argument("name", help="workspace name, e.g. acme")
-        if name == "spend":
+        if name in ("spend", "limits"):
             cmd.add_argument("--json", action="store_true")
-        elif name != "status":
+        elif name not in ("status", "limits"):
             cmd.add_argument("--by", required=True, help="who throws the switch (needs the admin role)")
             cmd.add_argument("--reason", default="")
 

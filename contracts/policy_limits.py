@@ -89,3 +89,27 @@ class CounterSeen(BaseModel):
     window: str
     unit: str = ""
     held: bool = False
+
+
+class SubjectUsage(BaseModel):
+    """One counter of a limit: what its window holds now, settled (`committed`) and held for
+    calls not yet settled (`reserved`)."""
+
+    subject: str
+    committed: Decimal
+    reserved: Decimal
+
+
+class LimitUsage(BaseModel):
+    """A windowed limit of the policy as `airlock workspace limits` shows it: what it counts, its
+    max, and each counter with anything in its window."""
+
+    limit: str
+    tool: str
+    measure: str
+    per: Per
+    window: str
+    max: Decimal
+    unit: str = ""
+    effect: str
+    counters: list[SubjectUsage] = Field(default_factory=list)

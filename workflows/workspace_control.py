@@ -100,9 +100,10 @@ RUN_ID_CHARS_TRACKED = 400_000
 VERIFIED_REGISTRATIONS = "verified-registrations"
 # Temporal lets a workflow have 2,000 signals to other workflows in flight; a switch told to every
 # run at once past that failed its workflow task, again and again. Since this patch at most
-# SIGNALS_IN_FLIGHT are sent at a time, the rest as those come back.
+# SIGNALS_IN_FLIGHT are sent at a time, the rest as those come back: well under the server's
+# limit, and few enough commands that one workflow task completes in time on a loaded worker.
 BOUNDED_BROADCASTS = "bounded-broadcasts"
-SIGNALS_IN_FLIGHT = 1_000
+SIGNALS_IN_FLIGHT = 500
 # Open spend reservations are carried across continue-as-new too: one per model call in flight is
 # what runs hold, and since this patch a reservation past RESERVATIONS_OPEN is refused.
 BOUNDED_RESERVATIONS = "bounded-reservations"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest_asyncio
@@ -55,14 +55,24 @@ async def view(control: WorkflowHandle[Any, Any]) -> WorkspaceView:
     return result
 
 
+async def state_when(
+    control: WorkflowHandle[Any, Any], ok: Callable[[WorkspaceView], bool], timeout: float = 120.0
+) -> WorkspaceView:
+    """The state once `ok` holds of it, or as it is after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    for _ in range(100_000):
+        state = await view(control)
+        if ok(state) or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return state
+
+
 async def refusals(control: WorkflowHandle[Any, Any], reason: str, at_least: int) -> WorkspaceView:
     """The state once `reason` counts `at_least` refusals."""
-    for _ in range(400):
-        state = await view(control)
-        if state.refused_messages.by_reason.get(reason, 0) >= at_least:
-            return state
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"fewer than {at_least} refusals {reason!r}: {state.refused_messages}")
+    state = await state_when(control, lambda v: v.refused_messages.by_reason.get(reason, 0) >= at_least)
+    assert state.refused_messages.by_reason.get(reason, 0) >= at_least, state.refused_messages
+    return state
 
 
 async def assert_replays(client: Client, control: WorkflowHandle[Any, Any]) -> None:
@@ -156,20 +166,14 @@ async def test_a_switch_reaches_thousands_of_registered_runs_without_failing_a_t
     for b in range(4):
         ids = [f"many-{tag}-{b}-{i}" for i in range(1000)]
         await control.signal("register_batch", batch(ids, generation=before.switches.generation))
-    for _ in range(200):
-        if (await view(control)).runs >= before.runs + 4000:
-            break
-        await asyncio.sleep(0.05)
-    assert (await view(control)).runs >= before.runs + 4000
+    registered = await state_when(control, lambda v: v.runs >= before.runs + 4000)
+    assert registered.runs >= before.runs + 4000
     for on in (True, False):
         body = {"switch": "safe_mode", "on": on, "by": "u_carol", "reason": "drill with many runs"}
         result = await control.execute_update("switch", body, result_type=SwitchResult)
         assert result.accepted, result
-    for _ in range(400):
-        if (await view(control)).runs <= before.runs:
-            break
-        await asyncio.sleep(0.1)
-    assert (await view(control)).runs <= before.runs
+    told = await state_when(control, lambda v: v.runs <= before.runs)
+    assert told.runs <= before.runs
     await assert_not_stuck(client, control)
     await assert_replays(client, control)
 

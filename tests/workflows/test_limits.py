@@ -5,11 +5,13 @@ settlement charges once, and a call that does not run gives its room back."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 import yaml
 from sqlalchemy import Engine
 from temporalio import activity
@@ -241,3 +243,34 @@ async def test_a_call_whose_limits_cannot_be_held_does_not_run(
     assert (failed.error or "").startswith("the control store could not hold the call's windowed limits")
     assert report.state is RunState.COMPLETED
     assert count_rows(db, refunds) == 0
+
+
+async def test_airlock_workspace_limits_shows_each_counter_in_its_window(
+    client: Client, settings: Settings, tmp_path: Path, airlock_cli: AirlockCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After refunds of 40 and 40 under a 100 USD a day limit, `airlock workspace limits acme`
+    names the limit and shows u_alice's counter, 80 of 100 USD, all settled; `--json` says the
+    same; a limit of another workspace is not shown."""
+    limit, elsewhere = limit_id(), limit_id()
+    limited = with_limits(
+        settings,
+        tmp_path,
+        "payments.create_refund",
+        daily(limit, 100),
+        daily(elsewhere, 100, workspaces=["sandbox"]),
+    )
+    async with build_worker(client, limited):
+        first = await Runs(client, limited).start(script=[refund(40), refund(40)])
+        assert [c.status for c in (await first.result()).calls] == [CallStatus.EXECUTED] * 2
+    monkeypatch.setenv("AIRLOCK_POLICY", str(limited.policy_path))
+    status, out = await airlock_cli("workspace", "limits", "acme")
+    assert status == 0, out
+    lines = out.splitlines()
+    heading = (
+        f"{limit} (payments.create_refund): sum of amount_usd per requester over 1d, max 100 USD, then require_approval"
+    )
+    assert lines[lines.index(heading) + 1] == "  u_alice: 80 of 100 USD (80 settled, 0 held)"
+    assert elsewhere not in out
+    status, out = await airlock_cli("workspace", "limits", "acme", "--json")
+    [mine] = [u for u in json.loads(out) if u["limit"] == limit]
+    assert mine["counters"] == [{"subject": "u_alice", "committed": "80", "reserved": "0"}]
