@@ -270,8 +270,16 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     # Before anything is started: a control workflow for a workspace its policy does not know
     # would start, fail on its first task and stay behind as a failed workflow.
     _known_workspace(settings, args.name)
+    # Spend and the limits' counters live in the control store, where the model calls' and the
+    # runs' own activities hold and settle them: Temporal is not asked. (The control workflow's
+    # own spend ledger serves runs pinned before the store.)
+    if args.workspace_command == "spend":
+        from activities.control_store import ControlStore, SpendLedger
+
+        ledger = SpendLedger(ControlStore.open(settings.control_db).engine)
+        _print_spend(await asyncio.to_thread(ledger.view, args.name), out, as_json=args.json)
+        return OK
     if args.workspace_command == "limits":
-        # The counters live in the control store; Temporal is not asked.
         _print_limits(await asyncio.to_thread(_limit_usage, settings, args.name), out, as_json=args.json)
         return OK
     client = await _client(settings)
@@ -292,14 +300,6 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.workspace_command == "status":
         print((await ask("state", WorkspaceView)).model_dump_json(indent=2), file=out)
-        return OK
-    if args.workspace_command == "spend":
-        # Model spend lives in the control store, where the model calls' own activities hold and
-        # settle it (the control workflow's own ledger serves runs pinned before it).
-        from activities.control_store import ControlStore, SpendLedger
-
-        ledger = SpendLedger(ControlStore.open(settings.control_db).engine)
-        _print_spend(await asyncio.to_thread(ledger.view, args.name), out, as_json=args.json)
         return OK
     switch, on = {
         "pause": ("kill_switch", True),

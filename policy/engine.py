@@ -100,10 +100,18 @@ def value_at(values: dict[str, Any], path: str) -> Any:
 
 def as_number(value: Any) -> Decimal | None:
     """A number, also one written as a decimal string (how a `Decimal` travels), or None."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        return None
+    kind = type(value)  # `bool` is an `int`, and never a number here
     try:
-        number = Decimal(str(value).strip()) if isinstance(value, str) else Decimal(str(value))
+        if kind is str:
+            number = Decimal(value.strip())
+        elif kind is int or kind is Decimal:
+            number = Decimal(value)
+        elif kind is float:
+            number = Decimal(str(value))  # 0.1 as written, not its binary expansion
+        elif isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+            return None
+        else:  # a subclass of one of them
+            number = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
         return None
     # NaN and infinities compare by raising or by lying; either way they are not amounts.

@@ -131,10 +131,11 @@ async def test_replay_of_a_history_file_that_does_not_exist_says_so(
         ["workspace", "safe-mode-off", "{ws}", "--by", "u_carol"],
         ["workspace", "status", "{ws}"],
         ["workspace", "spend", "{ws}"],
+        ["workspace", "limits", "{ws}"],
         ["inbox", "--as", "u_bob", "--workspace", "{ws}"],
         ["audit", "export", "--since", "2026-01-01", "--workspace", "{ws}"],
     ],
-    ids=["pause", "resume", "safe-mode-on", "safe-mode-off", "status", "spend", "inbox", "audit"],
+    ids=["pause", "resume", "safe-mode-on", "safe-mode-off", "status", "spend", "limits", "inbox", "audit"],
 )
 async def test_a_workspace_the_policy_does_not_know_is_refused_before_anything_starts(
     airlock_cli: AirlockCli, client: Client, capsys: pytest.CaptureFixture[str], argv: list[str]
