@@ -193,27 +193,29 @@ def example_contexts(example: Example) -> tuple[Policy, list[tuple[Case, CallCon
 
 def measure_examples(iterations: int) -> dict[str, Any]:
     """decide p50/p99 (us) for every case of every example policy, and over all of a policy's
-    cases together (each case as often as the others)."""
+    cases together (each case as often as the others). The cases of a policy are timed in turn,
+    one call each round, so that a moment of noise on the machine falls on all of them alike."""
     clock = time.perf_counter_ns
     out: dict[str, Any] = {"iterations": iterations, "policies": {}, "pooled": {}}
     for example in EXAMPLE_CASES:
         policy, contexts = example_contexts(example)
-        rows: dict[str, Any] = {}
-        pooled: list[int] = []
-        for case, ctx in contexts:
-            decision = decide(policy, ctx)
-            for _ in range(min(2000, iterations)):  # warm-up, and the conditions compile once
+        decisions = [decide(policy, ctx) for _, ctx in contexts]
+        for _ in range(min(2000, iterations)):  # warm-up, and the conditions compile once
+            for _, ctx in contexts:
                 decide(policy, ctx)
-            alone: list[int] = []
-            for _ in range(iterations):
+        times: list[list[int]] = [[] for _ in contexts]
+        for _ in range(iterations):
+            for (_, ctx), alone in zip(contexts, times, strict=True):
                 a = clock()
                 decide(policy, ctx)
                 alone.append(clock() - a)
-            rows[case.label] = {
+        out["policies"][example.policy] = {
+            case.label: {
                 "outcome": f"{decision.outcome.value} ({decision.rule})",
                 "decide_us": (percentile(alone, 50) / 1000, percentile(alone, 99) / 1000),
             }
-            pooled.extend(alone)
-        out["policies"][example.policy] = rows
+            for (case, _), decision, alone in zip(contexts, decisions, times, strict=True)
+        }
+        pooled = [t for alone in times for t in alone]
         out["pooled"][example.policy] = (percentile(pooled, 50) / 1000, percentile(pooled, 99) / 1000)
     return out
