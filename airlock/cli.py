@@ -276,10 +276,11 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     if args.workspace_command == "spend":
         from activities.control_store import ControlStore, SpendLedger
 
-        ledger = SpendLedger(ControlStore.open(settings.control_db).engine)
+        ledger = SpendLedger(ControlStore.open(_existing_control_store(settings)).engine)
         _print_spend(await asyncio.to_thread(ledger.view, args.name), out, as_json=args.json)
         return OK
     if args.workspace_command == "limits":
+        _existing_control_store(settings)
         _print_limits(await asyncio.to_thread(_limit_usage, settings, args.name), out, as_json=args.json)
         return OK
     client = await _client(settings)
@@ -370,6 +371,19 @@ async def _asked(client: Any, workflow_id: str, query: str, result_type: type[An
             if attempt == 39:
                 raise CommandError(f"{workflow_id} does not answer `{query}`: {e}") from None
             await asyncio.sleep(0.25)
+
+
+def _existing_control_store(settings: Settings) -> str:
+    """The control store setting, once a SQLite one is known to exist: reading a store that is not
+    there would create an empty one and report that nothing was spent or counted."""
+    setting = settings.control_db
+    if "://" not in setting and not Path(setting).expanduser().exists():
+        raise CommandError(
+            f"no control store at {setting} (AIRLOCK_CONTROL_DB): no worker here has used it; "
+            "point AIRLOCK_CONTROL_DB at the store the workers share",
+            USAGE,
+        )
+    return setting
 
 
 def _limit_usage(settings: Settings, workspace: str) -> list[Any]:

@@ -152,6 +152,27 @@ async def test_a_workspace_the_policy_does_not_know_is_refused_before_anything_s
     assert not await exists(client, control_workflow_id(name))
 
 
+@pytest.mark.parametrize("command", ["spend", "limits"])
+async def test_a_control_store_that_is_not_there_is_named_not_created(
+    airlock_cli: AirlockCli,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    """`AIRLOCK_CONTROL_DB` pointing where no store is (a typo, another machine's path): one
+    line naming it, status 2, and no empty store left behind that would report nothing spent."""
+    missing = tmp_path / "contorl.db"
+    monkeypatch.setenv("AIRLOCK_CONTROL_DB", str(missing))
+    status, out = await airlock_cli("workspace", command, "acme")
+    assert status == ExitStatus.USAGE
+    assert stderr_lines(capsys) == [
+        f"airlock: no control store at {missing} (AIRLOCK_CONTROL_DB): no worker here has used it; "
+        "point AIRLOCK_CONTROL_DB at the store the workers share"
+    ]
+    assert out == "" and not missing.exists()
+
+
 async def test_the_inbox_of_a_person_who_does_not_exist_is_refused(
     airlock_cli: AirlockCli, capsys: pytest.CaptureFixture[str]
 ) -> None:
