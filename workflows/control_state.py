@@ -60,6 +60,13 @@ class ControlState(BaseModel):
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
+def json_bytes(text: str) -> int:
+    """What a printable text weighs in the checkpoint's JSON: its UTF-8 bytes, and one more for
+    each quote or backslash JSON escapes. Text with control characters (six bytes each) is
+    refused where it comes in, so that this is exact."""
+    return len(text.encode()) + text.count('"') + text.count("\\")
+
+
 def size(state: BaseModel) -> int:
     """Bytes of the model as Temporal's pydantic converter writes it (JSON)."""
     return len(state.__pydantic_serializer__.to_json(state))
@@ -70,10 +77,12 @@ def fit_checkpoint(state: ControlState, limit: int = CHECKPOINT_BYTES) -> tuple[
 
     Left out first what only explains the past: the registrations refused under a cap (a run
     asking for its admission again is refused again), the spend ledger's lines by run (summed under
-    OTHER_RUNS; the totals by day, agent and requester stay), the refused messages kept in full
-    (their counts stay). Then, oldest first, the runs being tracked: a run forgotten is not told
-    of a switch, and still reads the switches from the control store before every call. Open
-    spend reservations and the switches are never left out."""
+    OTHER_RUNS, then those by requester and by agent; each day's total stays), the refused messages kept in full
+    (their counts stay). Then, oldest first, the runs being tracked, those without a concurrency
+    slot before those holding one: a run forgotten is not told of a switch, and still reads the
+    switches from the control store before every call. Open spend reservations and the switches
+    are never left out. What is taken in is bounded so that the whole fits without touching the
+    runs (`workflows.workspace_control`); cutting them is the last line, not the plan."""
     if size(state) <= limit:
         return state, []
     s = state.model_copy(deep=True)
@@ -81,22 +90,28 @@ def fit_checkpoint(state: ControlState, limit: int = CHECKPOINT_BYTES) -> tuple[
     if s.refused_runs:
         left_out.append(f"{len(s.refused_runs)} refused registrations")
         s.refused_runs = {}
-    lines = sum(len(day.by_run) for day in s.days)
-    if lines and size(s) > limit:
-        for day in s.days:
-            day.by_run = {OTHER_RUNS: round(sum(day.by_run.values()), 9)} if day.by_run else {}
-        left_out.append(f"{lines} spend lines by run")
+    for field, what in (("by_run", "run"), ("by_requester", "requester"), ("by_agent", "agent")):
+        lines = sum(len(getattr(day, field)) for day in s.days)
+        if lines and size(s) > limit:
+            for day in s.days:
+                ledger: dict[str, float] = getattr(day, field)
+                setattr(day, field, {OTHER_RUNS: round(sum(ledger.values()), 9)} if ledger else {})
+            left_out.append(f"{lines} spend lines by {what}")
     if s.refused_messages.last and size(s) > limit:
         left_out.append(f"{len(s.refused_messages.last)} refused messages in full")
         s.refused_messages.last = []
     forgotten = 0
-    newest_first = sorted(s.runs, key=lambda r: s.registered_at.get(r, _LONG_AGO), reverse=True)
+    # Popped from the end: runs without a slot first (a forgotten slot would admit a run past the
+    # cap), the oldest of each first.
+    newest_first = sorted(
+        s.runs, key=lambda r: (r not in s.signing_off, s.registered_at.get(r, _LONG_AGO)), reverse=True
+    )
     while newest_first and (excess := size(s) - limit) > 0:
         # A run costs at most its id thrice (its generation, its registration time, signing
         # off) and a little: forget no more than the excess needs, then measure again.
         while newest_first and excess > 0:
             run_id = newest_first.pop()  # the oldest
-            excess -= 3 * len(run_id.encode()) + 64
+            excess -= 3 * json_bytes(run_id) + 64
             s.runs.pop(run_id)
             s.registered_at.pop(run_id, None)
             s.signing_off.discard(run_id)

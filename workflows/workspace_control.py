@@ -65,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
         registered_run_id,
         registration_key,
     )
-    from workflows.control_state import OTHER_RUNS, ControlState, Reservation, fit_checkpoint
+    from workflows.control_state import OTHER_RUNS, ControlState, Reservation, fit_checkpoint, json_bytes
     from workflows.entry import NAME_CHARS, Refusal, bounded, message, reason_key, shown_args, start_args, tally
 
 ADMIN_ROLE = "admin"
@@ -78,6 +78,8 @@ DAYS_KEPT = 7
 # Past this many runs in a day, smaller spenders are summed under one line: the ledger is
 # carried across continue-as-new and must stay small.
 RUNS_PER_DAY_KEPT = 2_000
+# The same for agents and requesters: a policy names a few, and a reservation may name any.
+NAMES_PER_DAY_KEPT = 200
 # What one message may weigh: every control message is a few hundred bytes, a batch of 1000
 # registrations a few hundred kilobytes. What is kept of a message must stay small: the state is
 # carried across continue-as-new, under Temporal's 2 MB per payload.
@@ -91,12 +93,14 @@ REFUSAL_CHARS = 500
 # What the control workflow keeps of registered runs is carried across continue-as-new, under
 # Temporal's 2 MB per payload. Anyone who can signal it could register made-up run ids until its
 # checkpoint no longer fits, and the kill switch with it: past these, runs that the server no
-# longer lists as running are forgotten, however recent, and a registration that still finds no
-# room is refused (the run still reads the switches from the control store before every call).
+# longer lists as running (and that hold no concurrency slot) are forgotten, however recent, and
+# a registration that still finds no room is refused (the run still reads the switches from the
+# control store before every call). Bytes as the checkpoint's JSON weighs them; with the
+# reservations' bounds and the policy the whole stays under CHECKPOINT_BYTES.
 RUNS_TRACKED = 5_000
-RUN_ID_CHARS_TRACKED = 400_000
-# Since this patch a registration for another workspace is refused, and so is one that finds no
-# room under RUNS_TRACKED and RUN_ID_CHARS_TRACKED.
+RUN_ID_BYTES_TRACKED = 250_000
+# Since this patch a registration for another workspace, one whose ids hold characters that are
+# not printable, and one that finds no room under RUNS_TRACKED and RUN_ID_BYTES_TRACKED are refused.
 VERIFIED_REGISTRATIONS = "verified-registrations"
 # Temporal lets a workflow have 2,000 signals to other workflows in flight; a switch told to every
 # run at once past that failed its workflow task, again and again. Since this patch at most
@@ -105,10 +109,12 @@ VERIFIED_REGISTRATIONS = "verified-registrations"
 BOUNDED_BROADCASTS = "bounded-broadcasts"
 SIGNALS_IN_FLIGHT = 500
 # Open spend reservations are carried across continue-as-new too: one per model call in flight is
-# what runs hold, and since this patch a reservation past RESERVATIONS_OPEN is refused.
+# what runs hold. Since this patch a reservation is refused past RESERVATIONS_OPEN (or
+# RESERVATION_BYTES_OPEN of ids and names), for another workspace, or with ids or names that are
+# not printable.
 BOUNDED_RESERVATIONS = "bounded-reservations"
-RESERVATIONS_OPEN = 5_000
-RESERVATION_CHARS_OPEN = 300_000
+RESERVATIONS_OPEN = 2_000
+RESERVATION_BYTES_OPEN = 150_000
 # A flood of registrations asks the server which runs are live once a minute at most, not once
 # per registration.
 SWEEP_EVERY = timedelta(minutes=1)
@@ -271,7 +277,10 @@ class WorkspaceControl:
         keep = set(live)
         recent = workflow.now() - RECENT
         for run_id in list(s.runs):
-            if run_id not in keep and (recent_too or s.registered_at.get(run_id, recent) < recent):
+            # A run under a cap signs off as it ends: a recent one is kept whatever visibility says,
+            # or its slot would be handed to another run while it still runs.
+            forgettable = recent_too and run_id not in s.signing_off
+            if run_id not in keep and (forgettable or s.registered_at.get(run_id, recent) < recent):
                 self._forget(s, run_id)
 
     async def _state(self) -> ControlState:
@@ -402,9 +411,18 @@ class WorkspaceControl:
 
     def _for_this_workspace(self, s: ControlState, name: str, request: RegisterRequest) -> bool:
         """A registration names the workspace its run is of; one for another workspace is a
-        mistake or a forgery, refused (since VERIFIED_REGISTRATIONS) and recorded."""
-        if request.workspace == s.workspace or not workflow.patched(VERIFIED_REGISTRATIONS):
+        mistake or a forgery, and ids with characters that are not printable (a real run's are)
+        would weigh up to six times their length in the checkpoint: both are refused (since
+        VERIFIED_REGISTRATIONS) and recorded."""
+        printable = request.run_id.isprintable() and request.chain_run_id.isprintable()
+        if (request.workspace == s.workspace and printable) or not workflow.patched(VERIFIED_REGISTRATIONS):
             return True
+        if not printable:
+            self._note_refusal(
+                f"unprintable id in {name}",
+                f"signal {name} refused: run id {bounded(repr(request.run_id), 80)} holds characters that are not printable",
+            )
+            return False
         self._note_refusal(
             f"other workspace in {name}",
             f"signal {name} refused: run {bounded(request.run_id, 80)!r} is of workspace "
@@ -414,7 +432,7 @@ class WorkspaceControl:
 
     async def _room_for(self, s: ControlState, run_ids: list[str]) -> bool:
         """Whether the runs not tracked yet among `run_ids` fit under RUNS_TRACKED and
-        RUN_ID_CHARS_TRACKED; if not, runs the server no longer lists as running are forgotten
+        RUN_ID_BYTES_TRACKED; if not, runs the server no longer lists as running are forgotten
         first, however recent (at most once every SWEEP_EVERY)."""
         new = {r for r in run_ids if r not in s.runs}
         if _fits(s, new) or not workflow.patched(VERIFIED_REGISTRATIONS):
@@ -500,16 +518,8 @@ class WorkspaceControl:
         if request.reservation_id in s.reservations:
             # The reserving activity was retried: granted again, held once.
             return ReserveResult(granted=True, spent_usd=today.spent_usd, reserved_usd=reserved)
-        if not _room_to_reserve(s, request) and workflow.patched(BOUNDED_RESERVATIONS):
-            return ReserveResult(
-                granted=False,
-                reason=(
-                    f"workspace {s.workspace}: {len(s.reservations)} spend reservations are open; at most "
-                    f"{RESERVATIONS_OPEN} (and {RESERVATION_CHARS_OPEN:,} characters of their ids) are kept"
-                ),
-                spent_usd=today.spent_usd,
-                reserved_usd=reserved,
-            )
+        if (refusal := _reservation_refusal(s, request)) is not None and workflow.patched(BOUNDED_RESERVATIONS):
+            return ReserveResult(granted=False, reason=refusal, spent_usd=today.spent_usd, reserved_usd=reserved)
         today.cap_usd = request.cap_usd
         # Checked and held with no await in between: no other message can run meanwhile.
         if today.spent_usd + reserved + request.usd > request.cap_usd + 1e-12:
@@ -548,15 +558,15 @@ class WorkspaceControl:
         day = next((d for d in s.days if d.day == held.day), None) or self._today(s)
         usd = settle.usd
         day.spent_usd = round(day.spent_usd + usd, 9)
-        for ledger, key in (
-            (day.by_agent, held.agent),
-            (day.by_requester, held.requested_by),
-            (day.by_run, held.run_id),
+        for ledger, key, kept in (
+            (day.by_agent, held.agent, NAMES_PER_DAY_KEPT),
+            (day.by_requester, held.requested_by, NAMES_PER_DAY_KEPT),
+            (day.by_run, held.run_id, RUNS_PER_DAY_KEPT),
         ):
             ledger[key] = round(ledger.get(key, 0.0) + usd, 9)
-        if len(day.by_run) > RUNS_PER_DAY_KEPT:
-            smallest = min((k for k in day.by_run if k != OTHER_RUNS), key=lambda k: day.by_run[k])
-            day.by_run[OTHER_RUNS] = round(day.by_run.get(OTHER_RUNS, 0.0) + day.by_run.pop(smallest), 9)
+            if len(ledger) > kept:
+                smallest = min((k for k in ledger if k != OTHER_RUNS), key=lambda k: ledger[k])
+                ledger[OTHER_RUNS] = round(ledger.get(OTHER_RUNS, 0.0) + ledger.pop(smallest), 9)
 
     def _today(self, s: ControlState) -> DaySpend:
         day = workflow.now().date().isoformat()
@@ -702,7 +712,10 @@ class WorkspaceControl:
             await handle.signal(names.RunMessages.WORKSPACE_SWITCH, payload)
 
     def _refuse(self, s: ControlState, reason: str) -> SwitchResult:
-        s.refused = [*s.refused[-(REFUSALS_KEPT - 1) :], f"{workflow.now().isoformat()} {reason}"]
+        s.refused = [
+            *s.refused[-(REFUSALS_KEPT - 1) :],
+            bounded(f"{workflow.now().isoformat()} {reason}", REFUSAL_CHARS),
+        ]
         return SwitchResult(accepted=False, reason=reason)
 
     @workflow.query(name=names.ControlMessages.STATE)
@@ -723,30 +736,40 @@ class WorkspaceControl:
         )
 
 
-def _reservation_chars(reservation_id: str, r: Reservation | ReserveRequest) -> int:
-    return len(reservation_id) + len(r.run_id) + len(r.agent) + len(r.requested_by)
+def _reservation_bytes(reservation_id: str, r: Reservation | ReserveRequest) -> int:
+    return json_bytes(reservation_id) + json_bytes(r.run_id) + json_bytes(r.agent) + json_bytes(r.requested_by)
 
 
-def _room_to_reserve(s: ControlState, request: ReserveRequest) -> bool:
-    chars = sum(_reservation_chars(k, r) for k, r in s.reservations.items())
-    return (
-        len(s.reservations) < RESERVATIONS_OPEN
-        and chars + _reservation_chars(request.reservation_id, request) <= RESERVATION_CHARS_OPEN
-    )
+def _reservation_refusal(s: ControlState, request: ReserveRequest) -> str | None:
+    """Why a reservation is not taken into the carried state (see BOUNDED_RESERVATIONS)."""
+    if request.workspace != s.workspace:
+        return f"the reservation is for workspace {bounded(request.workspace, 80)!r}; this is {s.workspace!r}"
+    ids = (request.reservation_id, request.run_id, request.agent, request.requested_by)
+    if not all(i.isprintable() for i in ids):
+        return "the reservation's ids or names hold characters that are not printable"
+    held = sum(_reservation_bytes(k, r) for k, r in s.reservations.items())
+    if len(s.reservations) >= RESERVATIONS_OPEN or held + _reservation_bytes(request.reservation_id, request) > (
+        RESERVATION_BYTES_OPEN
+    ):
+        return (
+            f"workspace {s.workspace}: {len(s.reservations)} spend reservations are open; at most "
+            f"{RESERVATIONS_OPEN} (and {RESERVATION_BYTES_OPEN:,} bytes of their ids) are kept"
+        )
+    return None
 
 
 def _fits(s: ControlState, new: set[str]) -> bool:
     if not new:
         return True
     count = len(s.runs) + len(new)
-    chars = sum(map(len, s.runs)) + sum(map(len, new))
-    return count <= RUNS_TRACKED and chars <= RUN_ID_CHARS_TRACKED
+    weight = sum(map(json_bytes, s.runs)) + sum(map(json_bytes, new))
+    return count <= RUNS_TRACKED and weight <= RUN_ID_BYTES_TRACKED
 
 
 def _no_room(s: ControlState) -> str:
     return (
         f"{len(s.runs)} runs are tracked, at most {RUNS_TRACKED} "
-        f"(and {RUN_ID_CHARS_TRACKED:,} characters of run ids) are kept"
+        f"(and {RUN_ID_BYTES_TRACKED:,} bytes of run ids) are kept"
     )
 
 

@@ -4,7 +4,7 @@ by the thousand.
 The control workflow carries the runs it tracks across continue-as-new, under Temporal's 2 MB
 per payload: if anyone who can signal it could grow that without bound, its checkpoint would stop
 fitting and the kill switch would stop with it. What it tracks stays bounded (RUNS_TRACKED runs,
-RUN_ID_CHARS_TRACKED characters of ids), made-up runs are forgotten once the server says they are
+RUN_ID_BYTES_TRACKED bytes of ids), made-up runs are forgotten once the server says they are
 not running, and what finds no room is refused and shown in the `state` query.
 
 The control workflow of the example policy's `sandbox` workspace is started afresh for each test.
@@ -28,7 +28,7 @@ from contracts.workspace_io import ReserveResult, SwitchResult, WorkspaceView, c
 from runtime.converter import data_converter
 from tests.adversarial_support import assert_not_stuck, chain_histories
 from tests.conftest import CONTROL_QUEUE, Runs, ready_view
-from workflows.workspace_control import RESERVATION_CHARS_OPEN, RUN_ID_CHARS_TRACKED, RUNS_TRACKED, WorkspaceControl
+from workflows.workspace_control import RESERVATION_BYTES_OPEN, RUN_ID_BYTES_TRACKED, RUNS_TRACKED, WorkspaceControl
 
 WORKSPACE = "sandbox"
 
@@ -110,7 +110,7 @@ async def test_run_ids_too_long_to_keep_are_refused(control: WorkflowHandle[Any,
     before = await view(control)
     tag = uuid.uuid4().hex[:8]
     ids = [f"{tag}-{i:04d}-".ljust(1000, "x") for i in range(500)]
-    assert sum(map(len, ids)) > RUN_ID_CHARS_TRACKED
+    assert sum(map(len, ids)) > RUN_ID_BYTES_TRACKED
     await control.signal("register_batch", batch(ids))
     after = await refusals(
         control, "no room in register", before.refused_messages.by_reason.get("no room in register", 0) + 1
@@ -178,30 +178,38 @@ async def test_a_switch_reaches_thousands_of_registered_runs_without_failing_a_t
     await assert_replays(client, control)
 
 
-async def test_spend_reservations_past_what_is_kept_are_refused(
+async def test_spend_reservations_past_what_is_kept_or_not_of_this_workspace_are_refused(
     client: Client, control: WorkflowHandle[Any, Any]
 ) -> None:
-    """Open spend reservations are carried across continue-as-new too: an insider holding tiny
+    """Open spend reservations are carried across continue-as-new too. An insider holding tiny
     amounts under huge ids, one update after another, is refused once what is kept of their ids
-    is full, and the reservations already held stay."""
+    is full, and the reservations already held stay; a reservation for another workspace, or with
+    ids or names that are not printable, is refused at once."""
     tag = uuid.uuid4().hex[:6]
 
-    def reserve(i: int) -> dict[str, Any]:
+    def reserve(i: int, **change: Any) -> dict[str, Any]:
         long = f"{tag}-{i:03d}-".ljust(1000, "x")
-        return {
+        body = {
             "workspace": WORKSPACE,
             "run_id": long,
             "reservation_id": long,
-            "agent": long,
-            "requested_by": long,
+            "agent": "support",
+            "requested_by": "u_alice",
             "usd": 0.000001,
             "cap_usd": 1_000_000.0,
         }
+        return {**body, **change}
 
-    fit = RESERVATION_CHARS_OPEN // 4000
+    for change, reason in [
+        ({"workspace": "acme"}, "the reservation is for workspace 'acme'; this is 'sandbox'"),
+        ({"agent": "\x01" * 1000}, "the reservation's ids or names hold characters that are not printable"),
+        ({"reservation_id": "\x01" * 1000}, "the reservation's ids or names hold characters that are not printable"),
+    ]:
+        refused = await control.execute_update("reserve", reserve(999, **change), result_type=ReserveResult)
+        assert (refused.granted, refused.reason) == (False, reason)
+    fit = RESERVATION_BYTES_OPEN // (2 * 1000 + len("support") + len("u_alice"))
     results = [await control.execute_update("reserve", reserve(i), result_type=ReserveResult) for i in range(fit + 3)]
     assert all(r.granted for r in results[:fit])
-    refused = results[fit:]
-    assert not any(r.granted for r in refused)
-    assert "spend reservations are open" in (refused[0].reason or "")
+    assert not any(r.granted for r in results[fit:])
+    assert "spend reservations are open" in (results[fit].reason or "")
     await assert_replays(client, control)

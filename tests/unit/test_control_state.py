@@ -6,12 +6,33 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from pydantic import TypeAdapter
+
 from contracts.activity_io import RunContext
 from contracts.workspace_io import DaySpend, Switches
 from policy.loader import load_policy
 from runtime.settings import EXAMPLE_POLICY
 from tools.registry import load_registry
-from workflows.control_state import CHECKPOINT_BYTES, OTHER_RUNS, ControlState, Reservation, fit_checkpoint, size
+from workflows.control_state import (
+    CHECKPOINT_BYTES,
+    OTHER_RUNS,
+    ControlState,
+    Reservation,
+    fit_checkpoint,
+    json_bytes,
+    size,
+)
+from workflows.workspace_control import (
+    NAMES_PER_DAY_KEPT,
+    REFUSAL_CHARS,
+    REFUSALS_KEPT,
+    REFUSED_RUNS_KEPT,
+    RESERVATION_BYTES_OPEN,
+    RESERVATIONS_OPEN,
+    RUN_ID_BYTES_TRACKED,
+    RUNS_PER_DAY_KEPT,
+    RUNS_TRACKED,
+)
 
 POLICY = load_policy(EXAMPLE_POLICY)
 CONTEXT = RunContext(policy=POLICY, policy_hash=POLICY.content_hash(), catalog=load_registry().catalog())
@@ -72,4 +93,61 @@ def test_then_the_oldest_tracked_runs_go_and_never_a_reservation() -> None:
     kept = sorted(s.runs, key=lambda r: s.registered_at[r])[forgotten:]
     assert list(fitted.runs) == kept and set(fitted.registered_at) == set(kept)
     assert fitted.signing_off <= set(kept)
+    assert fitted.reservations == s.reservations and fitted.switches == s.switches
+
+
+def test_json_bytes_is_what_the_checkpoint_weighs() -> None:
+    """The bounds count ids as the checkpoint's JSON writes them: UTF-8, quotes and backslashes
+    escaped (text with control characters is refused where it comes in)."""
+    for text in ["run-1", 'a"b\\c', "𝒜é　x", "'" * 10]:
+        assert json_bytes(text) == len(TypeAdapter(str).dump_json(text)) - 2
+
+
+def test_at_every_bound_the_checkpoint_fits_without_leaving_out_a_run() -> None:
+    """Everything an insider can fill, filled to its bound with the heaviest printable text
+    (4-byte characters, quotes): only what explains the past is left out; every tracked run, every
+    open reservation and the switches are carried, under CHECKPOINT_BYTES."""
+    heavy = "𝒜" * 11 + '"'  # 44 bytes of UTF-8 and an escaped quote
+    per_run = RUN_ID_BYTES_TRACKED // RUNS_TRACKED
+    ids = [f"{i:05d}" + heavy[: (per_run - 5 - 2) // 4] + '"' for i in range(RUNS_TRACKED)]
+    assert sum(map(json_bytes, ids)) <= RUN_ID_BYTES_TRACKED
+    runs = {
+        "runs": dict.fromkeys(ids, 3),
+        "registered_at": {r: START + timedelta(seconds=i) for i, r in enumerate(ids)},
+        "signing_off": set(ids),
+        "leaving": set(ids[:1000]),
+    }
+    per_reservation = RESERVATION_BYTES_OPEN // RESERVATIONS_OPEN - len("support") - len("u_alice")
+    reservations = {
+        f"{i:05d}{'𝒜' * ((per_reservation // 2 - 5) // 4)}": Reservation(
+            run_id=f"{i:05d}{'𝒜' * ((per_reservation // 2 - 5) // 4)}",
+            agent="support",
+            requested_by="u_alice",
+            usd=0.000001,
+            day="2026-12-01",
+        )
+        for i in range(RESERVATIONS_OPEN)
+    }
+    assert sum(json_bytes(k) + json_bytes(r.run_id) + 14 for k, r in reservations.items()) <= RESERVATION_BYTES_OPEN
+    long_key = "𝒜" * 2100
+    s = state(
+        **runs,
+        reservations=reservations,
+        refused_runs={f"{i}{long_key}": "r" * 200 for i in range(REFUSED_RUNS_KEPT)},
+        refused=["𝒜" * REFUSAL_CHARS] * REFUSALS_KEPT,
+        days=[
+            DaySpend(
+                day=f"2026-12-0{d}",
+                by_run={f"{i}{'𝒜' * 250}": 0.001 for i in range(RUNS_PER_DAY_KEPT)},
+                by_agent={f"{i}{'𝒜' * 250}": 0.001 for i in range(NAMES_PER_DAY_KEPT)},
+                by_requester={f"{i}{'𝒜' * 250}": 0.001 for i in range(NAMES_PER_DAY_KEPT)},
+            )
+            for d in range(1, 8)
+        ],
+    )
+    assert size(s) > CHECKPOINT_BYTES
+    fitted, left_out = fit_checkpoint(s)
+    assert size(fitted) <= CHECKPOINT_BYTES, left_out
+    assert not any("tracked runs" in note for note in left_out), left_out
+    assert fitted.runs == s.runs and fitted.signing_off == s.signing_off
     assert fitted.reservations == s.reservations and fitted.switches == s.switches
