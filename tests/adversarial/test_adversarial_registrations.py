@@ -213,3 +213,28 @@ async def test_spend_reservations_past_what_is_kept_or_not_of_this_workspace_are
     assert not any(r.granted for r in results[fit:])
     assert "spend reservations are open" in (results[fit].reason or "")
     await assert_replays(client, control)
+
+
+async def test_a_sweep_for_room_keeps_the_runs_holding_a_concurrency_slot(control: WorkflowHandle[Any, Any]) -> None:
+    """A registration that cannot fit sends the control workflow to ask the server which runs
+    are live, and it forgets the others however recent. A run admitted under a concurrency cap
+    that visibility does not list yet (it has not published its state) keeps its slot: forgotten,
+    it would let another run start past the cap while it still runs."""
+    tag = uuid.uuid4().hex[:6]
+    before = await view(control)
+    for i in range(2):
+        body = {
+            "workspace": WORKSPACE,
+            "run_id": f"capped-{tag}-{i}",
+            "chain_run_id": f"c-{i}",
+            "max_concurrent_runs": 50,
+        }
+        await control.signal("register", body)
+    admitted = await state_when(control, lambda v: v.runs >= before.runs + 2)
+    assert admitted.runs == before.runs + 2
+    too_many = [f"{tag}-{i:03d}-".ljust(1000, "x") for i in range(300)]
+    await control.signal("register_batch", batch(too_many, generation=before.switches.generation))
+    refused = await refusals(
+        control, "no room in register", before.refused_messages.by_reason.get("no room in register", 0) + 1
+    )
+    assert refused.runs == before.runs + 2
