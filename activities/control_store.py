@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from contracts.workspace_io import DaySpend, SpendHold, SpendView, Switches
-from tools.backoffice.db import WRITE_LOCK, connect
+from tools.backoffice.db import WRITE_LOCK, connect, create_tables
 
 metadata = MetaData()
 
@@ -83,10 +83,7 @@ class ControlStore:
         return store
 
     def create_schema(self) -> None:
-        with self.engine.connect() as c:
-            conn = c.execution_options(**{WRITE_LOCK: True})
-            with conn.begin():
-                metadata.create_all(conn)
+        create_tables(self.engine, metadata)
 
     def read(self, workspace: str) -> Switches:
         """The switches in force; all off (generation 0) for a workspace that never threw one."""

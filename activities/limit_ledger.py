@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.policy_limits import CounterUse, LimitCharge, LimitsHeld, ReserveLimits, SettleLimits
 from policy.limits import fits, from_micro, to_micro, window_start
-from tools.backoffice.db import WRITE_LOCK, connect
+from tools.backoffice.db import WRITE_LOCK, connect, create_tables
 
 metadata = MetaData()
 
@@ -93,10 +93,7 @@ class LimitLedger:
         return ledger
 
     def create_schema(self) -> None:
-        with self._engine.connect() as c:
-            conn = c.execution_options(**{WRITE_LOCK: True})
-            with conn.begin():
-                metadata.create_all(conn)
+        create_tables(self._engine, metadata)
 
     def reserve(self, request: ReserveLimits, now: float | None = None) -> LimitsHeld:
         """Holds every charge of the call, or none when one would pass its max (unless `force`).

@@ -8,6 +8,7 @@ interleave with another write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -162,18 +163,29 @@ def connect(setting: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def create_schema(engine: Engine) -> None:
-    """Creates the tables and seeds them once, also when several workers start together."""
+def create_tables(engine: Engine, tables: MetaData, then: Callable[[Connection], None] | None = None) -> None:
+    """Creates `tables` (and runs `then` in the same transaction), also when several workers start
+    together: SQLite's write lock, or on PostgreSQL an advisory lock, since concurrent CREATE
+    TABLEs race on its catalog."""
     with engine.connect() as c:
         conn = c.execution_options(**{WRITE_LOCK: True})
         with conn.begin():
             if conn.dialect.name == "postgresql":
-                # Concurrent CREATE TABLEs race on PostgreSQL's catalog; one at a time.
                 conn.execute(text("SELECT pg_advisory_xact_lock(7235001)"))
-            metadata.create_all(conn)
-            _widen(conn)
-            if conn.execute(select(func.count()).select_from(customers)).scalar_one() == 0:
-                seed(conn)
+            tables.create_all(conn)
+            if then is not None:
+                then(conn)
+
+
+def create_schema(engine: Engine) -> None:
+    """Creates the tables and seeds them once, also when several workers start together."""
+
+    def widen_and_seed(conn: Connection) -> None:
+        _widen(conn)
+        if conn.execute(select(func.count()).select_from(customers)).scalar_one() == 0:
+            seed(conn)
+
+    create_tables(engine, metadata, widen_and_seed)
 
 
 # Columns that held workflow ids as varchar(200) before they became text.
