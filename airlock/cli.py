@@ -51,6 +51,10 @@ OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = (
 )
 
 
+# How much of a name a person typed an error line quotes.
+NAME_SHOWN = 120
+
+
 class CommandError(ExitError):
     """A command's failure, said in one line; REFUSED unless told otherwise."""
 
@@ -84,18 +88,28 @@ def _policy(settings: Settings) -> Any:
         raise CommandError(f"the policy does not load: {str(e).splitlines()[0]}", USAGE) from None
 
 
-def _known_workspace(settings: Settings, name: str) -> None:
+def _shown(value: str) -> str:
+    """What a person typed, quoted in an error line and cut short: a name pasted by mistake may
+    be megabytes long."""
+    from workflows.entry import bounded
+
+    return repr(bounded(value, NAME_SHOWN))
+
+
+def _known_workspace(settings: Settings, name: str) -> Any:
+    """The policy, once it names the workspace."""
     policy = _policy(settings)
     if name not in policy.workspaces:
         known = ", ".join(sorted(policy.workspaces)) or "none"
         raise CommandError(
-            f"no workspace named {name!r} in the policy {settings.policy_path} (its workspaces: {known})", USAGE
+            f"no workspace named {_shown(name)} in the policy {settings.policy_path} (its workspaces: {known})", USAGE
         )
+    return policy
 
 
 def _known_person(settings: Settings, person: str) -> None:
     if person not in _policy(settings).people:
-        raise CommandError(f"no person named {person!r} in the policy {settings.policy_path}", USAGE)
+        raise CommandError(f"no person named {_shown(person)} in the policy {settings.policy_path}", USAGE)
 
 
 def _history_files(paths: list[Path]) -> None:
@@ -185,7 +199,7 @@ async def counterfactual(args: argparse.Namespace, out: TextIO) -> int:
 
 def _provider(name: str) -> Any:
     if name != "openai":
-        raise CommandError(f"--model: unknown provider {name!r}; counterfactual models: openai", USAGE)
+        raise CommandError(f"--model: unknown provider {_shown(name)}; counterfactual models: openai", USAGE)
     from activities.openai_provider import OpenAIProvider
     from tools.registry import load_registry
 
@@ -269,7 +283,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     settings = Settings()
     # Before anything is started: a control workflow for a workspace its policy does not know
     # would start, fail on its first task and stay behind as a failed workflow.
-    _known_workspace(settings, args.name)
+    policy = _known_workspace(settings, args.name)
     # Spend and the limits' counters live in the control store, where the model calls' and the
     # runs' own activities hold and settle them: Temporal is not asked. (The control workflow's
     # own spend ledger serves runs pinned before the store.)
@@ -280,8 +294,8 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         _print_spend(await asyncio.to_thread(ledger.view, args.name), out, as_json=args.json)
         return OK
     if args.workspace_command == "limits":
-        _existing_control_store(settings)
-        _print_limits(await asyncio.to_thread(_limit_usage, settings, args.name), out, as_json=args.json)
+        usage = await asyncio.to_thread(_limit_usage, policy, _existing_control_store(settings), args.name)
+        _print_limits(usage, out, as_json=args.json)
         return OK
     client = await _client(settings)
     control_id = control_workflow_id(args.name)
@@ -294,7 +308,7 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         except RPCError as e:
             if e.status is RPCStatusCode.NOT_FOUND:
                 raise CommandError(
-                    f"workspace {args.name!r} has no control workflow yet: no run has joined it and no switch "
+                    f"workspace {_shown(args.name)} has no control workflow yet: no run has joined it and no switch "
                     "was thrown (its switches are off)"
                 ) from None
             raise CommandError(f"{control_id} does not answer `{query}`: {e}") from None
@@ -386,7 +400,7 @@ def _existing_control_store(settings: Settings) -> str:
     return setting
 
 
-def _limit_usage(settings: Settings, workspace: str) -> list[Any]:
+def _limit_usage(policy: Any, control_db: str, workspace: str) -> list[Any]:
     """The windowed limits of this machine's policy that count in `workspace`, each with its
     counters from the control store."""
     from decimal import Decimal
@@ -394,8 +408,7 @@ def _limit_usage(settings: Settings, workspace: str) -> list[Any]:
     from activities.limit_ledger import LimitLedger
     from contracts.policy_limits import LimitUsage, SubjectUsage
 
-    policy = _policy(settings)
-    ledger = LimitLedger.open(settings.control_db)
+    ledger = LimitLedger.open(control_db)
     usage = []
     for tool, tool_policy in sorted(policy.tools.items()):
         for limit in tool_policy.limits:
@@ -561,7 +574,9 @@ def _parse_time(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise CommandError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-01 or 2026-11-01T08:00:00Z)", USAGE) from None
+        raise CommandError(
+            f"not an ISO 8601 time: {_shown(text)} (e.g. 2026-11-01 or 2026-11-01T08:00:00Z)", USAGE
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
