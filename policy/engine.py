@@ -310,7 +310,10 @@ def matches(cond: Condition, call: CallContext, *, lifts: bool = False) -> bool:
     """Whether a rule's condition counts as matching. One that cannot be evaluated fails closed:
     it matches a rule that denies or demands approval, and does not match a rule that lifts
     (`auto`), so either way the stricter outcome follows."""
-    holds = _holds(cond, call)
+    return _counted(_holds(cond, call), lifts)
+
+
+def _counted(holds: bool | None, lifts: bool) -> bool:
     return (not lifts) if holds is None else holds
 
 
@@ -332,8 +335,7 @@ def _planned(rule: Rule) -> _Planned:
 
 def _counts(planned: _Planned, call: CallContext) -> bool:
     """`matches`, for a planned rule."""
-    holds = planned.test(call)
-    return (not planned.lifts) if holds is None else holds
+    return _counted(planned.test(call), planned.lifts)
 
 
 # The rules of each tool in each workspace, in the order they are decided (by id), worked out
