@@ -18,13 +18,14 @@ import httpx2
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.common import RawValue
+from temporalio.common import RawValue, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
 from activities.openai_provider import OpenAIProvider
 from contracts.models import FINAL_STATES, RunReport, RunState, Status, TimelineEntry
+from contracts.workspace_io import WorkspaceView, control_workflow_id
 from runtime.settings import Settings
-from tests.conftest import Runs, fake_openai
+from tests.conftest import CONTROL_QUEUE, Runs, fake_openai, ready_view
 
 # What a refused vote's reason must look like to "name what is wrong": one of the fixed reasons
 # Airlock gives, each naming the payload field, the approval or the person at fault.
@@ -113,6 +114,27 @@ async def workflow_task_failures(client: Client, handle: WorkflowHandle[Any, Any
                 continue
             failures.append(f"{WorkflowTaskFailedCause.Name(attributes.cause)}: {attributes.failure.message}")
     return failures
+
+
+async def fresh_control(client: Client, workspace: str) -> WorkflowHandle[Any, Any]:
+    """The workspace's control workflow, started afresh on the session's control queue (one
+    already running is terminated), once it answers."""
+    handle = await client.start_workflow(
+        "WorkspaceControl",
+        workspace,
+        id=control_workflow_id(workspace),
+        task_queue=CONTROL_QUEUE,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+    )
+    await ready_view(handle)
+    return handle
+
+
+async def control_state(control: WorkflowHandle[Any, Any]) -> WorkspaceView:
+    """The control workflow's `state` query."""
+    result: WorkspaceView = await control.query("state", result_type=WorkspaceView)
+    return result
 
 
 async def assert_not_stuck(client: Client, handle: WorkflowHandle[Any, Any]) -> None:

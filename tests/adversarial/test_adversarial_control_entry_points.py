@@ -23,15 +23,14 @@ import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from contracts.models import RunState
-from contracts.workspace_io import SpendView, Switches, SwitchResult, WorkspaceView, control_workflow_id
-from tests.adversarial_support import ENCODINGS, assert_not_stuck, event_types, raw
-from tests.conftest import CONTROL_QUEUE, Runs, ready_view
+from contracts.workspace_io import SpendView, Switches, SwitchResult, WorkspaceView
+from tests.adversarial_support import ENCODINGS, assert_not_stuck, control_state, event_types, fresh_control, raw
+from tests.conftest import Runs
 from workflows.workspace_control import BATCH_BYTES, MESSAGE_BYTES, REFUSED_MESSAGES_KEPT
 
 WORKSPACE = "sandbox"
@@ -108,21 +107,11 @@ accepted_updates: list[str] = []
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def control(env: WorkflowEnvironment, control_worker: Worker) -> AsyncIterator[WorkflowHandle[Any, Any]]:
     """The `sandbox` workspace's control workflow, started afresh on the session's control queue."""
-    handle = await env.client.start_workflow(
-        "WorkspaceControl",
-        WORKSPACE,
-        id=control_workflow_id(WORKSPACE),
-        task_queue=CONTROL_QUEUE,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
-    )
-    await ready_view(handle)
+    handle = await fresh_control(env.client, WORKSPACE)
     yield handle
 
 
-async def view(control: WorkflowHandle[Any, Any]) -> WorkspaceView:
-    result: WorkspaceView = await control.query("state", result_type=WorkspaceView)
-    return result
+view = control_state
 
 
 async def refused_after(control: WorkflowHandle[Any, Any], total: int) -> WorkspaceView:

@@ -19,15 +19,14 @@ from typing import Any
 
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from contracts.models import RunState
-from contracts.workspace_io import ReserveResult, SwitchResult, WorkspaceView, control_workflow_id
+from contracts.workspace_io import ReserveResult, SwitchResult, WorkspaceView
 from runtime.converter import data_converter
-from tests.adversarial_support import assert_not_stuck, chain_histories
-from tests.conftest import CONTROL_QUEUE, Runs, ready_view
+from tests.adversarial_support import assert_not_stuck, chain_histories, control_state, fresh_control
+from tests.conftest import Runs
 from workflows.workspace_control import RESERVATION_BYTES_OPEN, RUN_ID_BYTES_TRACKED, RUNS_TRACKED, WorkspaceControl
 
 WORKSPACE = "sandbox"
@@ -35,24 +34,14 @@ WORKSPACE = "sandbox"
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def control(env: WorkflowEnvironment, control_worker: Worker) -> AsyncIterator[WorkflowHandle[Any, Any]]:
-    handle = await env.client.start_workflow(
-        "WorkspaceControl",
-        WORKSPACE,
-        id=control_workflow_id(WORKSPACE),
-        task_queue=CONTROL_QUEUE,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
-    )
-    await ready_view(handle)
+    handle = await fresh_control(env.client, WORKSPACE)
     yield handle
     # What the floods left registered is not for the next test that uses the workspace: a run
     # that starts there brings a new control workflow up, which reads the live runs afresh.
     await handle.terminate("test over")
 
 
-async def view(control: WorkflowHandle[Any, Any]) -> WorkspaceView:
-    result: WorkspaceView = await control.query("state", result_type=WorkspaceView)
-    return result
+view = control_state
 
 
 async def state_when(
