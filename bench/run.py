@@ -600,6 +600,7 @@ def section_policy(a: argparse.Namespace, results: dict[str, Any]) -> None:
     ]
     print()
     print(table(["policy", "call", "decision (rule)", "decide p50 us", "p99 us"], rows))
+    print("\n" + policy_timing.target_line(r, examples))
     r["examples"] = examples
     results["policy"] = r
 
