@@ -12,6 +12,7 @@ import concurrent.futures
 import gc
 import signal
 from datetime import timedelta
+from typing import NamedTuple
 
 import structlog
 from temporalio.api.enums.v1 import IndexedValueType
@@ -33,6 +34,7 @@ from activities.openai_provider import OpenAIProvider
 from activities.run_context import RunContextActivities, RunStartActivities
 from activities.tool_calls import tool_activities
 from activities.workspace import WorkspaceActivities
+from contracts.policy import Policy
 from policy import PolicyError, load_policy
 from policy.check import require_sound_rules
 from recorder.undo_plan import UndoActivities
@@ -91,7 +93,7 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
-__all__ = ["SANDBOX", "build_worker", "connect_client", "preflight", "register_search_attributes", "serve"]
+__all__ = ["SANDBOX", "Loaded", "build_worker", "connect_client", "preflight", "register_search_attributes", "serve"]
 
 
 async def start_local_server(log_level: str = "error") -> WorkflowEnvironment:
@@ -167,12 +169,11 @@ def build_worker(
     extra_interceptors: list[Interceptor] | None = None,
     openai: ModelProvider | None = None,
     workflow_runner: WorkflowRunner = SANDBOX,
+    loaded: Loaded | None = None,
 ) -> Worker:
-    policy = load_policy(settings.policy_path)
-    registry = load_registry(settings.tool_module_list)
-    # A rule over an argument the tool lacks, a fact its preview never gives or a literal of
-    # another kind would fail closed on every call: refused here, as `airlock policy check` does.
-    require_sound_rules(policy, registry.catalog(), str(settings.policy_path))
+    """A worker for the policy and tools `preflight` loaded (`loaded`), or loads them now: the
+    worker runs exactly what was checked, even if the file changes in between."""
+    policy, registry = loaded if loaded is not None else preflight(settings)
     engine = connect(settings.db)
     create_schema(engine)
     for setup in registry.schemas:
@@ -228,10 +229,18 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def preflight(settings: Settings) -> None:
+class Loaded(NamedTuple):
+    """The policy and the tools a worker runs, loaded and checked together."""
+
+    policy: Policy
+    registry: ToolRegistry
+
+
+def preflight(settings: Settings) -> Loaded:
     """What the worker loads before it takes a task, loaded once before anything starts (a client,
     a dev server): a policy or a tool module that does not load is `StartupError`, one line naming
-    the file or the module. `airlock worker` and `airlock dev` both call it."""
+    the file or the module. `airlock worker` and `airlock dev` both call it, and hand what it
+    loaded to `build_worker`."""
     try:
         policy = load_policy(settings.policy_path)
     except PolicyError as e:
@@ -249,10 +258,12 @@ def preflight(settings: Settings) -> None:
     except ValueError as e:  # each loads, together they do not: a tool defined twice
         raise StartupError(f"refusing to start, the tool modules (AIRLOCK_TOOL_MODULES): {e}") from None
     try:
-        # A rule on an argument or fact the tools do not have would fail closed on every call.
+        # A rule over an argument the tool lacks, a fact its preview never gives or a literal of
+        # another kind would fail closed on every call: refused, as `airlock policy check` does.
         require_sound_rules(policy, registry.catalog(), str(settings.policy_path))
     except PolicyError as e:
         raise _policy_refused(e, settings) from None
+    return Loaded(policy, registry)
 
 
 def _policy_refused(error: PolicyError, settings: Settings) -> StartupError:
@@ -271,10 +282,10 @@ def _first_line(error: BaseException) -> str:
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    preflight(settings)
+    loaded = preflight(settings)
     client = await connect_client(settings)
     await register_search_attributes(client)
-    worker = build_worker(client, settings)
+    worker = build_worker(client, settings, loaded=loaded)
     freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

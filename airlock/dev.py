@@ -305,7 +305,7 @@ async def dev(settings: Settings, with_demo: bool) -> None:
 
     configure_logging(os.environ.get("AIRLOCK_LOG_LEVEL", "WARNING"))
     # What `make demo` would otherwise find out only after starting a server.
-    preflight(settings)
+    loaded = preflight(settings)
     state_dir = Path(".airlock")
     client, server = await _existing_or_started(settings, state_dir)
     ui = f"http://127.0.0.1:{_ui_port()}"
@@ -315,7 +315,7 @@ async def dev(settings: Settings, with_demo: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await register_search_attributes(client)
-        worker = build_worker(client, settings)
+        worker = build_worker(client, settings, loaded=loaded)
         freeze_startup_heap()
         async with worker:
             print(f"worker polling task queue {settings.task_queue!r}; Web UI {ui}", flush=True)

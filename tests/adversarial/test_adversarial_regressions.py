@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from contracts.models import DecideResult, Effect, Mode, RunReport, RunState, Tier
 from policy import CallContext, PolicyError, decide, parse_policy
+from runtime.exits import StartupError
 from runtime.settings import EXAMPLE_POLICY, Settings
 from tests.adversarial_support import assert_not_stuck
 from tests.conftest import Runs, call, count_rows, run_input
@@ -66,7 +67,7 @@ async def test_a_run_given_a_nan_argument_waits_for_approval(
     policy = tmp_path / "p.yaml"
     policy.write_text(NAN_RULE)
     with pytest.raises(
-        PolicyError, match=re.escape("rule ticket.numeric: arg subject is a string, and gt compares a number")
+        StartupError, match=re.escape("rule ticket.numeric: arg subject is a string, and gt compares a number")
     ):
         build_worker(client, settings.model_copy(update={"policy_path": policy}))
     rule = {"id": "ticket.numeric", "tool": "tickets.create_ticket", "effect": "require_approval"}
