@@ -4,6 +4,10 @@ Nothing runs and nothing is written. Every recorded call is decided again with t
 using the arguments and previewed facts recorded when it ran. A new model is asked, step by step,
 what it would propose given the recorded conversation (recorded tool results, not live tools).
 
+The new policy's windowed limits count too (`airlock.counterfactual_limits`): from the counter
+each call recorded where the limit is the same, else from this run's own calls, which the
+comparison says.
+
 A recorded vote counts again only for the very same call (same tool, same arguments), and only
 as the new policy would have counted it when it was cast: the new policy's approval for the call
 is opened (`workflows.approvals.approval_terms`: roles, required role, the resource's owner,
@@ -17,15 +21,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, JsonValue
 
 from activities.model_decide import ModelProvider
+from airlock.counterfactual_limits import ReplayedLimits
 from contracts.model_io import ModelRequest, TranscriptItem
 from contracts.models import CallRecord, CallStatus, DecideRequest, Decision, Outcome
 from contracts.policy import Policy
-from policy.engine import decide
+from policy.engine import CallContext, decide
 from recorder.flight_recorder import Recording
 from workflows.approvals import ApprovalDesk, RunBinding, approval_terms
 
@@ -135,15 +141,44 @@ def recount_votes(policy: Policy, rec: Recording, call: CallRecord, decision: De
     return Recount(resolution=resolution[0] if resolution else None, counted=counted, refused=refused)
 
 
-def new_verdict(policy: Policy, rec: Recording, call: CallRecord, *, reuse_votes: bool) -> tuple[Verdict, str]:
+def replayed_limits(policy: Policy, rec: Recording) -> ReplayedLimits:
+    """The new policy's limits over the run, with the instant each call was first decided."""
+    decided_at: dict[tuple[int, int], datetime] = {}
+    for e in rec.memory.timeline:
+        if e.kind == "decision" and e.call_index is not None:
+            decided_at.setdefault((e.step, e.call_index), e.at)
+    return ReplayedLimits(policy, rec.memory.context.policy, decided_at)
+
+
+def new_verdict(
+    policy: Policy, rec: Recording, call: CallRecord, limits: ReplayedLimits, *, reuse_votes: bool
+) -> tuple[Verdict, str]:
+    """The call decided by `policy` (its limits counted by `limits`, which the call then adds to
+    when the new policy lets it run)."""
     m = rec.memory
     entry = next((e for e in m.context.catalog if e.name == call.tool), None)
     if entry is None:
         return Verdict(label="invalid"), "unknown tool"
-    decision = decide(policy, m.call_context(entry, call.args, call.facts))
+    context = m.call_context(entry, call.args, call.facts)
+    verdict, note = _decided(policy, rec, call, context, limits, reuse_votes=reuse_votes)
+    if verdict.label in ("allowed", "approved"):
+        limits.ran(call, context)
+    return verdict, note
+
+
+def _decided(
+    policy: Policy,
+    rec: Recording,
+    call: CallRecord,
+    context: CallContext,
+    limits: ReplayedLimits,
+    *,
+    reuse_votes: bool,
+) -> tuple[Verdict, str]:
+    decision, counted = limits.judge(call, context, decide(policy, context))
     if decision.outcome is Outcome.DENY:
         label = "suggested" if decision.rule == "mode.suggest" else "denied"
-        return Verdict(label=label, rule=decision.rule), decision.reason
+        return Verdict(label=label, rule=decision.rule), _joined(decision.reason, counted)
     if decision.outcome is Outcome.ALLOW:
         return Verdict(label="allowed", rule=decision.rule), ""
     if reuse_votes and call.votes:
@@ -160,7 +195,11 @@ def new_verdict(policy: Policy, rec: Recording, call: CallRecord, *, reuse_votes
             f"recorded votes do not satisfy tier {decision.tier.value} "
             f"({decision.approvals_required} of {', '.join(decision.approver_roles)}){refused}"
         )
-    return Verdict(label="needs approval", rule=decision.rule), decision.reason
+    return Verdict(label="needs approval", rule=decision.rule), _joined(decision.reason, counted)
+
+
+def _joined(reason: str, counted: str) -> str:
+    return f"{reason}; {counted}" if counted else reason
 
 
 def _summarize(calls: list[CallComparison]) -> dict[str, int]:
@@ -172,12 +211,13 @@ def _summarize(calls: list[CallComparison]) -> dict[str, int]:
 def under_policy(rec: Recording, policy: Policy) -> Counterfactual:
     """Each recorded call decided again by `policy`, with its recorded arguments and facts."""
     comparisons: list[CallComparison] = []
+    limits = replayed_limits(policy, rec)
     for call in rec.memory.calls:
         before = recorded_verdict(call)
         if before.label == "invalid":
             after, note = before, "not a policy decision: the call never reached the policy"
         else:
-            after, note = new_verdict(policy, rec, call, reuse_votes=True)
+            after, note = new_verdict(policy, rec, call, limits, reuse_votes=True)
         comparisons.append(
             CallComparison(
                 step=call.step, index=call.index, tool=call.tool, args=call.args, before=before, after=after, note=note
@@ -226,6 +266,7 @@ async def under_model(
     comparisons: list[CallComparison] = []
     steps = sorted({c.step for c in m.calls})
     diverged_at: int | None = None
+    limits = replayed_limits(policy, rec)
     for step in steps:
         recorded = [c for c in m.calls if c.step == step]
         decision = await provider.decide(
@@ -248,7 +289,7 @@ async def under_model(
             )
             if same is not None:
                 matched.add(same.index)
-                after, note = new_verdict(policy, rec, same, reuse_votes=True)
+                after, note = new_verdict(policy, rec, same, limits, reuse_votes=True)
                 before = recorded_verdict(same)
                 args = same.args
             else:
@@ -256,7 +297,7 @@ async def under_model(
                 probe = CallRecord(
                     step=step, index=i, tool=proposal.tool, args=proposal.args, status=CallStatus.INVALID
                 )
-                after, note = new_verdict(policy, rec, probe, reuse_votes=False)
+                after, note = new_verdict(policy, rec, probe, limits, reuse_votes=False)
                 note = "a call the recorded run did not make; no recorded approval applies" + (
                     f"; {note}" if note else ""
                 )

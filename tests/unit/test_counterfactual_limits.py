@@ -1,0 +1,124 @@
+"""Counterfactual replay with windowed limits, over a committed history: two refunds of 40 USD
+under a 100 USD a day limit, a third (30 USD) past it sent for approval and approved, a fourth
+denied by a limit of 3 refunds an hour in the workspace (tests/history_scenarios.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airlock.counterfactual import Counterfactual, under_policy
+from contracts.policy import Policy, Rule, WindowLimit
+from recorder.flight_recorder import Recording, load_history, reconstruct
+
+HISTORY = Path(__file__).resolve().parents[1] / "histories" / "windowed_limits.json"
+REFUND = "payments.create_refund"
+
+
+@pytest.fixture(scope="module")
+async def recording() -> Recording:
+    return await reconstruct(load_history(HISTORY))
+
+
+def with_limits(rec: Recording, change: Any) -> Policy:
+    """The run's own policy, with the refund tool's limits as `change` makes them of the recorded ones."""
+    policy = rec.memory.context.policy
+    tool = policy.tools[REFUND]
+    return policy.model_copy(
+        update={"tools": {**policy.tools, REFUND: tool.model_copy(update={"limits": change(tool.limits)})}}
+    )
+
+
+def daily(limits: list[WindowLimit]) -> WindowLimit:
+    return next(limit for limit in limits if limit.id.startswith("refunds.daily"))
+
+
+def labels(cf: Counterfactual) -> list[tuple[str, str, str]]:
+    return [(str(c.args.get("amount_usd")), c.before.label, c.after.label) for c in cf.calls]
+
+
+async def test_the_recorded_policy_changes_nothing(recording: Recording) -> None:
+    """The limits the run had decide again as they did: the approval and the denial they caused
+    stand (without the limits they read allowed)."""
+    cf = under_policy(recording, recording.memory.context.policy)
+    assert labels(cf) == [
+        ("40.00", "allowed", "allowed"),
+        ("40.00", "allowed", "allowed"),
+        ("30.00", "approved", "approved"),
+        ("10.00", "denied", "denied"),
+    ]
+    assert cf.summary == {"unchanged": 4}
+    assert cf.calls[3].after.rule is not None and cf.calls[3].after.rule.startswith("refunds.hourly")
+
+
+async def test_a_lower_max_reads_the_counters_the_calls_recorded(recording: Recording) -> None:
+    """The same limit with a max of 70 USD: the second refund finds 40 USD counted (as the store
+    said) and 80 would pass 70, so it waits for approval; nothing says the run was counted alone."""
+    policy = with_limits(recording, lambda limits: [
+        daily(limits).model_copy(update={"max": Decimal(70)}) if limit is daily(limits) else limit for limit in limits
+    ])  # fmt: skip
+    cf = under_policy(recording, policy)
+    assert [(c.args["amount_usd"], c.before.label, c.after.label) for c in cf.changed] == [
+        ("40.00", "allowed", "needs approval")
+    ]
+    note = cf.changed[0].note
+    assert "80 of 70 USD per u_alice per 1d" in note
+    assert "this run's calls alone" not in note
+
+
+async def test_a_new_limit_counts_this_runs_own_calls_and_says_so(recording: Recording) -> None:
+    """A limit the run never had (2 refunds a day per requester, deny) counts the refunds the new
+    policy lets run: the third finds 2 and is denied, the fourth too."""
+    extra = WindowLimit(id="refunds.two-a-day", count=True, window="1d", max=2, effect="deny", unit="refunds")
+    cf = under_policy(recording, with_limits(recording, lambda limits: [*limits, extra]))
+    assert labels(cf)[2:] == [("30.00", "approved", "denied"), ("10.00", "denied", "denied")]
+    assert cf.calls[2].after.rule == "refunds.two-a-day"
+    assert "refunds.two-a-day: 3 of 2 refunds per u_alice per 1d" in cf.calls[2].note
+    assert "counted from this run's calls alone" in cf.calls[2].note
+
+
+async def test_a_new_limit_forgets_calls_older_than_its_window(recording: Recording) -> None:
+    """The same new limit over 1 hour, had each call been decided 2 hours after the one before:
+    no call finds another in its window, and none is denied by it."""
+    memory = recording.memory
+    first = memory.timeline[0].at
+    spaced = recording.model_copy(
+        update={
+            "memory": memory.model_copy(
+                update={
+                    "timeline": [
+                        e.model_copy(update={"at": first + timedelta(hours=2 * e.step)}) for e in memory.timeline
+                    ]
+                }
+            )
+        }
+    )
+    extra = WindowLimit(id="refunds.two-an-hour", count=True, window="1h", max=1, effect="deny")
+    policy = with_limits(spaced, lambda limits: [*limits, extra])
+    assert all(c.after.rule != "refunds.two-an-hour" for c in under_policy(spaced, policy).calls)
+    # Within the hour, the second call already finds the first.
+    assert under_policy(recording, policy).calls[1].after.rule == "refunds.two-an-hour"
+
+
+async def test_a_call_denied_under_the_new_policy_adds_nothing(recording: Recording) -> None:
+    """A new rule denies refunds of exactly 40 USD: they never run, so a new limit of 1 refund a
+    day counts only what the new policy let run, and the 30 USD refund is the first it counts."""
+    policy = with_limits(recording, lambda limits: [
+        WindowLimit(id="refunds.one-a-day", count=True, window="1d", max=1, effect="deny")
+    ])  # fmt: skip
+    tool = policy.tools[REFUND]
+    rule = Rule.model_validate({"id": "refund.not-40", "effect": "deny", "when": {"arg": "amount_usd", "eq": 40}})
+    policy = policy.model_copy(
+        update={"tools": {**policy.tools, REFUND: tool.model_copy(update={"rules": [*tool.rules, rule]})}}
+    )
+    cf = under_policy(recording, policy)
+    assert [(c.after.label, c.after.rule) for c in cf.calls] == [
+        ("denied", "refund.not-40"),
+        ("denied", "refund.not-40"),
+        ("allowed", "agent.capabilities"),
+        ("denied", "refunds.one-a-day"),
+    ]
