@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from sqlalchemy import Engine
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.models import CallStatus, DecideResult, RunReport, RunState, Status, TimelineEntry
-from contracts.workspace_io import ReserveResult, SpendView
+from contracts.workspace_io import ReserveResult, SpendView, control_workflow_id
+from policy import load_policy
 from runtime.binaries import binary
 from runtime.converter import data_converter
 from runtime.settings import Settings
@@ -42,7 +44,24 @@ async def skipping_worker(env: WorkflowEnvironment, settings: Settings, **update
     # This server is not the session's: its workspace control runs on this worker's own queue.
     settings = settings.model_copy(update={"control_task_queue": None, **update})
     async with build_worker(env.client, settings):
-        yield Runs(env.client, settings)
+        try:
+            yield Runs(env.client, settings)
+        finally:
+            await end_control_workflows(env, settings)
+
+
+async def end_control_workflows(env: WorkflowEnvironment, settings: Settings) -> None:
+    """Ends the control workflows the test's runs started on this worker's queue. Left running, the
+    next test's runs would signal one whose queue no worker polls any more: the server keeps its
+    clock still while a workflow task waits, so every timer of the next test would wait forever."""
+    for workspace in load_policy(settings.policy_path).workspaces:
+        handle = env.client.get_workflow_handle(control_workflow_id(workspace))
+        try:
+            if (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("the test is done")
+        except RPCError as e:
+            if e.status is not RPCStatusCode.NOT_FOUND:
+                raise
 
 
 async def start_refund(runs: Runs) -> WorkflowHandle[Any, RunReport]:
