@@ -55,6 +55,11 @@ OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = (
 NAME_SHOWN = 120
 
 
+# How long `airlock workspace` waits for the control workflow to answer a switch. It answers once
+# the switch is committed to the control store, in well under a second when a worker is there.
+SWITCH_WAIT_S = 60.0
+
+
 class CommandError(ExitError):
     """A command's failure, said in one line; REFUSED unless told otherwise."""
 
@@ -274,9 +279,10 @@ def _print_undo(report: Any, out: TextIO) -> None:
 
 
 async def workspace(args: argparse.Namespace, out: TextIO) -> int:
-    from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+    from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
     from temporalio.common import WorkflowIDConflictPolicy
 
+    from airlock.queue_check import queue_of, served
     from contracts.signing import sign, switch_message
     from contracts.workspace_io import SwitchResult, WorkspaceView, control_workflow_id
 
@@ -299,6 +305,16 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         return OK
     client = await _client(settings)
     control_id = control_workflow_id(args.name)
+    switching = args.workspace_command != "status"
+    queue, running = await queue_of(client, control_id, settings.control_task_queue or settings.task_queue)
+    if not await served(client, queue):
+        raise CommandError(
+            f"no worker serves task queue {_shown(queue)}, where {control_id} {'runs' if running else 'would start'}: "
+            f"{'the switch was not thrown' if switching else 'nothing can answer'}; start `airlock worker` with "
+            f"AIRLOCK_TASK_QUEUE={_shown(queue)}, or point AIRLOCK_TASK_QUEUE and AIRLOCK_CONTROL_TASK_QUEUE here "
+            "at the queues your workers serve (docs/deployment.md)",
+            UNREACHABLE,
+        )
 
     async def ask(query: str, result_type: type[Any]) -> Any:
         from temporalio.service import RPCError, RPCStatusCode
@@ -322,38 +338,39 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
         "safe-mode-on": ("safe_mode", True),
         "safe-mode-off": ("safe_mode", False),
     }[args.workspace_command]
-    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+    body: dict[str, Any] = {"switch": switch, "on": on, "by": args.by, "reason": args.reason}
+    # Started if it is not running (on the queue checked above), then updated with a deadline: an
+    # update that waits for a worker is bounded by SWITCH_WAIT_S, never left to wait for ever.
+    handle = await client.start_workflow(
         "WorkspaceControl",
         args.name,
         id=control_id,
-        task_queue=settings.control_task_queue or settings.task_queue,
+        task_queue=queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
-    body: dict[str, Any] = {"switch": switch, "on": on, "by": args.by, "reason": args.reason}
     key = _switch_key(settings, args.by)
     if key is not None:
         # Signed over the generation the change creates, which the control workflow reports.
-        await client.start_workflow(
-            "WorkspaceControl",
-            args.name,
-            id=control_id,
-            task_queue=settings.control_task_queue or settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
         view: WorkspaceView = await _asked(client, control_id, "state", WorkspaceView)
         message = switch_message(
             workspace=args.name, switch=switch, on=on, by=args.by, generation=view.switches.generation + 1
         )
         body["signature"] = sign(key, message)
     try:
-        result: SwitchResult = await client.execute_update_with_start_workflow(
-            "switch",
-            body,
-            start_workflow_operation=start,
-            result_type=SwitchResult,
+        result: SwitchResult = await handle.execute_update(
+            "switch", body, result_type=SwitchResult, rpc_timeout=timedelta(seconds=SWITCH_WAIT_S)
         )
     except WorkflowUpdateFailedError as e:
         raise CommandError(f"{control_id} failed the switch: {e.cause or e}") from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        # A worker polls the queue (or did a moment ago: the server remembers pollers for
+        # minutes), but nothing took the update: it may have just died, or lack the workflow.
+        raise CommandError(
+            f"{control_id} did not answer the switch within {SWITCH_WAIT_S:.0f} s: no worker may serve task queue "
+            f"{_shown(queue)} any more. The switch may still take effect once one does; "
+            f"`airlock workspace status {_shown(args.name)}` shows the switches in force",
+            UNREACHABLE,
+        ) from None
     if not result.accepted:
         raise CommandError(f"refused: {result.reason}")
     print(

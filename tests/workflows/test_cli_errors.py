@@ -21,10 +21,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from airlock import cli, queue_check
 from contracts.workspace_io import control_workflow_id
 from runtime.exits import ExitStatus
 from runtime.settings import EXAMPLE_POLICY
-from tests.conftest import AirlockCli
+from tests.conftest import AirlockCli, policy_file
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRLOCK = str(Path(sys.executable).parent / "airlock")
@@ -196,6 +197,100 @@ def test_the_installed_command_prints_one_line_and_no_traceback(
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("airlock: "), proc.stderr
     assert proc.stdout == ""
+
+
+# ---- a control workflow no worker serves: one line naming the queue, status 3, at once -----------
+
+
+@pytest.fixture
+def orphan_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A workspace of the test's own, in the policy the CLI reads."""
+    name = f"orphan-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv(
+        "AIRLOCK_POLICY", str(policy_file(tmp_path / "p.yaml", workspaces={name: {"max_autonomy": "auto"}}))
+    )
+    return name
+
+
+async def history_length(client: Client, workflow_id: str) -> int:
+    return len((await client.get_workflow_handle(workflow_id).fetch_history()).events)
+
+
+@pytest.mark.parametrize("command", ["pause", "status"])
+async def test_a_control_workflow_whose_queue_no_worker_polls_is_named_at_once(
+    airlock_cli: AirlockCli, client: Client, capsys: pytest.CaptureFixture[str], orphan_policy: str, command: str
+) -> None:
+    """The workspace's control workflow lives on a queue whose workers are gone (a retired pool):
+    the switch, which would wait for a worker for ever, is refused in one line naming the queue,
+    status 3, and nothing is sent to the workflow."""
+    name, queue = orphan_policy, f"retired-{uuid.uuid4().hex[:6]}"
+    handle = await client.start_workflow("WorkspaceControl", name, id=control_workflow_id(name), task_queue=queue)
+    try:
+        before = await history_length(client, handle.id)
+        started = time.monotonic()
+        status, out = await airlock_cli(
+            "workspace", command, name, *(["--by", "u_carol"] if command == "pause" else [])
+        )
+        assert time.monotonic() - started < 10
+        assert status == ExitStatus.UNREACHABLE
+        what = "the switch was not thrown" if command == "pause" else "nothing can answer"
+        assert stderr_lines(capsys) == [
+            f"airlock: no worker serves task queue {queue!r}, where workspace:{name} runs: {what}; start "
+            f"`airlock worker` with AIRLOCK_TASK_QUEUE={queue!r}, or point AIRLOCK_TASK_QUEUE and "
+            "AIRLOCK_CONTROL_TASK_QUEUE here at the queues your workers serve (docs/deployment.md)"
+        ]
+        assert out == "" and await history_length(client, handle.id) == before
+    finally:
+        await handle.terminate("test done")
+
+
+async def test_a_mistyped_control_queue_starts_nothing(
+    airlock_cli: AirlockCli,
+    client: Client,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    orphan_policy: str,
+) -> None:
+    """No control workflow yet, and `AIRLOCK_CONTROL_TASK_QUEUE` names a queue no worker serves:
+    the switch is refused at once, and no control workflow is left waiting there."""
+    monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", "airlock-contorl")
+    status, _ = await airlock_cli("workspace", "pause", orphan_policy, "--by", "u_carol")
+    assert status == ExitStatus.UNREACHABLE
+    [line] = stderr_lines(capsys)
+    assert line.startswith(
+        f"airlock: no worker serves task queue 'airlock-contorl', where workspace:{orphan_policy} would start: "
+        "the switch was not thrown;"
+    )
+    assert not await exists(client, control_workflow_id(orphan_policy))
+
+
+async def test_a_switch_nobody_takes_ends_with_a_line_instead_of_waiting(
+    airlock_cli: AirlockCli,
+    client: Client,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    orphan_policy: str,
+) -> None:
+    """The server still lists a poller on the queue (it remembers them for minutes after a worker
+    dies), but nothing takes the update: the command ends after SWITCH_WAIT_S saying so."""
+    name, queue = orphan_policy, f"just-died-{uuid.uuid4().hex[:6]}"
+    handle = await client.start_workflow("WorkspaceControl", name, id=control_workflow_id(name), task_queue=queue)
+
+    async def a_poller_is_listed(client: Client, task_queue: str) -> bool:
+        return True
+
+    monkeypatch.setattr(queue_check, "served", a_poller_is_listed)
+    monkeypatch.setattr(cli, "SWITCH_WAIT_S", 2.0)
+    try:
+        status, out = await airlock_cli("workspace", "pause", name, "--by", "u_carol")
+        assert status == ExitStatus.UNREACHABLE and out == ""
+        assert stderr_lines(capsys) == [
+            f"airlock: workspace:{name} did not answer the switch within 2 s: no worker may serve task queue "
+            f"{queue!r} any more. The switch may still take effect once one does; "
+            f"`airlock workspace status {name!r}` shows the switches in force"
+        ]
+    finally:
+        await handle.terminate("test done")
 
 
 # ---- a Temporal address where no server answers: one line, status 3, within ~5 s ---------------
