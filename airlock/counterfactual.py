@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, JsonValue
 
 from activities.model_decide import ModelProvider
-from airlock.counterfactual_limits import ReplayedLimits
+from airlock.counterfactual_limits import Instants, ReplayedLimits
 from contracts.model_io import ModelRequest, TranscriptItem
 from contracts.models import CallRecord, CallStatus, DecideRequest, Decision, Outcome
 from contracts.policy import Policy
@@ -142,12 +141,16 @@ def recount_votes(policy: Policy, rec: Recording, call: CallRecord, decision: De
 
 
 def replayed_limits(policy: Policy, rec: Recording) -> ReplayedLimits:
-    """The new policy's limits over the run, with the instant each call was first decided."""
-    decided_at: dict[tuple[int, int], datetime] = {}
+    """The new policy's limits over the run, with the instants the timeline shows of each call."""
+    instants = Instants(decided={}, last={})
     for e in rec.memory.timeline:
-        if e.kind == "decision" and e.call_index is not None:
-            decided_at.setdefault((e.step, e.call_index), e.at)
-    return ReplayedLimits(policy, rec.memory.context.policy, decided_at)
+        if e.call_index is None:
+            continue
+        key = (e.step, e.call_index)
+        if e.kind == "decision":
+            instants.decided.setdefault(key, e.at)
+        instants.last[key] = max(e.at, instants.last.get(key, e.at))
+    return ReplayedLimits(policy, rec.memory.context.policy, instants)
 
 
 def new_verdict(
@@ -161,9 +164,18 @@ def new_verdict(
         return Verdict(label="invalid"), "unknown tool"
     context = m.call_context(entry, call.args, call.facts)
     verdict, note = _decided(policy, rec, call, context, limits, reuse_votes=reuse_votes)
-    if verdict.label in ("allowed", "approved"):
-        limits.ran(call, context)
+    # A call waiting for approval counts too: in the store it holds its charge while it waits
+    # (or takes it once approved), so the calls after it find it.
+    limits.settle(call, context, counts=verdict.label in ("allowed", "approved", "needs approval"))
     return verdict, note
+
+
+def not_proposed(rec: Recording, call: CallRecord, limits: ReplayedLimits) -> None:
+    """A recorded call the new model does not make: what it added then is taken out of the
+    recorded counters of the calls after it."""
+    entry = next((e for e in rec.memory.context.catalog if e.name == call.tool), None)
+    if entry is not None:
+        limits.settle(call, rec.memory.call_context(entry, call.args, call.facts), counts=False)
 
 
 def _decided(
@@ -180,20 +192,23 @@ def _decided(
         label = "suggested" if decision.rule == "mode.suggest" else "denied"
         return Verdict(label=label, rule=decision.rule), _joined(decision.reason, counted)
     if decision.outcome is Outcome.ALLOW:
-        return Verdict(label="allowed", rule=decision.rule), ""
+        return Verdict(label="allowed", rule=decision.rule), counted
     if reuse_votes and call.votes:
         recount = recount_votes(policy, rec, call, decision)
         refused = "".join(f"; {reason}" for reason in recount.refused)
         if recount.resolution == "denied":
-            return Verdict(label="refused by approver", rule=decision.rule), f"the recorded denial stands{refused}"
+            return Verdict(label="refused by approver", rule=decision.rule), _joined(
+                f"the recorded denial stands{refused}", counted
+            )
         if recount.resolution == "approved":
             names = ", ".join(recount.counted)
-            return Verdict(label="approved", rule=decision.rule), (
-                f"recorded approval by {names} satisfies the new tier{refused}"
+            return Verdict(label="approved", rule=decision.rule), _joined(
+                f"recorded approval by {names} satisfies the new tier{refused}", counted
             )
-        return Verdict(label="needs approval", rule=decision.rule), (
+        return Verdict(label="needs approval", rule=decision.rule), _joined(
             f"recorded votes do not satisfy tier {decision.tier.value} "
-            f"({decision.approvals_required} of {', '.join(decision.approver_roles)}){refused}"
+            f"({decision.approvals_required} of {', '.join(decision.approver_roles)}){refused}",
+            counted,
         )
     return Verdict(label="needs approval", rule=decision.rule), _joined(decision.reason, counted)
 
@@ -308,6 +323,7 @@ async def under_model(
             )
         for c in recorded:
             if c.index not in matched:
+                not_proposed(rec, c, limits)
                 diverged_at = diverged_at or step
                 comparisons.append(
                     CallComparison(

@@ -2,12 +2,21 @@
 
 A live run asks the control store how much a limit's counter holds (every run's calls in the
 window). A history holds that answer only for the limits the run had, as each call found its
-counter (`CallRecord.limits`). So a limit the new policy counts the same way as the recorded one
-(same id, same measure, per, window, `when` and workspaces; its max, effect or tier may differ)
-reads the recorded counter. Any other limit counts what this run's own calls add, in the order and
-at the instants they were decided, for the calls the new policy lets run (allowed, or approved):
-other runs' calls in the window are not in the history, so that counter can only be lower than
-the store's, and the comparison says so.
+counter when it was decided (`CallRecord.limits`; a call approved after a wait keeps the counter
+its approval found instead, so it is not read). So:
+
+- a limit the new policy counts the same way as the recorded one (same id, measure, per, window,
+  `when` and workspaces; its max, effect or tier may differ) reads the recorded counter, with
+  this run's calls set right: one the new policy counts that did not run (or was not made) then
+  is added, one that ran then and the new policy refuses is taken out;
+- any other limit counts what this run's own calls add, for the calls the new policy lets run or
+  sends for approval (a call waiting for approval holds its charge in the store, or takes it once
+  approved). Other runs' calls in the window are not in the history, so that counter can only be lower than
+  the store's, and the comparison names the limits counted so.
+
+A call is checked at the instant it was first decided, and what it adds is stamped with the last
+instant the history shows of it (its approval, its result), as the store stamps a call when it
+settles; a call the history shows no instant of counts in every window.
 """
 
 from __future__ import annotations
@@ -16,13 +25,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from contracts.models import CallRecord, Decision
+from contracts.models import CallRecord, CallStatus, Decision
 from contracts.policy import Policy, WindowLimit
 from contracts.policy_limits import CounterSeen
 from policy.engine import CallContext
-from policy.limits import amount, in_window, limits_for, subject, verdict
-
-OWN_CALLS_ONLY = "counted from this run's calls alone (other runs' calls in the window are not in its history)"
+from policy.limits import amount, limits_for, subject, verdict, window_start
 
 
 class _Charge(NamedTuple):
@@ -30,6 +37,17 @@ class _Charge(NamedTuple):
     subject: str
     amount: Decimal
     at: float | None
+    # Whether the call counts in the counterfactual, and whether the recorded counters of the
+    # calls after it already hold what it added (it ran then, and its counter was recorded).
+    counts: bool
+    recorded: bool
+
+
+class Instants(NamedTuple):
+    """When each recorded call (step, index) was first decided, and the last instant shown of it."""
+
+    decided: dict[tuple[int, int], datetime]
+    last: dict[tuple[int, int], datetime]
 
 
 def _measure(limit: WindowLimit) -> tuple[object, ...]:
@@ -37,20 +55,49 @@ def _measure(limit: WindowLimit) -> tuple[object, ...]:
     return (limit.sum, limit.sum_fact, limit.count, limit.per, limit.seconds, limit.when, limit.workspaces)
 
 
-class ReplayedLimits:
-    """The new policy's limits over one recorded run, call by call, in the run's order."""
+def _stamp(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
 
-    def __init__(self, policy: Policy, recorded: Policy, decided_at: dict[tuple[int, int], datetime]) -> None:
+
+def _recorded_counter(call: CallRecord, limit: WindowLimit, whose: str) -> CounterSeen | None:
+    """The counter the call recorded for the limit when it was decided; none for a call approved
+    after a wait, whose record holds the counter its approval found."""
+    if call.approval_id is not None:
+        return None
+    return next((c for c in call.limits if c.limit == limit.id and c.subject == whose and c.used is not None), None)
+
+
+class ReplayedLimits:
+    """The new policy's limits over one recorded run, call by call, in the order they are judged."""
+
+    def __init__(self, policy: Policy, recorded: Policy, instants: Instants) -> None:
         self._policy = policy
         self._recorded = {
             limit.id: _measure(limit) for tool in recorded.tools.values() for limit in tool.limits
         }  # fmt: skip
-        self._decided_at = decided_at
+        self._instants = instants
         self._charges: list[_Charge] = []
 
-    def _at(self, call: CallRecord) -> float | None:
-        at = self._decided_at.get((call.step, call.index))
-        return None if at is None else at.timestamp()
+    def _same_measure(self, limit: WindowLimit) -> bool:
+        return self._recorded.get(limit.id) == _measure(limit)
+
+    def _sum(self, limit: WindowLimit, whose: str, at: float | None, counts: bool, recorded: bool) -> Decimal:
+        """What the charges so far of this kind add to the limit's counter at `at`: every entry
+        stamped after the window's start counts, as in the store (a call the history shows no
+        instant of, or checked at no instant, counts)."""
+        start = None if at is None else window_start(at, limit.seconds)
+        return sum(
+            (
+                c.amount
+                for c in self._charges
+                if c.limit == limit.id
+                and c.subject == whose
+                and c.counts is counts
+                and c.recorded is recorded
+                and (start is None or c.at is None or c.at > start)
+            ),
+            Decimal(0),
+        )
 
     def judge(self, call: CallRecord, context: CallContext, decision: Decision) -> tuple[Decision, str]:
         """The decision with the new limits' counters taken into account, and what to say of how
@@ -58,28 +105,24 @@ class ReplayedLimits:
         limits = limits_for(self._policy, context)
         if not limits:
             return decision, ""
-        at = self._at(call)
+        at = _stamp(self._instants.decided.get((call.step, call.index)))
         counters: list[CounterSeen] = []
-        own = False
+        alone: list[str] = []
         for limit in limits:
             whose = subject(limit, context)
             adds = amount(limit, context)
-            recorded = next((c for c in call.limits if c.limit == limit.id and c.subject == whose), None)
-            if recorded is not None and recorded.used is not None and self._recorded.get(limit.id) == _measure(limit):
-                used = recorded.used
+            recorded = _recorded_counter(call, limit, whose) if self._same_measure(limit) else None
+            if recorded is not None and recorded.used is not None:
+                used = (
+                    recorded.used
+                    + self._sum(limit, whose, at, counts=True, recorded=False)
+                    - self._sum(limit, whose, at, counts=False, recorded=True)
+                )
+                used = max(used, Decimal(0))
             else:
-                own = True
-                used = sum(
-                    (
-                        c.amount
-                        for c in self._charges
-                        if c.limit == limit.id
-                        and c.subject == whose
-                        # Without both instants the call counts: a counter is never lower than the
-                        # window says.
-                        and (at is None or c.at is None or in_window(c.at, at, limit.seconds))
-                    ),
-                    Decimal(0),
+                alone.append(limit.id)
+                used = self._sum(limit, whose, at, counts=True, recorded=False) + self._sum(
+                    limit, whose, at, counts=True, recorded=True
                 )
             counters.append(
                 CounterSeen(
@@ -93,12 +136,28 @@ class ReplayedLimits:
                     unit=limit.shown_unit,
                 )
             )
-        return verdict(self._policy, decision, limits, counters), OWN_CALLS_ONLY if own else ""
+        note = (
+            f"{', '.join(alone)} counted from this run's calls alone (other runs' calls in the window are not in its history)"
+            if alone
+            else ""
+        )
+        return verdict(self._policy, decision, limits, counters), note
 
-    def ran(self, call: CallRecord, context: CallContext) -> None:
-        """The call runs under the new policy: what it adds to each counter counts for the calls after it."""
-        at = self._at(call)
+    def settle(self, call: CallRecord, context: CallContext, *, counts: bool) -> None:
+        """What the call adds to each counter, for the calls judged after it: whether it counts in
+        the counterfactual (`counts`), and whether the recorded counters already hold it."""
+        at = _stamp(self._instants.last.get((call.step, call.index)))
         for limit in limits_for(self._policy, context):
             adds = amount(limit, context)
-            if adds is not None:
-                self._charges.append(_Charge(limit.id, subject(limit, context), adds, at))
+            if adds is None:
+                continue
+            whose = subject(limit, context)
+            # The recorded counters of later calls hold this call's charge when it ran then and
+            # its counter was recorded (a limit counted the same way).
+            recorded = (
+                call.status is CallStatus.EXECUTED
+                and self._same_measure(limit)
+                and any(c.limit == limit.id and c.subject == whose for c in call.limits)
+            )
+            if counts or recorded:
+                self._charges.append(_Charge(limit.id, whose, adds, at, counts, recorded))

@@ -122,3 +122,119 @@ async def test_a_call_denied_under_the_new_policy_adds_nothing(recording: Record
         ("allowed", "agent.capabilities"),
         ("denied", "refunds.one-a-day"),
     ]
+
+
+def hourly(limits: list[WindowLimit]) -> WindowLimit:
+    return next(limit for limit in limits if limit.id.startswith("refunds.hourly"))
+
+
+def changed(limits: list[WindowLimit], **maxes: int) -> list[WindowLimit]:
+    """The recorded limits with new maxes (`daily=`, `hourly=`)."""
+    new = {daily(limits).id: maxes.get("daily"), hourly(limits).id: maxes.get("hourly")}
+    return [
+        limit if new[limit.id] is None else limit.model_copy(update={"max": Decimal(new[limit.id])}) for limit in limits
+    ]
+
+
+def retimed(rec: Recording, when: Any) -> Recording:
+    """The same run, its timeline's instants as `when(entry, first)` gives them."""
+    memory = rec.memory
+    first = memory.timeline[0].at
+    timeline = [e.model_copy(update={"at": when(e, first)}) for e in memory.timeline]
+    return rec.model_copy(update={"memory": memory.model_copy(update={"timeline": timeline})})
+
+
+async def test_a_recorded_counter_adds_the_calls_only_the_new_policy_lets_run(recording: Recording) -> None:
+    """A fifth refund like the fourth (which the hourly limit denied, so the store never counted
+    it): with the hourly max at 4 the fourth runs, and the fifth finds it on top of what the
+    store recorded."""
+    fourth = recording.memory.calls[3]
+    rec = recording.model_copy(
+        update={
+            "memory": recording.memory.model_copy(
+                update={"calls": [*recording.memory.calls, fourth.model_copy(update={"step": 5})]}
+            )
+        }
+    )
+    cf = under_policy(rec, with_limits(rec, lambda limits: changed(limits, daily=1000, hourly=4)))
+    assert [(c.after.label, c.after.rule) for c in cf.calls[3:]] == [
+        ("allowed", "agent.capabilities"),
+        ("denied", hourly(rec.memory.context.policy.tools[REFUND].limits).id),
+    ]
+    assert "5 of 4 calls per workspace per 1h" in cf.calls[4].note
+
+
+async def test_an_approved_call_counts_from_when_it_ran_not_when_it_was_decided(recording: Recording) -> None:
+    """The 30 USD refund is decided at T and approved and run 50 minutes later; the 10 USD one comes
+    at T+70m. A new limit of one refund an hour finds the approved one in its hour."""
+
+    def when(e: Any, first: Any) -> Any:
+        if e.step < 3:
+            return first - timedelta(hours=5)
+        if e.step == 3:
+            return first if e.kind == "decision" else first + timedelta(minutes=50)
+        return first + timedelta(minutes=70)
+
+    rec = retimed(recording, when)
+    extra = WindowLimit(id="refunds.one-an-hour", count=True, window="1h", max=1, effect="deny")
+    cf = under_policy(rec, with_limits(rec, lambda limits: [*changed(limits, hourly=10), extra]))
+    assert (cf.calls[3].after.label, cf.calls[3].after.rule) == ("denied", "refunds.one-an-hour")
+
+
+async def test_an_approved_calls_counter_is_counted_again_not_read(recording: Recording) -> None:
+    """The first two refunds come 2 h before the third, which waits 23 h for its approval: the
+    counter the approval found no longer holds them, so it is not read for the decision, which
+    counts the run's own calls instead. The recorded policy still sends it for approval, and a
+    daily limit that denies denies it."""
+
+    def when(e: Any, first: Any) -> Any:
+        if e.step < 3:
+            return first - timedelta(hours=2)
+        if e.step == 3 and e.kind != "decision":
+            return first + timedelta(hours=23)
+        return first + timedelta(hours=23, minutes=1) if e.step > 3 else first
+
+    rec = retimed(recording, when)
+    # What the approval's hold found 23 h on: the first two refunds had left the day.
+    third = rec.memory.calls[2]
+    found = [
+        c.model_copy(update={"used": Decimal(0)}) if c.limit.startswith("refunds.daily") else c for c in third.limits
+    ]
+    calls = [*rec.memory.calls[:2], third.model_copy(update={"limits": found}), *rec.memory.calls[3:]]
+    rec = rec.model_copy(update={"memory": rec.memory.model_copy(update={"calls": calls})})
+    assert under_policy(rec, rec.memory.context.policy).summary == {"unchanged": 4}
+    deny = with_limits(rec, lambda limits: [
+        daily(limits).model_copy(update={"effect": "deny"}) if limit is daily(limits) else limit for limit in limits
+    ])  # fmt: skip
+    judged = under_policy(rec, deny).calls[2]
+    assert (judged.after.label, judged.after.rule) == (
+        "denied",
+        daily(rec.memory.context.policy.tools[REFUND].limits).id,
+    )
+    assert "110 of 100 USD" in judged.note
+
+
+async def test_a_call_checked_earlier_than_another_ran_still_finds_it(recording: Recording) -> None:
+    """The store counts every entry after the window's start: a call whose decision the timeline
+    shows before the previous call's end still finds that call (as when a new model proposes the
+    recorded calls in another order)."""
+    rec = retimed(recording, lambda e, first: first + timedelta(minutes=10 if e.step == 1 else 0))
+    extra = WindowLimit(id="refunds.one-a-day", count=True, window="1d", max=1, effect="deny")
+    cf = under_policy(rec, with_limits(rec, lambda limits: [*limits, extra]))
+    assert (cf.calls[1].after.label, cf.calls[1].after.rule) == ("denied", "refunds.one-a-day")
+
+
+async def test_an_allowed_call_says_which_limits_were_counted_from_the_run_alone(recording: Recording) -> None:
+    """The hourly limit renamed (so its recorded counters are not its own) with a max of 4: the
+    fourth refund is allowed on this run's own count, and the line under it names that limit,
+    not the daily one, which was read from the record."""
+    renamed = with_limits(recording, lambda limits: [
+        hourly(limits).model_copy(update={"id": "refunds.hourly-v2", "max": Decimal(4)}) if limit is hourly(limits)
+        else limit.model_copy(update={"max": Decimal(1000)})
+        for limit in limits
+    ])  # fmt: skip
+    fourth = under_policy(recording, renamed).calls[3]
+    assert (fourth.before.label, fourth.after.label) == ("denied", "allowed")
+    assert fourth.note == (
+        "refunds.hourly-v2 counted from this run's calls alone (other runs' calls in the window are not in its history)"
+    )
