@@ -142,13 +142,12 @@ def recount_votes(policy: Policy, rec: Recording, call: CallRecord, decision: De
 
 def replayed_limits(policy: Policy, rec: Recording) -> ReplayedLimits:
     """The new policy's limits over the run, with the instants the timeline shows of each call."""
-    instants = Instants(decided={}, last={})
+    instants = Instants(first={}, last={})
     for e in rec.memory.timeline:
         if e.call_index is None:
             continue
         key = (e.step, e.call_index)
-        if e.kind == "decision":
-            instants.decided.setdefault(key, e.at)
+        instants.first[key] = min(e.at, instants.first.get(key, e.at))
         instants.last[key] = max(e.at, instants.last.get(key, e.at))
     return ReplayedLimits(policy, rec.memory.context.policy, instants)
 
@@ -298,8 +297,15 @@ async def under_model(
         )
         matched: set[int] = set()
         for i, proposal in enumerate(decision.calls):
+            # A recorded call answers one proposal: the same call proposed again is a new one.
             same = next(
-                (c for c in recorded if c.tool == proposal.tool and _canonical(c.args) == _canonical(proposal.args)),
+                (
+                    c
+                    for c in recorded
+                    if c.index not in matched
+                    and c.tool == proposal.tool
+                    and _canonical(c.args) == _canonical(proposal.args)
+                ),
                 None,
             )
             if same is not None:

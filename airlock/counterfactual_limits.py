@@ -14,9 +14,11 @@ its approval found instead, so it is not read). So:
   approved). Other runs' calls in the window are not in the history, so that counter can only be lower than
   the store's, and the comparison names the limits counted so.
 
-A call is checked at the instant it was first decided, and what it adds is stamped with the last
-instant the history shows of it (its approval, its result), as the store stamps a call when it
-settles; a call the history shows no instant of counts in every window.
+A call is checked at the first instant the history shows of it (its proposal), and what it adds is
+stamped with the last (its approval, its result), as the store stamps a call when it settles; a
+call the history shows no instant of counts in every window. A recorded counter holds the charges
+of the calls before its own in the recorded run (by step and index) that the store held then, so
+a call a new model proposes in another order is set right by that order, not the new one.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from contracts.models import CallRecord, CallStatus, Decision
+from contracts.models import CallRecord, Decision, Outcome
 from contracts.policy import Policy, WindowLimit
 from contracts.policy_limits import CounterSeen
 from policy.engine import CallContext
@@ -37,16 +39,18 @@ class _Charge(NamedTuple):
     subject: str
     amount: Decimal
     at: float | None
-    # Whether the call counts in the counterfactual, and whether the recorded counters of the
-    # calls after it already hold what it added (it ran then, and its counter was recorded).
+    # Whether the call counts in the counterfactual, and where it was in the recorded run when
+    # the store held its charge (None when it did not): the recorded counters of the calls
+    # after it there hold what it added.
     counts: bool
-    recorded: bool
+    held_at: tuple[int, int] | None
 
 
 class Instants(NamedTuple):
-    """When each recorded call (step, index) was first decided, and the last instant shown of it."""
+    """The first instant the timeline shows of each recorded call (step, index), its proposal,
+    and the last."""
 
-    decided: dict[tuple[int, int], datetime]
+    first: dict[tuple[int, int], datetime]
     last: dict[tuple[int, int], datetime]
 
 
@@ -81,10 +85,19 @@ class ReplayedLimits:
     def _same_measure(self, limit: WindowLimit) -> bool:
         return self._recorded.get(limit.id) == _measure(limit)
 
-    def _sum(self, limit: WindowLimit, whose: str, at: float | None, counts: bool, recorded: bool) -> Decimal:
-        """What the charges so far of this kind add to the limit's counter at `at`: every entry
-        stamped after the window's start counts, as in the store (a call the history shows no
-        instant of, or checked at no instant, counts)."""
+    def _sum(
+        self,
+        limit: WindowLimit,
+        whose: str,
+        at: float | None,
+        counts: bool,
+        in_record: bool | None,
+        before: tuple[int, int],
+    ) -> Decimal:
+        """What the charges so far add to the limit's counter at `at`: those that count now
+        (`counts`), and that the recorded counter of the call at `before` holds or not
+        (`in_record`; None: either). Every entry stamped after the window's start counts, as in
+        the store (a call the history shows no instant of, or checked at no instant, counts)."""
         start = None if at is None else window_start(at, limit.seconds)
         return sum(
             (
@@ -93,7 +106,7 @@ class ReplayedLimits:
                 if c.limit == limit.id
                 and c.subject == whose
                 and c.counts is counts
-                and c.recorded is recorded
+                and (in_record is None or (c.held_at is not None and c.held_at < before) is in_record)
                 and (start is None or c.at is None or c.at > start)
             ),
             Decimal(0),
@@ -103,9 +116,11 @@ class ReplayedLimits:
         """The decision with the new limits' counters taken into account, and what to say of how
         they were counted ("" when every counter was read from the record)."""
         limits = limits_for(self._policy, context)
-        if not limits:
+        # A call the rules deny never reaches the limits, live either.
+        if not limits or decision.outcome is Outcome.DENY:
             return decision, ""
-        at = _stamp(self._instants.decided.get((call.step, call.index)))
+        place = (call.step, call.index)
+        at = _stamp(self._instants.first.get(place))
         counters: list[CounterSeen] = []
         alone: list[str] = []
         for limit in limits:
@@ -115,15 +130,13 @@ class ReplayedLimits:
             if recorded is not None and recorded.used is not None:
                 used = (
                     recorded.used
-                    + self._sum(limit, whose, at, counts=True, recorded=False)
-                    - self._sum(limit, whose, at, counts=False, recorded=True)
+                    + self._sum(limit, whose, at, counts=True, in_record=False, before=place)
+                    - self._sum(limit, whose, at, counts=False, in_record=True, before=place)
                 )
                 used = max(used, Decimal(0))
             else:
                 alone.append(limit.id)
-                used = self._sum(limit, whose, at, counts=True, recorded=False) + self._sum(
-                    limit, whose, at, counts=True, recorded=True
-                )
+                used = self._sum(limit, whose, at, counts=True, in_record=None, before=place)
             counters.append(
                 CounterSeen(
                     limit=limit.id,
@@ -152,12 +165,13 @@ class ReplayedLimits:
             if adds is None:
                 continue
             whose = subject(limit, context)
-            # The recorded counters of later calls hold this call's charge when it ran then and
-            # its counter was recorded (a limit counted the same way).
-            recorded = (
-                call.status is CallStatus.EXECUTED
-                and self._same_measure(limit)
-                and any(c.limit == limit.id and c.subject == whose for c in call.limits)
+            # The recorded counters of the calls after it hold this call's charge when the store
+            # held it then (committed when it ran, or held when it may have: never released), for
+            # a limit counted the same way.
+            held = self._same_measure(limit) and any(
+                c.limit == limit.id and c.subject == whose and c.held for c in call.limits
             )
-            if counts or recorded:
-                self._charges.append(_Charge(limit.id, whose, adds, at, counts, recorded))
+            if counts or held:
+                self._charges.append(
+                    _Charge(limit.id, whose, adds, at, counts, (call.step, call.index) if held else None)
+                )

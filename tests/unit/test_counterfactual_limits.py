@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from airlock.counterfactual import Counterfactual, under_policy
+from airlock.counterfactual import Counterfactual, under_model, under_policy
+from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
+from contracts.models import CallStatus
 from contracts.policy import Policy, Rule, WindowLimit
 from recorder.flight_recorder import Recording, load_history, reconstruct
 
@@ -238,3 +240,112 @@ async def test_an_allowed_call_says_which_limits_were_counted_from_the_run_alone
     assert fourth.note == (
         "refunds.hourly-v2 counted from this run's calls alone (other runs' calls in the window are not in its history)"
     )
+
+
+def with_calls(rec: Recording, calls: list[Any], timeline: list[Any] | None = None) -> Recording:
+    update: dict[str, Any] = {"calls": calls}
+    if timeline is not None:
+        update["timeline"] = timeline
+    return rec.model_copy(update={"memory": rec.memory.model_copy(update=update)})
+
+
+async def test_what_the_store_held_decides_what_a_recorded_counter_holds(recording: Recording) -> None:
+    """A call whose tool gave up keeps its charges held in the store (later counters hold it): it
+    is not counted twice. A call that ran with no charge held (its counter shows none) is not
+    taken out of counters that never held it."""
+    calls = recording.memory.calls
+    failed = calls[1].model_copy(update={"status": CallStatus.FAILED, "error": "the tool is unavailable"})
+    cf = under_policy(
+        with_calls(recording, [calls[0], failed, *calls[2:]]),
+        with_limits(recording, lambda limits: changed(limits, daily=1000, hourly=4)),
+    )
+    assert (cf.calls[3].after.label, cf.calls[3].after.rule) == ("allowed", "agent.capabilities")
+
+    unheld = calls[2].model_copy(update={"limits": [c.model_copy(update={"held": False}) for c in calls[2].limits]})
+    fourth = calls[3].model_copy(
+        update={
+            "limits": [
+                c.model_copy(update={"used": c.used - (30 if c.limit.startswith("refunds.daily") else 1)})
+                for c in calls[3].limits
+            ]
+        }
+    )
+    rule = Rule.model_validate({"id": "refund.not-30", "effect": "deny", "when": {"arg": "amount_usd", "eq": 30}})
+    policy = with_limits(
+        recording, lambda limits: [daily(limits).model_copy(update={"max": Decimal(85), "effect": "deny"})]
+    )
+    tool = policy.tools[REFUND]
+    policy = policy.model_copy(
+        update={"tools": {**policy.tools, REFUND: tool.model_copy(update={"rules": [*tool.rules, rule]})}}
+    )
+    cf = under_policy(with_calls(recording, [*calls[:2], unheld, fourth]), policy)
+    assert (cf.calls[3].after.label, cf.calls[3].after.rule) == ("denied", daily(tool.limits).id)
+    assert "90 of 85 USD" in cf.calls[3].note
+
+
+class Proposes:
+    """A model that proposes, at each step, the calls given for it."""
+
+    def __init__(self, by_step: dict[int, list[tuple[str, dict[str, Any]]]]) -> None:
+        self.by_step = by_step
+
+    async def decide(self, request: ModelRequest) -> ModelDecision:
+        calls = [
+            ProposedCall(call_id=f"c{request.step}_{i}", tool=t, args=a)
+            for i, (t, a) in enumerate(self.by_step.get(request.step, []))
+        ]
+        return ModelDecision(calls=calls, model="proposes")
+
+
+async def test_a_new_models_order_and_repeats_do_not_loosen_a_recorded_counter(recording: Recording) -> None:
+    """Two refunds in one step, A (40 USD) then B (50 USD), with 30 USD of other runs' in the day:
+    A found 30, B 70. A new rule denies B, and the day's max is 60. Proposed B first, A still
+    finds 70 (B's charge was in the store before A's counter only in B's own, later, record), as
+    in the recorded order; and the same refund proposed twice is judged twice, not read twice."""
+    m = recording.memory
+
+    def found(call: Any, used: int) -> list[Any]:
+        return [
+            c.model_copy(update={"used": Decimal(used)}) if c.limit.startswith("refunds.daily") else c
+            for c in call.limits
+        ]
+
+    a = m.calls[0].model_copy(update={"limits": found(m.calls[0], 30)})
+    b = m.calls[1].model_copy(
+        update={
+            "step": 1,
+            "index": 1,
+            "args": {**m.calls[1].args, "amount_usd": "50.00"},
+            "limits": found(m.calls[1], 70),
+        }
+    )
+    timeline = [
+        e.model_copy(update={"step": 1, "call_index": 1}) if e.step == 2 and e.call_index == 0 else e
+        for e in m.timeline
+        if e.step != 2 or e.call_index is not None
+    ]
+    rec = with_calls(recording, [a, b], timeline)
+    rule = Rule.model_validate({"id": "refund.not-50", "effect": "deny", "when": {"arg": "amount_usd", "eq": 50}})
+    policy = with_limits(rec, lambda limits: [daily(limits).model_copy(update={"max": Decimal(60), "effect": "deny"})])
+    tool = policy.tools[REFUND]
+    policy = policy.model_copy(
+        update={"tools": {**policy.tools, REFUND: tool.model_copy(update={"rules": [*tool.rules, rule]})}}
+    )
+    in_order = under_policy(rec, policy)
+    reversed_ = await under_model(rec, policy, Proposes({1: [(b.tool, b.args), (a.tool, a.args)]}), "proposes", None)
+    for cf in (in_order, reversed_):
+        [judged_a] = [c for c in cf.calls if c.args["amount_usd"] == "40.00"]
+        assert (judged_a.after.label, judged_a.after.rule) == ("denied", daily(tool.limits).id)
+        assert "70 of 60 USD" in judged_a.note
+
+    # (Without the refundable-amount rule, which a call no preview ran for fails closed on.)
+    twice = with_limits(rec, lambda limits: [daily(limits).model_copy(update={"max": Decimal(70), "effect": "deny"})])
+    plain = twice.tools[REFUND].model_copy(update={"rules": [r for r in tool.rules if r.when.gt_fact is None]})
+    twice = twice.model_copy(update={"tools": {**twice.tools, REFUND: plain}})
+    cf = await under_model(
+        with_calls(recording, m.calls[:1]), twice, Proposes({1: [(a.tool, a.args), (a.tool, a.args)]}), "proposes", None
+    )
+    assert [(c.after.label, c.after.rule) for c in cf.calls] == [
+        ("allowed", "agent.capabilities"),
+        ("denied", daily(tool.limits).id),
+    ]
