@@ -306,10 +306,18 @@ async def workspace(args: argparse.Namespace, out: TextIO) -> int:
     client = await _client(settings)
     control_id = control_workflow_id(args.name)
     switching = args.workspace_command != "status"
-    queue, running = await queue_of(client, control_id, settings.control_task_queue or settings.task_queue)
-    if not await served(client, queue):
+    found = await queue_of(client, control_id)
+    # A switch goes to the running workflow, or starts one on this machine's control queue; the
+    # status is asked of the workflow wherever it ran (with none, `ask` says there is none).
+    target: tuple[str, str] | None = None
+    if switching and (found is None or not found[1]):
+        target = (settings.control_task_queue or settings.task_queue, "would start")
+    elif found is not None:
+        target = (found[0], "runs" if found[1] else "ran")
+    queue, where = target or ("", "")
+    if target is not None and not await served(client, queue):
         raise CommandError(
-            f"no worker serves task queue {_shown(queue)}, where {control_id} {'runs' if running else 'would start'}: "
+            f"no worker serves task queue {_shown(queue)}, where {control_id} {where}: "
             f"{'the switch was not thrown' if switching else 'nothing can answer'}; start `airlock worker` with "
             f"AIRLOCK_TASK_QUEUE={_shown(queue)}, or point AIRLOCK_TASK_QUEUE and AIRLOCK_CONTROL_TASK_QUEUE here "
             "at the queues your workers serve (docs/deployment.md)",

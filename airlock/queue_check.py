@@ -15,18 +15,17 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 
-async def queue_of(client: Client, workflow_id: str, starts_on: str) -> tuple[str, bool]:
-    """The task queue the workflow runs on and True, or `starts_on` and False when it is not
-    running (an update with start would start it there)."""
+async def queue_of(client: Client, workflow_id: str) -> tuple[str, bool] | None:
+    """The task queue the workflow runs (or ran) on and whether it still runs; None when there is
+    no such workflow. Queries go to that queue either way; an update to one that has ended
+    starts a new one wherever the caller starts it."""
     try:
         described = await client.get_workflow_handle(workflow_id).describe()
     except RPCError as e:
         if e.status is not RPCStatusCode.NOT_FOUND:
             raise
-        return starts_on, False
-    if described.status is not WorkflowExecutionStatus.RUNNING:
-        return starts_on, False
-    return described.task_queue, True
+        return None
+    return described.task_queue, described.status is WorkflowExecutionStatus.RUNNING
 
 
 async def served(client: Client, task_queue: str) -> bool:

@@ -244,6 +244,19 @@ async def test_a_control_workflow_whose_queue_no_worker_polls_is_named_at_once(
         await handle.terminate("test done")
 
 
+async def test_the_status_of_a_workspace_without_a_control_workflow_says_so(
+    airlock_cli: AirlockCli, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, orphan_policy: str
+) -> None:
+    """`status` starts nothing, so the queue a switch would start on does not matter to it."""
+    monkeypatch.setenv("AIRLOCK_CONTROL_TASK_QUEUE", "airlock-contorl")
+    status, _ = await airlock_cli("workspace", "status", orphan_policy)
+    assert status == ExitStatus.REFUSED
+    assert stderr_lines(capsys) == [
+        f"airlock: workspace {orphan_policy!r} has no control workflow yet: no run has joined it and no switch "
+        "was thrown (its switches are off)"
+    ]
+
+
 async def test_a_mistyped_control_queue_starts_nothing(
     airlock_cli: AirlockCli,
     client: Client,
