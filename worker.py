@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import structlog
+from pydantic import ValidationError
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -44,7 +45,7 @@ from runtime.converter import data_converter
 from runtime.exits import ExitError, ExitStatus, StartupError, exit_process, say
 from runtime.logging import configure_logging
 from runtime.sealing import Keyring
-from runtime.settings import TOOL_THREADS, Settings
+from runtime.settings import TOOL_THREADS, Settings, settings_error
 from tools.backoffice.db import connect, create_schema
 from tools.registry import ToolRegistry, load_registry
 from tools.runner import ToolRunner
@@ -310,6 +311,10 @@ def serve() -> int:
         asyncio.run(run_worker())
     except ExitError as e:
         return say(e)
+    except ValidationError as e:
+        if (bad := settings_error(e)) is None:
+            raise
+        return say(bad)
     except KeyboardInterrupt:  # before the signal handlers are installed
         return ExitStatus.INTERRUPTED
     return ExitStatus.OK

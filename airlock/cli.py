@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from runtime.exits import ExitError, ExitStatus, exit_process, say
-from runtime.settings import Settings
+from runtime.settings import Settings, settings_error
 
 OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = (
     ExitStatus.OK,
@@ -847,8 +847,11 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         print("airlock: interrupted", file=sys.stderr)
         return INTERRUPTED
     except Exception as e:
+        from pydantic import ValidationError
         from temporalio.service import RPCError, RPCStatusCode
 
+        if isinstance(e, ValidationError) and (bad := settings_error(e)) is not None:
+            return say(bad)
         if not isinstance(e, RPCError):
             raise
         address = Settings().temporal_address

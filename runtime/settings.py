@@ -8,14 +8,18 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.exits import ExitError, ExitStatus
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXAMPLE_POLICY = PACKAGE_DIR.parent / "policy" / "example.yaml"
 DEFAULT_PRICES = PACKAGE_DIR / "prices.yaml"
 # Threads a worker runs tool calls on (its activity executor).
 TOOL_THREADS = 32
+# Temporal's longest task queue name.
+QUEUE_NAME_CHARS = 1000
 
 
 class Settings(BaseSettings):
@@ -58,6 +62,35 @@ class Settings(BaseSettings):
     secrets_key: SecretStr | None = Field(None, validation_alias="AIRLOCK_SECRETS_KEY")
     secrets_key_file: Path = Field(Path(".airlock/secrets.key"), validation_alias="AIRLOCK_SECRETS_KEY_FILE")
 
+    @field_validator("task_queue", "control_task_queue")
+    @classmethod
+    def _queue_name(cls, value: str | None) -> str | None:
+        # A name Temporal would refuse (empty) or could not even be sent (a byte that is not
+        # UTF-8 in the environment arrives as a surrogate) is named here, not deep in a request.
+        if value is not None and (not value.strip() or len(value) > QUEUE_NAME_CHARS or not value.isprintable()):
+            raise ValueError(f"a task queue name is 1 to {QUEUE_NAME_CHARS} printable characters")
+        return value
+
     @cached_property
     def tool_module_list(self) -> list[str]:
         return [m.strip() for m in self.tool_modules.split(",") if m.strip()]
+
+
+class SettingsError(ExitError):
+    """A setting in the environment is not valid: said in one line, naming the variable."""
+
+    status = ExitStatus.USAGE
+
+
+def settings_error(error: ValidationError) -> SettingsError | None:
+    """`error` as one line naming the environment variable, or None when it is not the settings'."""
+    if error.title != Settings.__name__:
+        return None
+    problems = error.errors()
+    first = problems[0]
+    name = ".".join(str(part) for part in first["loc"]) or "settings"
+    got = repr(first.get("input"))
+    shown = got if len(got) <= 120 else got[:117] + "..."
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    message = first["msg"].removeprefix("Value error, ")
+    return SettingsError(f"setting {name}: {message} (got {shown}){more}")

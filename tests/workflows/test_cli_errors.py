@@ -306,6 +306,33 @@ async def test_a_switch_nobody_takes_ends_with_a_line_instead_of_waiting(
         await handle.terminate("test done")
 
 
+# ---- a setting that is not valid: one line naming the variable, status 2 ----------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "problem"),
+    [
+        ("AIRLOCK_TASK_QUEUE", "", "a task queue name is 1 to 1000 printable characters (got '')"),
+        # A byte that is not UTF-8 in the environment (it reaches Python as a surrogate).
+        ("AIRLOCK_CONTROL_TASK_QUEUE", "\udcff", "a task queue name is 1 to 1000 printable characters (got '\\udcff')"),
+        (
+            "AIRLOCK_MAX_CONCURRENT_WORKFLOW_TASKS",
+            "many",
+            "Input should be a valid integer, unable to parse string as an integer (got 'many')",
+        ),
+    ],
+)
+@pytest.mark.parametrize("argv", [["workspace", "pause", "acme", "--by", "u_carol"], ["worker"]], ids=["cli", "worker"])
+def test_a_setting_that_is_not_valid_is_named_in_one_line(
+    tmp_path: Path, argv: list[str], setting: str, value: str, problem: str
+) -> None:
+    """Before anything connects: status 2, the variable and what is wrong with it, no traceback."""
+    proc = airlock(tmp_path, process_env(tmp_path, "127.0.0.1:1", **{setting: value}), *argv)
+    assert proc.returncode == ExitStatus.USAGE, proc.stderr
+    assert proc.stderr.splitlines() == [f"airlock: setting {setting}: {problem}"]
+    assert proc.stdout == ""
+
+
 # ---- a Temporal address where no server answers: one line, status 3, within ~5 s ---------------
 
 
