@@ -53,7 +53,7 @@ class CounterUse(BaseModel):
 
     limit: str
     subject: str
-    used: Decimal
+    used: Decimal = Field(ge=0, allow_inf_nan=False)
     again: bool = False
 
 
@@ -83,9 +83,11 @@ class CounterSeen(BaseModel):
     limit: str
     per: Per = "requester"
     subject: str
-    used: Decimal | None = None
-    amount: Decimal | None = None
-    max: Decimal
+    # Sums of amounts the store holds: never negative, never NaN, in a record read back (a
+    # history file given to `airlock replay`) as in a live one.
+    used: Decimal | None = Field(None, ge=0, allow_inf_nan=False)
+    amount: Decimal | None = Field(None, ge=0, allow_inf_nan=False)
+    max: Decimal = Field(ge=0, allow_inf_nan=False)
     window: str
     unit: str = ""
     held: bool = False

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from airlock.counterfactual import Counterfactual, under_model, under_policy
 from contracts.model_io import ModelDecision, ModelRequest, ProposedCall
 from contracts.models import CallStatus
 from contracts.policy import Policy, Rule, WindowLimit
+from contracts.policy_limits import CounterSeen
 from recorder.flight_recorder import Recording, load_history, reconstruct
 
 HISTORY = Path(__file__).resolve().parents[1] / "histories" / "windowed_limits.json"
@@ -349,3 +351,11 @@ async def test_a_new_models_order_and_repeats_do_not_loosen_a_recorded_counter(r
         ("allowed", "agent.capabilities"),
         ("denied", daily(tool.limits).id),
     ]
+
+
+@pytest.mark.parametrize("used", ["NaN", "-Infinity", "-1"])
+def test_a_record_read_back_with_a_counter_no_store_holds_is_refused(used: str) -> None:
+    """A history file's counter that is not a finite amount of at least 0 (no store sums to one)
+    is refused as the record is read, before a comparison with it could raise."""
+    with pytest.raises(ValidationError, match="used"):
+        CounterSeen.model_validate({"limit": "a", "subject": "u_alice", "used": used, "max": 1, "window": "1d"})
