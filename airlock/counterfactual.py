@@ -152,16 +152,20 @@ def replayed_limits(policy: Policy, rec: Recording) -> ReplayedLimits:
     return ReplayedLimits(policy, rec.memory.context.policy, instants)
 
 
+def _context(rec: Recording, call: CallRecord) -> CallContext | None:
+    """What the policy looks at for a recorded call, or None for a tool the run's catalogue lacks."""
+    entry = next((e for e in rec.memory.context.catalog if e.name == call.tool), None)
+    return None if entry is None else rec.memory.call_context(entry, call.args, call.facts)
+
+
 def new_verdict(
     policy: Policy, rec: Recording, call: CallRecord, limits: ReplayedLimits, *, reuse_votes: bool
 ) -> tuple[Verdict, str]:
     """The call decided by `policy` (its limits counted by `limits`, which the call then adds to
     when the new policy lets it run)."""
-    m = rec.memory
-    entry = next((e for e in m.context.catalog if e.name == call.tool), None)
-    if entry is None:
+    context = _context(rec, call)
+    if context is None:
         return Verdict(label="invalid"), "unknown tool"
-    context = m.call_context(entry, call.args, call.facts)
     verdict, note = _decided(policy, rec, call, context, limits, reuse_votes=reuse_votes)
     # A call waiting for approval counts too: in the store it holds its charge while it waits
     # (or takes it once approved), so the calls after it find it.
@@ -172,9 +176,9 @@ def new_verdict(
 def not_proposed(rec: Recording, call: CallRecord, limits: ReplayedLimits) -> None:
     """A recorded call the new model does not make: what it added then is taken out of the
     recorded counters of the calls after it."""
-    entry = next((e for e in rec.memory.context.catalog if e.name == call.tool), None)
-    if entry is not None:
-        limits.settle(call, rec.memory.call_context(entry, call.args, call.facts), counts=False)
+    context = _context(rec, call)
+    if context is not None:
+        limits.settle(call, context, counts=False)
 
 
 def _decided(
