@@ -23,6 +23,7 @@ a call a new model proposes in another order is set right by that order, not the
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
@@ -35,8 +36,6 @@ from policy.limits import amount, limits_for, subject, verdict, window_start
 
 
 class _Charge(NamedTuple):
-    limit: str
-    subject: str
     amount: Decimal
     at: float | None
     # Whether the call counts in the counterfactual, and where it was in the recorded run when
@@ -80,7 +79,8 @@ class ReplayedLimits:
             limit.id: _measure(limit) for tool in recorded.tools.values() for limit in tool.limits
         }  # fmt: skip
         self._instants = instants
-        self._charges: list[_Charge] = []
+        # By limit and subject: a counter reads only its own.
+        self._charges: defaultdict[tuple[str, str], list[_Charge]] = defaultdict(list)
 
     def _same_measure(self, limit: WindowLimit) -> bool:
         return self._recorded.get(limit.id) == _measure(limit)
@@ -102,10 +102,8 @@ class ReplayedLimits:
         return sum(
             (
                 c.amount
-                for c in self._charges
-                if c.limit == limit.id
-                and c.subject == whose
-                and c.counts is counts
+                for c in self._charges[(limit.id, whose)]
+                if c.counts is counts
                 and (in_record is None or (c.held_at is not None and c.held_at < before) is in_record)
                 and (start is None or c.at is None or c.at > start)
             ),
@@ -172,6 +170,5 @@ class ReplayedLimits:
                 c.limit == limit.id and c.subject == whose and c.held for c in call.limits
             )
             if counts or held:
-                self._charges.append(
-                    _Charge(limit.id, whose, adds, at, counts, (call.step, call.index) if held else None)
-                )
+                held_at = (call.step, call.index) if held else None
+                self._charges[(limit.id, whose)].append(_Charge(adds, at, counts, held_at))
